@@ -1,0 +1,2 @@
+//! floodgate-load
+fn main() {}

@@ -1,0 +1,2 @@
+//! healthcode-app
+fn main() {}

@@ -1,0 +1,1 @@
+//! Floodgate load-test kit.

@@ -1,0 +1,367 @@
+//! Runtime configuration: what the data plane runs, produced once by validation.
+//!
+//! Every value here is already checked: durations are parsed, references between
+//! routes and clusters resolve, TLS material is read from disk. Types derive
+//! `PartialEq` so that a reload can tell which clusters and listeners changed and
+//! keep the state (pools, health, outlier ejections) of those that did not.
+//! They derive `Serialize` for the admin `/config` page (the effective config,
+//! defaults filled in).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use serde::Serialize;
+
+use super::duration::serialize_duration;
+use super::duration::serialize_opt_duration;
+
+/// The whole validated configuration of one proxy process.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// Where the configuration came from (a file path or "control-plane").
+    pub source: String,
+    /// The admin listener (`/ready`, `/live`, `/metrics`, `/config`, `/clusters`).
+    pub admin: AdminConfig,
+    /// Process-wide settings: drain, access log.
+    pub server: ServerConfig,
+    /// Listeners in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// Clusters in file order; route references are checked to exist here.
+    pub clusters: Vec<ClusterConfig>,
+}
+
+impl Config {
+    /// Finds a cluster by name.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdminConfig {
+    /// Address the admin HTTP server binds (default `127.0.0.1:9901`).
+    pub listen: SocketAddr,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerConfig {
+    /// How long in-flight requests may take to finish after SIGTERM (default 30s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub drain_timeout: Duration,
+    /// Whether one access-log line is written per request (default true).
+    pub access_log: bool,
+}
+
+/// One listening socket and its routes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListenerConfig {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// TLS termination; `None` serves plain HTTP/1.1 and h2c.
+    pub tls: Option<ServerTlsConfig>,
+    /// Connection-level limits and timeouts.
+    pub limits: ListenerLimits,
+    /// Routes in file order; the first match wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Connection-level limits of a listener.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListenerLimits {
+    /// Most concurrently open downstream connections (default 10000); more wait in the accept queue.
+    pub max_connections: usize,
+    /// Time allowed to receive a request's headers (default 10s); slower clients get 408 or a close.
+    #[serde(serialize_with = "serialize_duration")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed (default 60s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub idle_timeout: Duration,
+    /// Largest request head (request line plus headers) in bytes (default 64 KiB); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Largest request body in bytes (default 10 MiB); larger gets 413.
+    pub max_request_body_bytes: u64,
+}
+
+/// TLS termination with one or more certificates chosen by SNI.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerTlsConfig {
+    /// Certificates; the first one is the default when SNI matches none (or is absent).
+    pub certs: Vec<CertConfig>,
+    /// ALPN protocols offered, in preference order (default `["h2", "http/1.1"]`).
+    pub alpn: Vec<String>,
+}
+
+/// One certificate chain and key, read from disk during validation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CertConfig {
+    /// Path of the PEM certificate chain.
+    pub cert: PathBuf,
+    /// Path of the PEM private key.
+    pub key: PathBuf,
+    /// Server names this certificate answers for (exact or `*.suffix`); empty means default only.
+    pub sni: Vec<String>,
+    /// The certificate chain's PEM bytes.
+    #[serde(skip)]
+    pub cert_pem: Vec<u8>,
+    /// The private key's PEM bytes.
+    #[serde(skip)]
+    pub key_pem: Vec<u8>,
+}
+
+/// One route: a match, a destination and the per-route policies.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteConfig {
+    /// Unique name within the listener, used in metrics (`route` label) and logs.
+    pub name: String,
+    /// What requests this route takes.
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    /// Which cluster(s) get the requests.
+    pub backend: Backend,
+    /// Replaces the matched `path_prefix` with this value before forwarding.
+    pub rewrite_prefix: Option<String>,
+    /// Whole-request deadline including retries (default 15s); exceeded → 504.
+    #[serde(serialize_with = "serialize_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Retry policy; `None` means never retry.
+    pub retry: Option<RetryPolicy>,
+    /// Forward the client's `Host` header unchanged (default true); false sends the endpoint's address.
+    pub preserve_host: bool,
+}
+
+/// The request properties a route matches on; all given conditions must hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteMatch {
+    /// Host match (case-insensitive, port ignored); `None` matches any host.
+    pub host: Option<HostMatch>,
+    /// Path match (default: prefix `/`).
+    pub path: PathMatch,
+    /// Allowed methods; empty means any.
+    #[serde(serialize_with = "serialize_methods")]
+    pub methods: Vec<Method>,
+    /// Headers that must be present with exactly these values.
+    #[serde(serialize_with = "serialize_headers")]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A host pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostMatch {
+    /// Exactly this name (lower-case).
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: any name ending in it, with at least one more label.
+    Suffix(String),
+}
+
+/// A path pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    /// The path starts with this string.
+    Prefix(String),
+    /// The path equals this string (query excluded).
+    Exact(String),
+}
+
+/// Where a route sends requests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// All requests go to one cluster.
+    Cluster(String),
+    /// Requests are split among clusters by weight (canary).
+    Weighted(Vec<WeightedCluster>),
+}
+
+/// One arm of a weighted split.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeightedCluster {
+    /// Cluster name.
+    pub cluster: String,
+    /// Relative weight (> 0 for at least one arm).
+    pub weight: u32,
+}
+
+/// When and how a route retries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Total tries including the first (default 2, at most 10).
+    pub attempts: u32,
+    /// Which outcomes are retried.
+    pub on: RetryOn,
+    /// Deadline for one try (default: none, only the route timeout applies).
+    #[serde(serialize_with = "serialize_opt_duration")]
+    pub per_try_timeout: Option<Duration>,
+    /// Retries may add at most this percentage on top of regular requests (default 20).
+    pub budget_percent: f64,
+    /// Retries always allowed per second regardless of the budget (default 10).
+    pub min_retries_per_sec: u32,
+    /// Base backoff between tries, doubled each try with jitter (default 25ms).
+    #[serde(serialize_with = "serialize_duration")]
+    pub backoff: Duration,
+}
+
+/// The outcomes a retry policy repeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RetryOn {
+    /// The connection to the endpoint could not be made (nothing was sent; safe for any method).
+    pub connect_failure: bool,
+    /// The upstream reset or closed the connection before a response (idempotent requests only).
+    pub reset: bool,
+    /// A try exceeded `per_try_timeout` (idempotent requests only).
+    pub timeout: bool,
+    /// The upstream answered one of these statuses (idempotent requests only).
+    #[serde(serialize_with = "serialize_statuses")]
+    pub statuses: Vec<StatusCode>,
+}
+
+/// One upstream service: endpoints and how to talk to them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterConfig {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// Endpoint addresses in file order.
+    pub endpoints: Vec<EndpointAddr>,
+    /// Load-balancing policy (default `p2c_least_request`).
+    pub balancer: BalancerKind,
+    /// HTTP version spoken to endpoints (default http1).
+    pub protocol: UpstreamProtocol,
+    /// TCP (and TLS) connect deadline (default 1s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub connect_timeout: Duration,
+    /// Pooled idle connections are closed after this long (default 90s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub idle_timeout: Duration,
+    /// Most idle connections kept per endpoint (default 256).
+    pub max_idle_per_endpoint: usize,
+    /// Active HTTP health checking.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive outlier ejection.
+    pub outlier: Option<OutlierConfig>,
+    /// TLS to the endpoints.
+    pub upstream_tls: Option<UpstreamTlsConfig>,
+}
+
+/// A `host:port` endpoint address; the host may be an IP or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct EndpointAddr {
+    /// Host part (IP literal without brackets, or DNS name).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for EndpointAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Load-balancing policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancerKind {
+    /// Power of two random choices, the one with fewer requests in flight wins.
+    P2cLeastRequest,
+    /// Each endpoint in turn.
+    RoundRobin,
+}
+
+/// HTTP version used towards a cluster's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with a keep-alive pool.
+    Http1,
+    /// HTTP/2 (prior knowledge over TCP, ALPN `h2` over TLS), multiplexed.
+    Http2,
+}
+
+/// Active health checking.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthCheckConfig {
+    /// Path requested with GET.
+    pub path: String,
+    /// Time between checks of one endpoint (default 5s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub interval: Duration,
+    /// Deadline for one check (default 1s, at most `interval`).
+    #[serde(serialize_with = "serialize_duration")]
+    pub timeout: Duration,
+    /// Consecutive passes that make an unhealthy endpoint healthy (default 2).
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a healthy endpoint unhealthy (default 3).
+    pub unhealthy_threshold: u32,
+    /// `Host` header sent with checks (default: the endpoint address).
+    pub host: Option<String>,
+}
+
+/// Passive outlier ejection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutlierConfig {
+    /// Consecutive failed requests (connect errors, resets, 5xx) that eject an endpoint (default 5).
+    pub consecutive_failures: u32,
+    /// First ejection length; the n-th ejection in a row lasts n times as long (default 30s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub base_ejection: Duration,
+    /// Longest ejection (default 300s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub max_ejection: Duration,
+    /// At most this percentage of the cluster's endpoints is ejected at once (default 10, range 0–100).
+    pub max_ejection_percent: u32,
+}
+
+/// TLS towards upstream endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamTlsConfig {
+    /// CA bundle path (PEM) that endpoint certificates must chain to.
+    pub ca: PathBuf,
+    /// Server name to verify and send as SNI (default: the endpoint host).
+    pub sni: Option<String>,
+    /// Client certificate path for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// Client key path for mutual TLS.
+    pub client_key: Option<PathBuf>,
+    /// The CA bundle's PEM bytes.
+    #[serde(skip)]
+    pub ca_pem: Vec<u8>,
+    /// The client certificate's PEM bytes (empty when absent).
+    #[serde(skip)]
+    pub client_cert_pem: Vec<u8>,
+    /// The client key's PEM bytes (empty when absent).
+    #[serde(skip)]
+    pub client_key_pem: Vec<u8>,
+}
+
+fn serialize_methods<S: serde::Serializer>(methods: &[Method], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(methods.iter().map(Method::as_str))
+}
+
+fn serialize_headers<S: serde::Serializer>(
+    headers: &[(HeaderName, HeaderValue)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(
+        headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("<binary>"))),
+    )
+}
+
+fn serialize_statuses<S: serde::Serializer>(
+    statuses: &[StatusCode],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(statuses.iter().map(StatusCode::as_u16))
+}

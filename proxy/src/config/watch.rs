@@ -1,0 +1,1 @@
+//! Watching the config file for changes (in-place edits, atomic renames, symlink swaps).

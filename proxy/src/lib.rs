@@ -1,0 +1,23 @@
+//! Floodgate's data plane: a burst-tolerant reverse proxy and service-mesh sidecar.
+//!
+//! The request path, outer to inner (see `docs/request-path.md`):
+//! [`listener`] accepts and serves HTTP/1.1 and HTTP/2 (optionally over TLS) →
+//! [`proxy`] picks a route from the published [`router`] table and fixes headers →
+//! [`stack`] runs the route's layers (timeout, retry) → [`balance`] picks an
+//! endpoint of the cluster and sends the request on a pooled connection.
+//! [`health`] and outlier detection decide which endpoints are eligible;
+//! [`state`] holds the published snapshot that a reload swaps atomically.
+
+pub mod admin;
+pub mod balance;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod listener;
+pub mod observe;
+pub mod proxy;
+pub mod router;
+pub mod stack;
+pub mod state;
+pub mod tls;

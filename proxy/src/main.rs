@@ -1,0 +1,2 @@
+//! floodgate binary
+fn main() {}

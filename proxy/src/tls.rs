@@ -1,0 +1,1 @@
+//! TLS: rustls server configs (SNI certificate choice) and upstream client configs.
