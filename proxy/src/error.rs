@@ -1,1 +1,265 @@
-//! placeholder
+//! The one error type of the request path, and the one function that turns it into
+//! the response a client gets.
+//!
+//! Every error says where it came from ([`Origin`]), what happened ([`ErrorKind`],
+//! which fixes the status code and the `x-floodgate-reason` value) and whether the
+//! request reached the upstream, which decides whether a retry is safe.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+
+use crate::body::{self, Body, BoxError};
+
+/// Response header naming why the proxy answered by itself.
+pub const REASON_HEADER: &str = "x-floodgate-reason";
+
+/// Which side of the proxy an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The client sent something the proxy cannot forward.
+    Downstream,
+    /// The proxy's own policy decided (no route, no endpoint, deadline).
+    Proxy,
+    /// The upstream endpoint failed.
+    Upstream,
+}
+
+/// What went wrong; fixes the status code and reason of the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No route matched the request.
+    NoRoute,
+    /// The request body is larger than the listener allows.
+    BodyTooLarge,
+    /// The request could not be read from the client.
+    BadRequest,
+    /// The cluster has no healthy, non-ejected endpoint.
+    NoHealthyEndpoint,
+    /// The TCP or TLS connection to the endpoint failed (nothing was sent).
+    ConnectFailed,
+    /// The connection to the endpoint was not made within `connect_timeout`.
+    ConnectTimeout,
+    /// The upstream closed or reset the connection before a full response.
+    UpstreamReset,
+    /// A try took longer than its `per_try_timeout`.
+    UpstreamTimeout,
+    /// The whole request took longer than the route's `timeout`.
+    RequestTimeout,
+    /// The proxy is shutting down and takes no new requests.
+    ShuttingDown,
+}
+
+impl ErrorKind {
+    /// The status code the client receives.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::NoHealthyEndpoint | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ConnectFailed | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Self::ConnectTimeout | Self::UpstreamTimeout | Self::RequestTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// The machine-readable reason (`x-floodgate-reason` and the JSON body).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BadRequest => "bad_request",
+            Self::NoHealthyEndpoint => "no_healthy_endpoint",
+            Self::ConnectFailed => "connect_failed",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::UpstreamReset => "upstream_reset",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::RequestTimeout => "request_timeout",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// Where errors of this kind come from.
+    pub fn origin(self) -> Origin {
+        match self {
+            Self::BodyTooLarge | Self::BadRequest => Origin::Downstream,
+            Self::NoRoute | Self::NoHealthyEndpoint | Self::RequestTimeout | Self::ShuttingDown => {
+                Origin::Proxy
+            }
+            Self::ConnectFailed
+            | Self::ConnectTimeout
+            | Self::UpstreamReset
+            | Self::UpstreamTimeout => Origin::Upstream,
+        }
+    }
+
+    /// The `Retry-After` hint sent with this kind, if any.
+    pub fn retry_after(self) -> Option<Duration> {
+        match self {
+            Self::NoHealthyEndpoint | Self::ShuttingDown => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// True when the upstream endpoint is to blame (counts against it for outlier ejection).
+    pub fn is_endpoint_failure(self) -> bool {
+        matches!(
+            self,
+            Self::ConnectFailed
+                | Self::ConnectTimeout
+                | Self::UpstreamReset
+                | Self::UpstreamTimeout
+        )
+    }
+}
+
+/// An error on the request path.
+pub struct ProxyError {
+    kind: ErrorKind,
+    source: Option<BoxError>,
+    unsent: Option<Box<Request<Body>>>,
+}
+
+impl ProxyError {
+    /// An error of `kind` with no further cause.
+    pub fn new(kind: ErrorKind) -> Self {
+        Self {
+            kind,
+            source: None,
+            unsent: None,
+        }
+    }
+
+    /// An error of `kind` caused by `source`.
+    pub fn with_source(kind: ErrorKind, source: impl Into<BoxError>) -> Self {
+        Self {
+            kind,
+            source: Some(source.into()),
+            unsent: None,
+        }
+    }
+
+    /// Hands back a request that was never sent, so a retry can reuse its body.
+    pub fn with_unsent(mut self, request: Request<Body>) -> Self {
+        self.unsent = Some(Box::new(request));
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// True when no byte of the request reached the upstream: any method may be retried.
+    pub fn is_unsent(&self) -> bool {
+        self.unsent.is_some()
+    }
+
+    /// Takes the unsent request back, if the error carries it.
+    pub fn take_unsent(&mut self) -> Option<Request<Body>> {
+        self.unsent.take().map(|r| *r)
+    }
+
+    /// Builds the response the client receives for this error.
+    pub fn to_response(&self, request_id: Option<&HeaderValue>) -> Response<Body> {
+        error_response(self.kind, request_id)
+    }
+}
+
+impl fmt::Debug for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyError")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .field("unsent", &self.unsent.is_some())
+            .finish()
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind.reason())?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The response the proxy sends on its own behalf: the kind's status, the reason
+/// header, `Retry-After` where a retry later can help, and a small JSON body.
+pub fn error_response(kind: ErrorKind, request_id: Option<&HeaderValue>) -> Response<Body> {
+    let status = kind.status();
+    let mut json = format!(
+        "{{\"status\":{},\"reason\":\"{}\"",
+        status.as_u16(),
+        kind.reason()
+    );
+    if let Some(id) = request_id.and_then(|v| v.to_str().ok()) {
+        // Request ids are generated by us or checked to be visible ASCII; escape anyway.
+        json.push_str(",\"request_id\":");
+        json.push_str(&serde_json::Value::from(id).to_string());
+    }
+    json.push_str("}\n");
+    let mut response = Response::new(body::full(json));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(REASON_HEADER, HeaderValue::from_static(kind.reason()));
+    if let Some(after) = kind.retry_after() {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs().max(1)),
+        );
+    }
+    if let Some(id) = request_id {
+        headers.insert("x-request-id", id.clone());
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_carry_reason_and_retry_after() {
+        let r = error_response(ErrorKind::NoHealthyEndpoint, None);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[REASON_HEADER], "no_healthy_endpoint");
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let r = error_response(ErrorKind::NoRoute, Some(&HeaderValue::from_static("abc")));
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(r.headers()["x-request-id"], "abc");
+    }
+
+    #[test]
+    fn statuses_follow_design() {
+        assert_eq!(ErrorKind::ConnectFailed.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            ErrorKind::UpstreamTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ErrorKind::RequestTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert!(ErrorKind::ConnectFailed.is_endpoint_failure());
+        assert!(!ErrorKind::NoRoute.is_endpoint_failure());
+    }
+}

@@ -17,6 +17,7 @@ pub mod health;
 pub mod listener;
 pub mod observe;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod stack;
 pub mod state;

@@ -1,2 +1,131 @@
-//! floodgate binary
-fn main() {}
+//! `floodgate`: the data-plane binary. Loads and validates the config, serves,
+//! reloads on file change or SIGHUP, and drains on SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use floodgate::admin::Admin;
+use floodgate::config::{self, Config};
+use floodgate::state::Proxy;
+use floodgate::{observe, reload};
+use tracing_subscriber::EnvFilter;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "floodgate",
+    version,
+    about = "Floodgate: a burst-tolerant reverse proxy and service-mesh sidecar"
+)]
+struct Cli {
+    /// Path of the YAML config file.
+    #[arg(long, short = 'c')]
+    config: PathBuf,
+    /// Validate the config, print every error, and exit (0 valid, 1 invalid).
+    #[arg(long)]
+    check: bool,
+    /// Log output format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax); `floodgate::access=off` silences the access log.
+    #[arg(long, env = "FLOODGATE_LOG", default_value = "info")]
+    log: String,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::load_file(&cli.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: configuration check failed ({} error{})",
+                cli.config.display(),
+                errors.errors.len(),
+                if errors.errors.len() == 1 { "" } else { "s" }
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.check {
+        let routes: usize = config.listeners.iter().map(|l| l.routes.len()).sum();
+        println!(
+            "{}: configuration is valid ({} listeners, {} routes, {} clusters)",
+            cli.config.display(),
+            config.listeners.len(),
+            routes,
+            config.clusters.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let (writer, _log_guard) = tracing_appender::non_blocking(std::io::stdout());
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match cli.log_format {
+        LogFormat::Text => subscriber.init(),
+        LogFormat::Json => subscriber.json().flatten_event(true).init(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.config, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("floodgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    observe::prometheus();
+    let admin_addr = config.admin.listen;
+    let proxy = Proxy::start(config).context("starting listeners")?;
+    let admin = Admin::bind(admin_addr)
+        .await
+        .with_context(|| format!("binding admin listener {admin_addr}"))?;
+    tracing::info!(addr = %admin.local_addr()?, "admin listening");
+    let admin_task = tokio::spawn(admin.serve(Arc::clone(&proxy)));
+    let reload_task = reload::spawn(Arc::clone(&proxy), path);
+
+    wait_for_shutdown().await?;
+    tracing::info!("shutdown signal received; draining");
+    reload_task.abort();
+    proxy.drain().await;
+    admin_task.abort();
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+async fn wait_for_shutdown() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,1 +1,149 @@
-//! placeholder
+//! Observability: metric names, the Prometheus recorder, and the access log.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests answered, by route, cluster and status code.
+pub const REQUESTS_TOTAL: &str = "floodgate_requests_total";
+/// Time from request head received to response head sent.
+pub const REQUEST_DURATION: &str = "floodgate_request_duration_seconds";
+/// Requests in flight towards a cluster's endpoints.
+pub const UPSTREAM_ACTIVE: &str = "floodgate_upstream_active_requests";
+/// Upstream connections currently open, by cluster.
+pub const UPSTREAM_CONNECTIONS: &str = "floodgate_upstream_connections";
+/// Retries sent, by route and reason.
+pub const RETRIES_TOTAL: &str = "floodgate_retries_total";
+/// Retries refused by the retry budget, by route.
+pub const RETRY_BUDGET_EXHAUSTED: &str = "floodgate_retry_budget_exhausted_total";
+/// Outlier ejections, by cluster.
+pub const OUTLIER_EJECTIONS: &str = "floodgate_outlier_ejections_total";
+/// Endpoints passing health checks and not ejected, by cluster.
+pub const ENDPOINTS_AVAILABLE: &str = "floodgate_endpoints_available";
+/// Config reload attempts, by result (`applied`, `rejected`, `unchanged`).
+pub const CONFIG_RELOADS: &str = "floodgate_config_reloads_total";
+/// The version number of the running configuration.
+pub const CONFIG_VERSION: &str = "floodgate_config_version";
+/// Downstream connections open, by listener.
+pub const DOWNSTREAM_CONNECTIONS: &str = "floodgate_downstream_connections";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), LATENCY_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed (e.g. by an embedding program);
+        // then our handle renders an empty page rather than panicking.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Requests answered, by route, cluster and status code."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request head received to response head sent."
+    );
+    describe_gauge!(
+        UPSTREAM_ACTIVE,
+        "Requests in flight towards a cluster's endpoints."
+    );
+    describe_gauge!(
+        UPSTREAM_CONNECTIONS,
+        "Upstream connections open, by cluster."
+    );
+    describe_counter!(RETRIES_TOTAL, "Retries sent, by route.");
+    describe_counter!(
+        RETRY_BUDGET_EXHAUSTED,
+        "Retries refused by the retry budget."
+    );
+    describe_counter!(OUTLIER_EJECTIONS, "Outlier ejections, by cluster.");
+    describe_gauge!(
+        ENDPOINTS_AVAILABLE,
+        "Endpoints healthy and not ejected, by cluster."
+    );
+    describe_counter!(CONFIG_RELOADS, "Config reload attempts, by result.");
+    describe_gauge!(
+        CONFIG_VERSION,
+        "Version number of the running configuration."
+    );
+    describe_gauge!(
+        DOWNSTREAM_CONNECTIONS,
+        "Downstream connections open, by listener."
+    );
+}
+
+/// The `code` label value for a status, without allocating per request.
+pub fn status_label(status: http::StatusCode) -> SharedString {
+    static LABELS: OnceLock<Vec<SharedString>> = OnceLock::new();
+    let labels = LABELS.get_or_init(|| {
+        (100u16..600)
+            .map(|c| SharedString::from(c.to_string()))
+            .collect()
+    });
+    labels
+        .get(usize::from(status.as_u16().saturating_sub(100)))
+        .cloned()
+        .unwrap_or_else(|| SharedString::from(status.as_u16().to_string()))
+}
+
+/// One finished request, as the access log records it.
+pub struct AccessRecord<'a> {
+    /// Listener name.
+    pub listener: &'a str,
+    /// Route name, or `-` when none matched.
+    pub route: &'a str,
+    /// Cluster name, or `-`.
+    pub cluster: &'a str,
+    /// Client address.
+    pub client: std::net::SocketAddr,
+    /// Request method.
+    pub method: &'a http::Method,
+    /// Request path and query as received.
+    pub path: &'a str,
+    /// HTTP version of the downstream request.
+    pub version: http::Version,
+    /// Response status.
+    pub status: u16,
+    /// Proxy's own reason, when it answered by itself.
+    pub reason: Option<&'a str>,
+    /// Request id.
+    pub request_id: &'a str,
+    /// Time to response head.
+    pub duration: Duration,
+}
+
+/// Writes one access-log event (target `floodgate::access`), formatted as text or
+/// JSON by the process's subscriber and written by its non-blocking writer.
+pub fn access_log(r: &AccessRecord<'_>) {
+    tracing::info!(
+        target: "floodgate::access",
+        listener = r.listener,
+        route = r.route,
+        cluster = r.cluster,
+        client = %r.client,
+        method = %r.method,
+        path = r.path,
+        version = ?r.version,
+        status = r.status,
+        reason = r.reason.unwrap_or("-"),
+        request_id = r.request_id,
+        duration_ms = r.duration.as_secs_f64() * 1000.0,
+    );
+}

@@ -1,1 +1,359 @@
-//! placeholder
+//! The request path, top to bottom: identify the request, find its route, fix
+//! forwarding headers, run the route stack, and answer — with the upstream's
+//! response or the proxy's own error response — then count and log it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::Limited;
+use hyper::body::Incoming;
+use rand::Rng;
+use tower::ServiceExt;
+
+use crate::balance::UseEndpointHost;
+use crate::body::Body;
+use crate::error::{error_response, ErrorKind, REASON_HEADER};
+use crate::observe::{self, AccessRecord};
+use crate::state::{ListenerRuntime, Snapshot};
+
+/// What the proxy knows about the downstream connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Listener name.
+    pub listener: Arc<str>,
+    /// Client address.
+    pub client: SocketAddr,
+    /// True when the connection is TLS.
+    pub tls: bool,
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Handles one downstream request against the published `snapshot`.
+pub async fn handle(
+    snapshot: Arc<Snapshot>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let start = Instant::now();
+    let (mut head, body) = req.into_parts();
+    let request_id = ensure_request_id(&mut head.headers);
+    let original_path = head
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    let downstream_version = head.version;
+    let method = head.method.clone();
+
+    let listener = snapshot.listener(&conn.listener);
+    let route = listener.and_then(|l| l.router.find(&head));
+    let (route, listener) = match (route, listener) {
+        (Some(route), Some(listener)) => (route, listener),
+        _ => {
+            let response = error_response(ErrorKind::NoRoute, Some(&request_id));
+            finish(
+                &snapshot,
+                conn,
+                &Done {
+                    route: "-",
+                    route_label: None,
+                    cluster: None,
+                    method: &method,
+                    path: &original_path,
+                    version: downstream_version,
+                    request_id: &request_id,
+                    start,
+                    response: &response,
+                },
+            );
+            return response;
+        }
+    };
+
+    let response = match forward(listener, route, &mut head, body, conn) {
+        Err(kind) => (error_response(kind, Some(&request_id)), None),
+        Ok((arm, req)) => {
+            let result = arm.service.clone().oneshot(req).await;
+            let response = match result {
+                Ok(mut response) => {
+                    strip_hop_by_hop(response.headers_mut());
+                    response
+                        .headers_mut()
+                        .insert(X_REQUEST_ID, request_id.clone());
+                    response
+                }
+                Err(e) => {
+                    tracing::debug!(route = %route.config.name, error = %e, "request failed");
+                    e.to_response(Some(&request_id))
+                }
+            };
+            (response, Some(&arm.cluster))
+        }
+    };
+    let (response, cluster) = response;
+    finish(
+        &snapshot,
+        conn,
+        &Done {
+            route: &route.config.name,
+            route_label: Some(&route.name),
+            cluster,
+            method: &method,
+            path: &original_path,
+            version: downstream_version,
+            request_id: &request_id,
+            start,
+            response: &response,
+        },
+    );
+    response
+}
+
+/// Turns the downstream request into the upstream one: body limit, forwarding
+/// headers, rewrite; and picks the destination arm.
+fn forward<'r>(
+    listener: &ListenerRuntime,
+    route: &'r crate::router::Route,
+    head: &mut http::request::Parts,
+    body: Incoming,
+    conn: &ConnInfo,
+) -> Result<(&'r crate::router::Arm, Request<Body>), ErrorKind> {
+    let limit = listener.config.limits.max_request_body_bytes;
+    if content_length(&head.headers).is_some_and(|len| len > limit) {
+        return Err(ErrorKind::BodyTooLarge);
+    }
+    let arm = route.pick_arm().ok_or(ErrorKind::NoRoute)?;
+
+    let original_host = host_of(&head.uri, &head.headers);
+    strip_hop_by_hop(&mut head.headers);
+    if let Some(host) = &original_host {
+        head.headers.insert(header::HOST, host.clone());
+        head.headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+    append_forwarded_for(&mut head.headers, conn.client);
+    head.headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+    let rewritten = route.rewrite(&head.uri);
+    let uri = rewritten.as_ref().unwrap_or(&head.uri);
+    // Upstream HTTP/1.1 wants origin-form; the cluster re-adds the authority for HTTP/2.
+    let path_and_query = uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse::<Uri>()
+        .map_err(|_| ErrorKind::BadRequest)?;
+
+    let body = Body::new(Limited::new(
+        body,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    ));
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = path_and_query;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = std::mem::take(&mut head.headers);
+    if !route.config.preserve_host {
+        req.extensions_mut().insert(UseEndpointHost);
+    }
+    Ok((arm, req))
+}
+
+struct Done<'a> {
+    route: &'a str,
+    route_label: Option<&'a metrics::SharedString>,
+    cluster: Option<&'a metrics::SharedString>,
+    method: &'a http::Method,
+    path: &'a str,
+    version: Version,
+    request_id: &'a HeaderValue,
+    start: Instant,
+    response: &'a Response<Body>,
+}
+
+/// Counts and logs a finished request.
+fn finish(snapshot: &Snapshot, conn: &ConnInfo, d: &Done<'_>) {
+    let elapsed = d.start.elapsed();
+    let status = d.response.status();
+    let route = d
+        .route_label
+        .cloned()
+        .unwrap_or_else(|| metrics::SharedString::const_str("-"));
+    let cluster = d
+        .cluster
+        .cloned()
+        .unwrap_or_else(|| metrics::SharedString::const_str("-"));
+    metrics::counter!(
+        observe::REQUESTS_TOTAL,
+        "route" => route.clone(),
+        "cluster" => cluster,
+        "code" => observe::status_label(status)
+    )
+    .increment(1);
+    metrics::histogram!(observe::REQUEST_DURATION, "route" => route).record(elapsed.as_secs_f64());
+    if snapshot.config.server.access_log {
+        observe::access_log(&AccessRecord {
+            listener: &conn.listener,
+            route: d.route,
+            cluster: d.cluster.map_or("-", |c| c.as_ref()),
+            client: conn.client,
+            method: d.method,
+            path: d.path,
+            version: d.version,
+            status: status.as_u16(),
+            reason: d
+                .response
+                .headers()
+                .get(REASON_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            request_id: d.request_id.to_str().unwrap_or("-"),
+            duration: elapsed,
+        });
+    }
+}
+
+/// Keeps a sane client-sent `x-request-id`, or sets a new random one.
+fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let ok =
+            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        if ok {
+            return v.clone();
+        }
+    }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+/// A random 128-bit id in UUID v4 text form.
+fn new_request_id() -> HeaderValue {
+    let n: u128 = rand::rng().random();
+    // Set the version (4) and variant (10) bits.
+    let n = (n & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{n:032x}");
+    let text = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The authority the client addressed: `Host`, or the URI's (HTTP/2 `:authority`).
+fn host_of(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    if let Some(h) = headers.get(header::HOST) {
+        return Some(h.clone());
+    }
+    uri.authority()
+        .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
+    let ip = client.ip().to_canonical().to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::try_from(value) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::TRAILER,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+    // `TE: trailers` may pass; any other TE value is hop-by-hop.
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(header::TE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.contains_key(header::TE));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "10.0.0.1:5".parse().unwrap());
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
+        append_forwarded_for(&mut h, "[::ffff:10.0.0.2]:5".parse().unwrap());
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_made() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(ensure_request_id(&mut h), "abc-123");
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("bad id"));
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id.to_str().unwrap()[14..15], "4");
+        assert_eq!(h[&X_REQUEST_ID], id);
+    }
+}

@@ -90,7 +90,10 @@ mod tests {
         assert!(matches!(parse_duration("10"), Err(DurationError::Unit(_))));
         assert!(matches!(parse_duration("10d"), Err(DurationError::Unit(_))));
         assert!(matches!(parse_duration("s"), Err(DurationError::Number(_))));
-        assert!(matches!(parse_duration("1.2.3s"), Err(DurationError::Number(_))));
+        assert!(matches!(
+            parse_duration("1.2.3s"),
+            Err(DurationError::Number(_))
+        ));
     }
 
     #[test]

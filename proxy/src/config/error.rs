@@ -32,16 +32,16 @@ impl ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors {
     /// The file (or source name) the errors belong to.
-    pub source: String,
+    pub file: String,
     /// The problems, in the order found.
     pub errors: Vec<ConfigError>,
 }
 
 impl ConfigErrors {
     /// Wraps a single error.
-    pub fn one(source: impl Into<String>, error: ConfigError) -> Self {
+    pub fn one(file: impl Into<String>, error: ConfigError) -> Self {
         Self {
-            source: source.into(),
+            file: file.into(),
             errors: vec![error],
         }
     }
@@ -54,7 +54,7 @@ impl fmt::Display for ConfigErrors {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}", self.source)?;
+            write!(f, "{}", self.file)?;
             if let Some(line) = e.line {
                 write!(f, ":{line}")?;
                 if let Some(col) = e.column {

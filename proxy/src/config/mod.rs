@@ -21,7 +21,10 @@ pub use runtime::*;
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let source = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::one(&source, ConfigError::at("", format!("cannot read file: {e}")))
+        ConfigErrors::one(
+            &source,
+            ConfigError::at("", format!("cannot read file: {e}")),
+        )
     })?;
     let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
     parse_str(&text, &source, base_dir)

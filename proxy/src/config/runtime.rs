@@ -135,6 +135,19 @@ pub struct RouteConfig {
     pub preserve_host: bool,
 }
 
+impl RouteConfig {
+    /// The destination clusters with their weights (one arm of weight 1 for `cluster:`).
+    pub fn backend_arms(&self) -> Vec<(&str, u32)> {
+        match &self.backend {
+            Backend::Cluster(name) => vec![(name.as_str(), 1)],
+            Backend::Weighted(arms) => arms
+                .iter()
+                .map(|a| (a.cluster.as_str(), a.weight))
+                .collect(),
+        }
+    }
+}
+
 /// The request properties a route matches on; all given conditions must hold.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteMatch {

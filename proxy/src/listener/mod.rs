@@ -1,1 +1,225 @@
-//! placeholder
+//! Listeners: bind, accept (bounded by `max_connections`), optional TLS, and serve
+//! HTTP/1.1 and HTTP/2 on the same port (h2c prior knowledge in plain text, ALPN
+//! over TLS); graceful drain on removal or shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::{ListenerConfig, ListenerLimits};
+use crate::proxy::{self, ConnInfo};
+use crate::state::Proxy;
+
+/// A bound socket not yet serving.
+pub struct Bound {
+    socket: TcpListener,
+    configured: SocketAddr,
+    max_connections: usize,
+}
+
+impl Bound {
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap_or(self.configured)
+    }
+}
+
+/// Binds a listener's address (with `SO_REUSEADDR`, a deep accept backlog, non-blocking).
+pub fn bind(config: &ListenerConfig) -> std::io::Result<Bound> {
+    let domain = socket2::Domain::for_address(config.listen);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&config.listen.into())?;
+    socket.listen(4096)?;
+    let socket = TcpListener::from_std(socket.into())?;
+    Ok(Bound {
+        socket,
+        configured: config.listen,
+        max_connections: config.limits.max_connections,
+    })
+}
+
+/// A serving listener; dropping it does not stop it, [`ListenerHandle::drain`] does.
+pub struct ListenerHandle {
+    name: Arc<str>,
+    configured: SocketAddr,
+    local: SocketAddr,
+    stop: watch::Sender<Option<Duration>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl ListenerHandle {
+    /// Listener name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address from the config.
+    pub fn configured_addr(&self) -> SocketAddr {
+        self.configured
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Stops accepting, lets open connections finish their requests (HTTP/2 gets
+    /// GOAWAY, idle HTTP/1.1 keep-alive connections close) for up to `timeout`,
+    /// then closes what is left.
+    pub async fn drain(self, timeout: Duration) {
+        let _ = self.stop.send(Some(timeout));
+        let _ = self.done.await;
+    }
+}
+
+/// Starts the accept loop of a bound listener.
+pub fn spawn(name: Arc<str>, bound: Bound, proxy: Arc<Proxy>) -> ListenerHandle {
+    let (stop, stopped) = watch::channel(None);
+    let local = bound.local_addr();
+    let configured = bound.configured;
+    let done = tokio::spawn(accept_loop(name.clone(), bound, proxy, stopped));
+    ListenerHandle {
+        name,
+        configured,
+        local,
+        stop,
+        done,
+    }
+}
+
+async fn accept_loop(
+    name: Arc<str>,
+    bound: Bound,
+    proxy: Arc<Proxy>,
+    mut stopped: watch::Receiver<Option<Duration>>,
+) {
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(bound.max_connections.max(1)));
+    let connections =
+        metrics::gauge!(crate::observe::DOWNSTREAM_CONNECTIONS, "listener" => name.to_string());
+    let drain_after = loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stopped.changed() => break *stopped.borrow(),
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break None,
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            _ = stopped.changed() => break *stopped.borrow(),
+            a = bound.socket.accept() => a,
+        };
+        let (stream, client) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = ConnInfo {
+            listener: name.clone(),
+            client,
+            tls: false,
+        };
+        let watcher = graceful.watcher();
+        let proxy = Arc::clone(&proxy);
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            connections.increment(1.0);
+            serve_connection(stream, conn, proxy, watcher).await;
+            connections.decrement(1.0);
+            drop(permit);
+        });
+    };
+    drop(bound);
+    let timeout = drain_after.unwrap_or(Duration::from_secs(30));
+    if tokio::time::timeout(timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(listener = %name, ?timeout, "drain timed out; closing remaining connections");
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    mut conn: ConnInfo,
+    proxy: Arc<Proxy>,
+    watcher: Watcher,
+) {
+    let snapshot = proxy.snapshot();
+    let Some(listener) = snapshot.listener(&conn.listener) else {
+        return;
+    };
+    let limits = listener.config.limits.clone();
+    let tls = listener.tls.clone();
+    drop(snapshot);
+    match tls {
+        None => serve_io(TokioIo::new(stream), conn, proxy, watcher, &limits).await,
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(tls_stream)) => {
+                    conn.tls = true;
+                    serve_io(TokioIo::new(tls_stream), conn, proxy, watcher, &limits).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %conn.client, error = %e, "TLS handshake failed")
+                }
+                Err(_) => tracing::debug!(client = %conn.client, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_io<I>(
+    io: I,
+    conn: ConnInfo,
+    proxy: Arc<Proxy>,
+    watcher: Watcher,
+    limits: &ListenerLimits,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(1024);
+    let conn = Arc::new(conn);
+    let service = service_fn(move |req| {
+        let proxy = Arc::clone(&proxy);
+        let conn = Arc::clone(&conn);
+        async move {
+            let snapshot = proxy.snapshot();
+            Ok::<_, std::convert::Infallible>(proxy::handle(snapshot, &conn, req).await)
+        }
+    });
+    let connection = builder.serve_connection(io, service).into_owned();
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(error = %e, "downstream connection ended with error");
+    }
+}

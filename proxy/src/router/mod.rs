@@ -1,1 +1,236 @@
-//! placeholder
+//! Routing: the first route (in file order) whose host, path, method and header
+//! conditions all hold takes the request.
+//!
+//! A route table is immutable; a reload builds a new one and publishes it with the
+//! rest of the snapshot, so an in-flight request keeps the table it started with.
+
+use http::request::Parts;
+use http::{header, HeaderMap, Method, Uri};
+use rand::Rng;
+
+use crate::config::{HostMatch, PathMatch, RouteConfig, RouteMatch};
+use crate::stack::RouteService;
+
+/// One destination arm of a route: a cluster, its weight and the stack towards it.
+pub struct Arm {
+    /// Cluster name (metrics label).
+    pub cluster: metrics::SharedString,
+    /// Relative weight.
+    pub weight: u32,
+    /// The route stack towards this cluster.
+    pub service: RouteService,
+}
+
+/// A compiled route.
+pub struct Route {
+    /// Route name (metrics label).
+    pub name: metrics::SharedString,
+    /// The route's config (match, rewrite, host handling).
+    pub config: RouteConfig,
+    /// Destination arms; one unless the route splits by weight.
+    pub arms: Vec<Arm>,
+    total_weight: u64,
+}
+
+impl Route {
+    /// A route from its config and arms (at least one with weight > 0, checked by validation).
+    pub fn new(config: RouteConfig, arms: Vec<Arm>) -> Self {
+        let total_weight = arms.iter().map(|a| u64::from(a.weight)).sum();
+        Self {
+            name: metrics::SharedString::from(config.name.clone()),
+            config,
+            arms,
+            total_weight,
+        }
+    }
+
+    /// Picks the arm for one request, by weight.
+    pub fn pick_arm(&self) -> Option<&Arm> {
+        if self.arms.len() == 1 || self.total_weight == 0 {
+            return self.arms.first();
+        }
+        let mut ticket = rand::rng().random_range(0..self.total_weight);
+        for arm in &self.arms {
+            let w = u64::from(arm.weight);
+            if ticket < w {
+                return Some(arm);
+            }
+            ticket -= w;
+        }
+        self.arms.last()
+    }
+
+    /// The path to forward: with `rewrite_prefix`, the matched prefix is replaced.
+    pub fn rewrite(&self, uri: &Uri) -> Option<Uri> {
+        let replacement = self.config.rewrite_prefix.as_deref()?;
+        let PathMatch::Prefix(prefix) = &self.config.matcher.path else {
+            return None;
+        };
+        let path = uri.path();
+        let rest = path.strip_prefix(prefix.as_str())?;
+        let mut new_path = String::with_capacity(replacement.len() + rest.len() + 1);
+        new_path.push_str(replacement);
+        // Avoid `//` when both sides carry the slash, and a missing one when neither does.
+        match (replacement.ends_with('/'), rest.starts_with('/')) {
+            (true, true) => new_path.push_str(&rest[1..]),
+            (false, false) if !rest.is_empty() => {
+                new_path.push('/');
+                new_path.push_str(rest);
+            }
+            _ => new_path.push_str(rest),
+        }
+        if let Some(q) = uri.query() {
+            new_path.push('?');
+            new_path.push_str(q);
+        }
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = new_path.parse().ok();
+        Uri::from_parts(parts).ok()
+    }
+}
+
+/// The routes of one listener, in match order.
+#[derive(Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// A router over routes in file order.
+    pub fn new(routes: Vec<Route>) -> Self {
+        Self { routes }
+    }
+
+    /// The first route matching the request head.
+    pub fn find(&self, head: &Parts) -> Option<&Route> {
+        let host = request_host(&head.uri, &head.headers);
+        self.routes.iter().find(|r| {
+            matches(
+                &r.config.matcher,
+                host,
+                head.uri.path(),
+                &head.method,
+                &head.headers,
+            )
+        })
+    }
+}
+
+/// The request's host without port: the URI authority (HTTP/2, absolute-form) or `Host`.
+pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    if let Some(host) = uri.host() {
+        return Some(host);
+    }
+    let value = headers.get(header::HOST)?.to_str().ok()?;
+    Some(strip_port(value))
+}
+
+fn strip_port(hostport: &str) -> &str {
+    if let Some(rest) = hostport.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match hostport.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => hostport,
+    }
+}
+
+fn matches(
+    m: &RouteMatch,
+    host: Option<&str>,
+    path: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> bool {
+    host_matches(m.host.as_ref(), host)
+        && match &m.path {
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Exact(p) => path == p,
+        }
+        && (m.methods.is_empty() || m.methods.contains(method))
+        && m.headers
+            .iter()
+            .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
+}
+
+fn host_matches(pattern: Option<&HostMatch>, host: Option<&str>) -> bool {
+    let Some(pattern) = pattern else {
+        return true;
+    };
+    let Some(host) = host else {
+        return false;
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    match pattern {
+        HostMatch::Exact(name) => host.eq_ignore_ascii_case(name),
+        HostMatch::Suffix(suffix) => {
+            host.len() > suffix.len()
+                && host
+                    .get(host.len() - suffix.len()..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn m(host: Option<HostMatch>, path: PathMatch) -> RouteMatch {
+        RouteMatch {
+            host,
+            path,
+            methods: vec![],
+            headers: vec![],
+        }
+    }
+
+    #[test]
+    fn hosts_match_exact_and_wildcard() {
+        let exact = HostMatch::Exact("code.example.gov".into());
+        let wild = HostMatch::Suffix(".example.gov".into());
+        assert!(host_matches(Some(&exact), Some("CODE.example.gov")));
+        assert!(host_matches(Some(&exact), Some("code.example.gov.")));
+        assert!(!host_matches(Some(&exact), Some("x.code.example.gov")));
+        assert!(host_matches(Some(&wild), Some("a.example.gov")));
+        assert!(host_matches(Some(&wild), Some("a.b.example.gov")));
+        assert!(!host_matches(Some(&wild), Some("example.gov")));
+        assert!(!host_matches(Some(&wild), Some("badexample.gov")));
+        assert!(host_matches(None, None));
+        assert!(!host_matches(Some(&exact), None));
+    }
+
+    #[test]
+    fn host_header_port_is_ignored() {
+        assert_eq!(strip_port("a.gov:8080"), "a.gov");
+        assert_eq!(strip_port("a.gov"), "a.gov");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+    }
+
+    #[test]
+    fn path_method_and_headers_all_must_hold() {
+        let mut rm = m(None, PathMatch::Prefix("/api/".into()));
+        rm.methods = vec![Method::GET];
+        rm.headers = vec![(
+            http::HeaderName::from_static("x-env"),
+            HeaderValue::from_static("prod"),
+        )];
+        let mut h = HeaderMap::new();
+        h.insert("x-env", HeaderValue::from_static("prod"));
+        assert!(matches(&rm, None, "/api/x", &Method::GET, &h));
+        assert!(!matches(&rm, None, "/apx", &Method::GET, &h));
+        assert!(!matches(&rm, None, "/api/x", &Method::POST, &h));
+        assert!(!matches(
+            &rm,
+            None,
+            "/api/x",
+            &Method::GET,
+            &HeaderMap::new()
+        ));
+        let exact = m(None, PathMatch::Exact("/healthz".into()));
+        assert!(matches(&exact, None, "/healthz", &Method::GET, &h));
+        assert!(!matches(&exact, None, "/healthz/x", &Method::GET, &h));
+    }
+}

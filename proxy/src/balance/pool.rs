@@ -1,0 +1,407 @@
+//! Per-endpoint connection pool: keep-alive HTTP/1.1 connections reused LIFO, or
+//! shared multiplexed HTTP/2 connections; plain TCP or TLS.
+//!
+//! Connecting is a separate step from sending, so a connect failure hands the
+//! request back untouched (safe to retry for any method), and a pooled
+//! connection that the upstream closed while idle is replaced transparently.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::endpoint::RequestGuard;
+use crate::body::{Body, BoxError};
+use crate::config::{EndpointAddr, UpstreamProtocol};
+use crate::error::{ErrorKind, ProxyError};
+
+/// How a pool connects and how long it keeps connections.
+pub struct PoolSettings {
+    /// TCP plus TLS handshake deadline.
+    pub connect_timeout: Duration,
+    /// Idle connections older than this are closed instead of reused.
+    pub idle_timeout: Duration,
+    /// Most idle HTTP/1.1 connections kept.
+    pub max_idle: usize,
+    /// HTTP version spoken.
+    pub protocol: UpstreamProtocol,
+    /// TLS towards the endpoint, if configured.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// A TLS connector and the server name to verify.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// The rustls connector (CA, client cert, ALPN).
+    pub connector: TlsConnector,
+    /// Name verified and sent as SNI; `None` uses the endpoint host.
+    pub server_name: Option<ServerName<'static>>,
+}
+
+struct IdleConn {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// The connections to one endpoint.
+pub struct Pool {
+    addr: EndpointAddr,
+    settings: Arc<PoolSettings>,
+    idle: Mutex<Vec<IdleConn>>,
+    h2: Mutex<Vec<http2::SendRequest<Body>>>,
+    open: Arc<AtomicUsize>,
+}
+
+/// A connection checked out of the pool for one request.
+pub enum Conn {
+    /// An HTTP/1.1 connection, returned to the pool when the response body ends.
+    Http1 {
+        /// The request sender.
+        sender: http1::SendRequest<Body>,
+        /// True when it came from the idle list (it may have been closed meanwhile).
+        reused: bool,
+    },
+    /// A shared HTTP/2 connection.
+    Http2 {
+        /// The request sender (a clone of the shared one).
+        sender: http2::SendRequest<Body>,
+        /// True when the connection existed before this request.
+        reused: bool,
+    },
+}
+
+impl Conn {
+    /// Whether this connection existed before the request (a failure may be staleness).
+    pub fn is_reused(&self) -> bool {
+        match self {
+            Self::Http1 { reused, .. } | Self::Http2 { reused, .. } => *reused,
+        }
+    }
+}
+
+impl Pool {
+    /// An empty pool for `addr`.
+    pub fn new(addr: EndpointAddr, settings: Arc<PoolSettings>) -> Self {
+        Self {
+            addr,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(Vec::new()),
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Connections currently open (idle or busy).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// HTTP/1.1 connections idle in the pool.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+
+    /// Takes a ready connection from the pool or opens a new one.
+    pub async fn checkout(&self) -> Result<Conn, ProxyError> {
+        match self.settings.protocol {
+            UpstreamProtocol::Http1 => {
+                if let Some(sender) = self.take_idle() {
+                    return Ok(Conn::Http1 {
+                        sender,
+                        reused: true,
+                    });
+                }
+                let sender = self.connect_http1().await?;
+                Ok(Conn::Http1 {
+                    sender,
+                    reused: false,
+                })
+            }
+            UpstreamProtocol::Http2 => {
+                if let Some(sender) = self.shared_h2() {
+                    return Ok(Conn::Http2 {
+                        sender,
+                        reused: true,
+                    });
+                }
+                let sender = self.connect_http2().await?;
+                if let Ok(mut shared) = self.h2.lock() {
+                    shared.push(sender.clone());
+                }
+                Ok(Conn::Http2 {
+                    sender,
+                    reused: false,
+                })
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.idle.lock().ok()?;
+        let now = Instant::now();
+        // LIFO: the most recently used connection is the likeliest to be alive and warm.
+        while let Some(conn) = idle.pop() {
+            if conn.sender.is_ready()
+                && !conn.sender.is_closed()
+                && now.duration_since(conn.since) < self.settings.idle_timeout
+            {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    fn shared_h2(&self) -> Option<http2::SendRequest<Body>> {
+        let mut shared = self.h2.lock().ok()?;
+        shared.retain(|s| !s.is_closed());
+        shared.iter().find(|s| s.is_ready()).cloned()
+    }
+
+    /// Returns a finished HTTP/1.1 connection for reuse.
+    fn checkin(&self, sender: http1::SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.settings.max_idle {
+                idle.push(IdleConn {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    async fn connect_http1(&self) -> Result<http1::SendRequest<Body>, ProxyError> {
+        let io = self.connect_io().await?;
+        let (sender, conn) = match io {
+            Io::Plain(tcp) => {
+                let (s, c) = http1::handshake(TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| ProxyError::with_source(ErrorKind::ConnectFailed, e))?;
+                (s, ConnTask::H1Plain(Box::new(c)))
+            }
+            Io::Tls(tls) => {
+                let (s, c) = http1::handshake(TokioIo::new(*tls))
+                    .await
+                    .map_err(|e| ProxyError::with_source(ErrorKind::ConnectFailed, e))?;
+                (s, ConnTask::H1Tls(Box::new(c)))
+            }
+        };
+        self.spawn_conn(conn);
+        Ok(sender)
+    }
+
+    async fn connect_http2(&self) -> Result<http2::SendRequest<Body>, ProxyError> {
+        let io = self.connect_io().await?;
+        let (sender, conn) = match io {
+            Io::Plain(tcp) => {
+                let (s, c) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| ProxyError::with_source(ErrorKind::ConnectFailed, e))?;
+                (s, ConnTask::H2Plain(Box::new(c)))
+            }
+            Io::Tls(tls) => {
+                let (s, c) = http2::handshake(TokioExecutor::new(), TokioIo::new(*tls))
+                    .await
+                    .map_err(|e| ProxyError::with_source(ErrorKind::ConnectFailed, e))?;
+                (s, ConnTask::H2Tls(Box::new(c)))
+            }
+        };
+        self.spawn_conn(conn);
+        Ok(sender)
+    }
+
+    fn spawn_conn(&self, task: ConnTask) {
+        let open = Arc::clone(&self.open);
+        open.fetch_add(1, Ordering::Relaxed);
+        let addr = self.addr.clone();
+        tokio::spawn(async move {
+            let result = match task {
+                ConnTask::H1Plain(c) => (*c).await,
+                ConnTask::H1Tls(c) => (*c).await,
+                ConnTask::H2Plain(c) => (*c).await,
+                ConnTask::H2Tls(c) => (*c).await,
+            };
+            open.fetch_sub(1, Ordering::Relaxed);
+            if let Err(e) = result {
+                tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended with error");
+            }
+        });
+    }
+
+    async fn connect_io(&self) -> Result<Io, ProxyError> {
+        let deadline = self.settings.connect_timeout;
+        match tokio::time::timeout(deadline, self.connect_io_inner()).await {
+            Ok(result) => result,
+            Err(_) => Err(ProxyError::with_source(
+                ErrorKind::ConnectTimeout,
+                format!("connect to {} timed out after {:?}", self.addr, deadline),
+            )),
+        }
+    }
+
+    async fn connect_io_inner(&self) -> Result<Io, ProxyError> {
+        let fail = |e: io::Error| ProxyError::with_source(ErrorKind::ConnectFailed, e);
+        let tcp = TcpStream::connect((self.addr.host.as_str(), self.addr.port))
+            .await
+            .map_err(fail)?;
+        tcp.set_nodelay(true).map_err(fail)?;
+        let Some(tls) = &self.settings.tls else {
+            return Ok(Io::Plain(tcp));
+        };
+        let name = match &tls.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(self.addr.host.clone()).map_err(|e| {
+                ProxyError::with_source(ErrorKind::ConnectFailed, format!("bad TLS name: {e}"))
+            })?,
+        };
+        let stream = tls.connector.connect(name, tcp).await.map_err(fail)?;
+        Ok(Io::Tls(Box::new(stream)))
+    }
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
+enum ConnTask {
+    H1Plain(Box<http1::Connection<TokioIo<TcpStream>, Body>>),
+    H1Tls(Box<http1::Connection<TlsIo, Body>>),
+    H2Plain(Box<http2::Connection<TokioIo<TcpStream>, Body, TokioExecutor>>),
+    H2Tls(Box<http2::Connection<TlsIo, Body, TokioExecutor>>),
+}
+
+/// A response head from the upstream, with what is needed to finish the exchange.
+pub struct Sent {
+    /// The response; its body still streams from the upstream.
+    pub response: Response<Incoming>,
+    checkin: Option<http1::SendRequest<Body>>,
+}
+
+/// Sends `req` on `conn`. On failure, the error carries the request back if it
+/// was never written, so the caller can try again on a fresh connection.
+pub async fn send(conn: Conn, req: Request<Body>) -> Result<Sent, ProxyError> {
+    match conn {
+        Conn::Http1 { mut sender, .. } => match sender.try_send_request(req).await {
+            Ok(response) => Ok(Sent {
+                response,
+                checkin: Some(sender),
+            }),
+            Err(mut e) => Err(send_error(e.take_message(), e.into_error())),
+        },
+        Conn::Http2 { mut sender, .. } => match sender.try_send_request(req).await {
+            Ok(response) => Ok(Sent {
+                response,
+                checkin: None,
+            }),
+            Err(mut e) => Err(send_error(e.take_message(), e.into_error())),
+        },
+    }
+}
+
+impl Sent {
+    /// The response with a body that returns the connection to `pool` when it ends
+    /// and holds `guard` (the in-flight mark) until then.
+    pub fn into_response(self, pool: &Arc<Pool>, guard: Option<RequestGuard>) -> Response<Body> {
+        let checkin = self.checkin.map(|sender| (Arc::clone(pool), sender));
+        self.response.map(|inner| {
+            crate::body::boxed(PooledBody {
+                inner,
+                checkin,
+                _guard: guard,
+            })
+        })
+    }
+}
+
+fn send_error(unsent: Option<Request<Body>>, error: hyper::Error) -> ProxyError {
+    let kind = if is_body_too_large(&error) {
+        ErrorKind::BodyTooLarge
+    } else {
+        ErrorKind::UpstreamReset
+    };
+    let err = ProxyError::with_source(kind, error);
+    match unsent {
+        Some(req) => err.with_unsent(req),
+        None => err,
+    }
+}
+
+fn is_body_too_large(error: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The upstream response body: streams through, then returns the HTTP/1.1
+/// connection to the pool once the body has ended, and ends the request's
+/// in-flight mark when done or dropped.
+struct PooledBody {
+    inner: Incoming,
+    checkin: Option<(Arc<Pool>, http1::SendRequest<Body>)>,
+    _guard: Option<RequestGuard>,
+}
+
+impl PooledBody {
+    fn finish(&mut self) {
+        if let Some((pool, sender)) = self.checkin.take() {
+            pool.checkin(sender);
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Err(_))) => self.checkin = None,
+            _ => {}
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // A body that was complete but never polled to its end (empty bodies, HEAD)
+        // still leaves a reusable connection; a partly read one does not.
+        if self.inner.is_end_stream() {
+            self.finish();
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Deadline layer: fails a call with a given error kind when it takes too long.
+//!
+//! Used twice in a route stack: outermost for the route `timeout` (the whole
+//! exchange up to the response head, every try included) and under the retry
+//! layer for `per_try_timeout`.
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use crate::body::Body;
+use crate::error::{ErrorKind, ProxyError};
+
+/// Wraps a service with [`Timeout`].
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutLayer {
+    after: Option<Duration>,
+    kind: ErrorKind,
+}
+
+impl TimeoutLayer {
+    /// Fails calls that take longer than `after` (none: no deadline) with `kind`.
+    pub fn new(after: Option<Duration>, kind: ErrorKind) -> Self {
+        Self { after, kind }
+    }
+}
+
+impl<S> Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+
+    fn layer(&self, inner: S) -> Timeout<S> {
+        Timeout {
+            inner,
+            after: self.after,
+            kind: self.kind,
+        }
+    }
+}
+
+/// A service whose calls fail with a timeout error after a deadline.
+#[derive(Debug, Clone)]
+pub struct Timeout<S> {
+    inner: S,
+    after: Option<Duration>,
+    kind: ErrorKind,
+}
+
+impl<S> Service<Request<Body>> for Timeout<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = ProxyError;
+    type Future = BoxFuture<'static, Result<Response<Body>, ProxyError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let call = self.inner.call(req);
+        let (after, kind) = (self.after, self.kind);
+        Box::pin(async move {
+            let Some(after) = after else {
+                return call.await;
+            };
+            match tokio::time::timeout(after, call).await {
+                Ok(result) => result,
+                Err(_) => Err(ProxyError::with_source(
+                    kind,
+                    format!("no response within {after:?}"),
+                )),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_calls_fail_with_the_given_kind() {
+        let slow = tower::service_fn(|_req: Request<Body>| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, ProxyError>(Response::new(crate::body::empty()))
+        });
+        let svc =
+            TimeoutLayer::new(Some(Duration::from_secs(1)), ErrorKind::UpstreamTimeout).layer(slow);
+        let err = svc
+            .oneshot(Request::new(crate::body::empty()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UpstreamTimeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_deadline_passes_through() {
+        let slow = tower::service_fn(|_req: Request<Body>| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, ProxyError>(Response::new(crate::body::empty()))
+        });
+        let svc = TimeoutLayer::new(None, ErrorKind::RequestTimeout).layer(slow);
+        assert!(svc
+            .oneshot(Request::new(crate::body::empty()))
+            .await
+            .is_ok());
+    }
+}
