@@ -30,6 +30,9 @@ struct Cli {
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Worker threads serving traffic (default: one per CPU core).
+    #[arg(long)]
+    workers: Option<usize>,
     /// Log filter (tracing EnvFilter syntax); `floodgate::access=off` silences the access log.
     #[arg(long, env = "FLOODGATE_LOG", default_value = "info")]
     log: String,
@@ -79,10 +82,11 @@ fn main() -> ExitCode {
         LogFormat::Text => subscriber.init(),
         LogFormat::Json => subscriber.json().flatten_event(true).init(),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.workers {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

@@ -4,12 +4,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
@@ -102,10 +102,11 @@ async fn accept_loop(
     proxy: Arc<Proxy>,
     mut stopped: watch::Receiver<Option<Duration>>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Connections watch `draining`; `open` counts them so the drain knows when all are gone.
+    let (draining, drain_signal) = watch::channel(false);
+    let open = Arc::new(OpenConnections::default());
     let permits = Arc::new(Semaphore::new(bound.max_connections.max(1)));
-    let connections =
-        metrics::gauge!(crate::observe::DOWNSTREAM_CONNECTIONS, "listener" => name.to_string());
+    let gauge = metrics::gauge!(crate::observe::DOWNSTREAM_CONNECTIONS, "listener" => name.to_string());
     let drain_after = loop {
         let permit = tokio::select! {
             biased;
@@ -135,23 +136,62 @@ async fn accept_loop(
             client,
             tls: false,
         };
-        let watcher = graceful.watcher();
+        let guard = open.enter(gauge.clone());
         let proxy = Arc::clone(&proxy);
-        let connections = connections.clone();
+        let drain_signal = drain_signal.clone();
         tokio::spawn(async move {
-            connections.increment(1.0);
-            serve_connection(stream, conn, proxy, watcher).await;
-            connections.decrement(1.0);
+            serve_connection(stream, conn, proxy, drain_signal).await;
+            drop(guard);
             drop(permit);
         });
     };
     drop(bound);
+    let _ = draining.send(true);
     let timeout = drain_after.unwrap_or(Duration::from_secs(30));
-    if tokio::time::timeout(timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(timeout, open.all_closed()).await.is_err() {
         tracing::warn!(listener = %name, ?timeout, "drain timed out; closing remaining connections");
+    }
+}
+
+/// Counts a listener's open connections and wakes the drain when none are left.
+#[derive(Default)]
+struct OpenConnections {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl OpenConnections {
+    fn enter(self: &Arc<Self>, gauge: metrics::Gauge) -> OpenGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        gauge.increment(1.0);
+        OpenGuard {
+            open: Arc::clone(self),
+            gauge,
+        }
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct OpenGuard {
+    open: Arc<OpenConnections>,
+    gauge: metrics::Gauge,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+        if self.open.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.open.idle.notify_waiters();
+        }
     }
 }
 
@@ -159,7 +199,7 @@ async fn serve_connection(
     stream: TcpStream,
     mut conn: ConnInfo,
     proxy: Arc<Proxy>,
-    watcher: Watcher,
+    drain: watch::Receiver<bool>,
 ) {
     let snapshot = proxy.snapshot();
     let Some(listener) = snapshot.listener(&conn.listener) else {
@@ -169,29 +209,32 @@ async fn serve_connection(
     let tls = listener.tls.clone();
     drop(snapshot);
     match tls {
-        None => serve_io(TokioIo::new(stream), conn, proxy, watcher, &limits).await,
+        None => serve_io(TokioIo::new(stream), conn, proxy, drain, &limits).await,
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+            let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
             match handshake.await {
                 Ok(Ok(tls_stream)) => {
                     conn.tls = true;
-                    serve_io(TokioIo::new(tls_stream), conn, proxy, watcher, &limits).await;
+                    serve_io(TokioIo::new(tls_stream), conn, proxy, drain, &limits).await;
                 }
-                Ok(Err(e)) => {
-                    tracing::debug!(client = %conn.client, error = %e, "TLS handshake failed")
-                }
+                Ok(Err(e)) => tracing::debug!(client = %conn.client, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(client = %conn.client, "TLS handshake timed out"),
             }
         }
     }
 }
 
+/// Requests in flight on one connection and when the last one finished, for the idle timeout.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    last_done: std::sync::Mutex<Instant>,
+}
+
 async fn serve_io<I>(
     io: I,
     conn: ConnInfo,
     proxy: Arc<Proxy>,
-    watcher: Watcher,
+    mut drain: watch::Receiver<bool>,
     limits: &ListenerLimits,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -209,17 +252,59 @@ async fn serve_io<I>(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(1024);
-    let conn = Arc::new(conn);
-    let service = service_fn(move |req| {
-        let proxy = Arc::clone(&proxy);
-        let conn = Arc::clone(&conn);
-        async move {
-            let snapshot = proxy.snapshot();
-            Ok::<_, std::convert::Infallible>(proxy::handle(snapshot, &conn, req).await)
-        }
+    let activity = Arc::new(Activity {
+        in_flight: std::sync::atomic::AtomicUsize::new(0),
+        last_done: std::sync::Mutex::new(Instant::now()),
     });
-    let connection = builder.serve_connection(io, service).into_owned();
-    if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(error = %e, "downstream connection ended with error");
+    let conn = Arc::new(conn);
+    let service = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |req| {
+            let proxy = Arc::clone(&proxy);
+            let conn = Arc::clone(&conn);
+            let activity = Arc::clone(&activity);
+            async move {
+                activity.in_flight.fetch_add(1, Ordering::Relaxed);
+                let snapshot = proxy.snapshot();
+                let response = proxy::handle(snapshot, &conn, req).await;
+                activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if let Ok(mut last) = activity.last_done.lock() {
+                    *last = Instant::now();
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let idle_timeout = limits.idle_timeout;
+    let mut idle_check = tokio::time::interval(idle_timeout.max(Duration::from_millis(10)) / 2);
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = *drain.borrow();
+    if closing {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "downstream connection ended with error");
+                }
+                return;
+            }
+            changed = drain.changed(), if !closing => {
+                // A dropped sender also means the listener is gone: close gracefully either way.
+                let _ = changed;
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = idle_check.tick(), if !closing => {
+                let idle_for = activity.last_done.lock().map(|t| t.elapsed()).unwrap_or_default();
+                if activity.in_flight.load(Ordering::Relaxed) == 0 && idle_for >= idle_timeout {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,204 @@
+//! The real binary: `--check`, hot reload under load (file watch and SIGHUP),
+//! and graceful drain on SIGTERM.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::Request;
+use http_body_util::Full;
+
+fn config_text(upstream: &str, version: usize) -> String {
+    format!(
+        r#"
+admin: {{ listen: 127.0.0.1:0 }}
+server: {{ drain_timeout: 10s, access_log: false }}
+listeners:
+  - name: public
+    listen: 127.0.0.1:0
+    routes:
+      - name: all
+        match: {{ path_prefix: "/" }}
+        rewrite_prefix: "/v{version}/"
+        cluster: app
+clusters:
+  - name: app
+    endpoints: ["{upstream}"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn check_reports_every_error_and_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, config_text("127.0.0.1:9", 1)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .args(["--check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid"));
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        r#"
+listeners:
+  - name: public
+    listen: 127.0.0.1:8080
+    routes:
+      - name: all
+        cluster: nope
+        timeout: 5 parsecs
+clusters:
+  - name: app
+    endpoints: ["127.0.0.1"]
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .args(["--config"])
+        .arg(&bad)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml"), "{err}");
+    assert!(err.contains("listeners[0].routes[0].cluster"), "{err}");
+    assert!(err.contains("listeners[0].routes[0].timeout"), "{err}");
+    assert!(err.contains("clusters[0].endpoints[0]"), "{err}");
+    assert!(err.contains("3 errors"), "{err}");
+}
+
+#[tokio::test]
+async fn reload_under_load_drops_nothing() {
+    let app = upstream("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("floodgate.yaml");
+    std::fs::write(&path, config_text(&app.endpoint(), 0)).unwrap();
+    let bin = Bin::start(&path).await;
+    let url = bin.url("public", "/x");
+
+    // A bounded client loop: 4 workers, at most 60 s and 50,000 requests in total.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (stop, sent, failures, url) = (stop.clone(), sent.clone(), failures.clone(), url.clone());
+        workers.push(tokio::spawn(async move {
+            let c = client();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed)
+                && Instant::now() < deadline
+                && sent.fetch_add(1, Ordering::Relaxed) < 50_000
+            {
+                let req = Request::get(url.as_str()).body(Full::default()).unwrap();
+                match c.request(req).await {
+                    Ok(r) if r.status() == 200 => {}
+                    Ok(r) => failures.lock().unwrap().push(format!("status {}", r.status())),
+                    Err(e) => failures.lock().unwrap().push(format!("error {e}")),
+                }
+            }
+        }));
+    }
+
+    let metrics_url = bin.admin_url("/metrics");
+    for i in 1..=50 {
+        if i == 25 {
+            // One invalid rewrite: a route to a cluster that does not exist.
+            let invalid = config_text(&app.endpoint(), i).replace("cluster: app", "cluster: missing");
+            std::fs::write(&path, invalid).unwrap();
+            eventually(Duration::from_secs(10), "invalid config rejected", || async {
+                metric(&get(&metrics_url).await.body, "floodgate_config_reloads_total{result=\"rejected\"}") >= 1.0
+            })
+            .await;
+            continue;
+        }
+        let text = config_text(&app.endpoint(), i);
+        if i % 2 == 0 {
+            std::fs::write(&path, text).unwrap();
+        } else {
+            let tmp = dir.path().join("floodgate.yaml.tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    eventually(Duration::from_secs(10), "last config serves", || async {
+        get(&url).await.json()["path"] == "/v50/x"
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let total = sent.load(Ordering::Relaxed);
+    assert!(total > 200, "the load loop ran ({total} requests)");
+    assert!(failures.is_empty(), "{} of {total} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+
+    let page = get(&metrics_url).await.body;
+    assert!(metric(&page, "floodgate_config_reloads_total{result=\"applied\"}") >= 2.0);
+    assert!(metric(&page, "floodgate_config_version") >= 3.0);
+    let rejected = bin.log_lines("config rejected");
+    assert!(
+        rejected.iter().any(|l| l.contains("floodgate.yaml") && l.contains("listeners[0].routes[0].cluster")),
+        "rejection logged with file and field: {rejected:?}"
+    );
+
+    // SIGHUP reloads too (here: the file is unchanged, so the version stays).
+    let version = metric(&page, "floodgate_config_version");
+    std::fs::write(&path, config_text(&app.endpoint(), 77)).unwrap();
+    bin.signal("HUP");
+    eventually(Duration::from_secs(10), "SIGHUP or watch applied v77", || async {
+        get(&url).await.json()["path"] == "/v77/x"
+    })
+    .await;
+    let page = get(&metrics_url).await.body;
+    assert!(metric(&page, "floodgate_config_version") > version);
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests() {
+    let slow = upstream("slow").await;
+    slow.set(Behavior {
+        delay: Duration::from_millis(1500),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("floodgate.yaml");
+    std::fs::write(&path, config_text(&slow.endpoint(), 1)).unwrap();
+    let mut bin = Bin::start(&path).await;
+    let url = bin.url("public", "/slow");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    eventually(Duration::from_secs(5), "request reached the upstream", || async {
+        slow.in_flight() == 1
+    })
+    .await;
+    bin.signal("TERM");
+    let ready = bin.admin_url("/ready");
+    eventually(Duration::from_secs(5), "/ready turns 503", || async {
+        match client()
+            .request(Request::get(ready.as_str()).body(Full::default()).unwrap())
+            .await
+        {
+            Ok(r) => r.status() == 503,
+            Err(_) => false,
+        }
+    })
+    .await;
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request finished: {}", r.body);
+    let status = tokio::time::timeout(Duration::from_secs(10), bin.child.wait())
+        .await
+        .expect("exits after draining")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
