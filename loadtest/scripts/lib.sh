@@ -15,7 +15,8 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# render TEMPLATE OUT: replaces ${NAME} placeholders with exported environment variables;
+# render TEMPLATE OUT: replaces ${NAME} placeholders with exported environment variables,
+# except on comment lines (starting with #), so templates can document their placeholders;
 # fails if a ${UPPER_CASE} placeholder has no value (nginx's own $vars are left alone).
 render() {
   python3 - "$1" "$2" <<'PY'
@@ -29,7 +30,10 @@ def sub(m):
         return os.environ[name]
     missing.add(name)
     return m.group(0)
-out = re.sub(r"\$\{([A-Z][A-Z0-9_]*)\}", sub, text)
+out = "".join(
+    line if line.lstrip().startswith("#") else re.sub(r"\$\{([A-Z][A-Z0-9_]*)\}", sub, line)
+    for line in text.splitlines(keepends=True)
+)
 if missing:
     sys.exit(f"render {src}: no value for {', '.join(sorted(missing))}")
 open(dst, "w").write(out)

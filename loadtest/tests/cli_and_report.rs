@@ -1,6 +1,8 @@
 //! The command end to end: report files and their schema, HTTP/2, loopback-only refusal,
 //! and `--check` gates driving the exit code.
 
+#![allow(clippy::unwrap_used)] // helpers below are test code too
+
 mod common;
 
 use std::net::SocketAddr;

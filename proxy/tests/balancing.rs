@@ -96,9 +96,11 @@ async fn all_unhealthy_gives_503_with_retry_after() {
     ))
     .await;
     let url = p.url("/x");
-    eventually(Duration::from_secs(5), "503 no_healthy_endpoint", || async {
-        get(&url).await.status == 503
-    })
+    eventually(
+        Duration::from_secs(5),
+        "503 no_healthy_endpoint",
+        || async { get(&url).await.status == 503 },
+    )
     .await;
     let r = get(&url).await;
     assert_eq!(r.header("x-floodgate-reason"), "no_healthy_endpoint");
@@ -126,7 +128,10 @@ async fn consecutive_failures_eject_within_the_percentage_cap() {
     .await;
     burst(&p.url("/x"), 60, 1).await;
     let status = get(&p.admin_url("/clusters")).await.json();
-    let eps = status["clusters"][0]["endpoints"].as_array().unwrap().clone();
+    let eps = status["clusters"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .clone();
     let ejected: Vec<&str> = eps
         .iter()
         .filter(|e| e["ejected"] == true)
@@ -142,5 +147,8 @@ async fn consecutive_failures_eject_within_the_percentage_cap() {
     let (b0, w0) = (bad.hits(), worse.hits());
     burst(&p.url("/x"), 30, 1).await;
     let moved = (bad.hits() - b0, worse.hits() - w0);
-    assert!(moved.0 == 0 || moved.1 == 0, "the ejected endpoint got traffic: {moved:?}");
+    assert!(
+        moved.0 == 0 || moved.1 == 0,
+        "the ejected endpoint got traffic: {moved:?}"
+    );
 }

@@ -86,11 +86,19 @@ async fn a_sent_post_is_not_retried_but_a_get_is() {
     let r = send(&c, req).await;
     assert_eq!(r.status, 502);
     assert_eq!(r.header("x-floodgate-reason"), "upstream_reset");
-    assert_eq!(flaky.hits(), 1, "a POST that reached the upstream must not be repeated");
+    assert_eq!(
+        flaky.hits(),
+        1,
+        "a POST that reached the upstream must not be repeated"
+    );
 
     let r = send(&c, Request::get(p.url("/x")).body(Full::default()).unwrap()).await;
     assert_eq!(r.status, 502);
-    assert_eq!(flaky.hits(), 1 + 3, "an idempotent GET is tried `attempts` times");
+    assert_eq!(
+        flaky.hits(),
+        1 + 3,
+        "an idempotent GET is tried `attempts` times"
+    );
 }
 
 #[tokio::test]

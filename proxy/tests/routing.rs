@@ -55,12 +55,20 @@ clusters:
         }
         b.body(Full::default()).unwrap()
     };
-    let r = send(&c, go("GET", "/api/v1/codes/1", "code.example.gov", Some("prod"))).await;
+    let r = send(
+        &c,
+        go("GET", "/api/v1/codes/1", "code.example.gov", Some("prod")),
+    )
+    .await;
     assert_eq!(r.header("x-upstream"), "api");
     // Same path without the header, or with another method, falls through to `rest`.
     let r = send(&c, go("GET", "/api/v1/codes/1", "code.example.gov", None)).await;
     assert_eq!(r.header("x-upstream"), "fallback");
-    let r = send(&c, go("POST", "/api/v1/codes/1", "code.example.gov", Some("prod"))).await;
+    let r = send(
+        &c,
+        go("POST", "/api/v1/codes/1", "code.example.gov", Some("prod")),
+    )
+    .await;
     assert_eq!(r.header("x-upstream"), "fallback");
     // Exact path: /admin matches, /admin/x does not.
     let r = send(&c, go("GET", "/admin", "CODE.example.gov:8080", None)).await;
@@ -114,18 +122,27 @@ clusters:
     let echo = r.json();
     assert_eq!(echo["path"], "/internal/codes/42?x=1");
     let h = &echo["headers"];
-    assert_eq!(h["host"], "code.example.gov", "Host is preserved by default");
+    assert_eq!(
+        h["host"], "code.example.gov",
+        "Host is preserved by default"
+    );
     assert_eq!(h["x-request-id"], "req-123");
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "code.example.gov");
-    assert!(h.get("x-hop").is_none(), "headers named in Connection are hop-by-hop");
+    assert!(
+        h.get("x-hop").is_none(),
+        "headers named in Connection are hop-by-hop"
+    );
     assert!(h.get("keep-alive").is_none());
     assert_eq!(r.header("x-request-id"), "req-123");
 
     // A request without an id gets a generated one, the same up and down.
     let r = get(&p.url("/other")).await;
-    let id = r.json()["headers"]["x-request-id"].as_str().unwrap().to_owned();
+    let id = r.json()["headers"]["x-request-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(id.len(), 36);
     assert_eq!(r.header("x-request-id"), id);
     assert_eq!(r.json()["path"], "/other");

@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: a tiny real hyper server on 127.0.0.1:0
 //! and a way to run the generator in-process. Every loop here is bounded.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)] // test support code
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,13 +1,544 @@
 //! File types: the YAML exactly as the user writes it (serde, `deny_unknown_fields`).
+//!
+//! Optional fields are `Option<_>`: defaults are applied by validation, so the admin
+//! `/config` page shows the effective values and validation errors can name the field.
+//! Durations, sizes and status codes are kept as [`Scalar`] text here and parsed in
+//! validation, which reports every bad value instead of stopping at the first.
+//! See `docs/config.md` for the reference of every field.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 
 use super::ConfigError;
 
 /// The whole config file as written.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {}
+pub struct FileConfig {
+    /// The admin listener (optional).
+    pub admin: Option<FileAdmin>,
+    /// Process-wide settings (optional).
+    pub server: Option<FileServer>,
+    /// Listening sockets and their routes (at least one).
+    pub listeners: Vec<FileListener>,
+    /// Upstream services (at least one).
+    pub clusters: Vec<FileCluster>,
+}
 
-/// Parses YAML text into file types; syntax and type errors carry line and column.
-pub fn parse(_text: &str) -> Result<FileConfig, ConfigError> {
-    Err(ConfigError::at("", "config parsing is not built yet"))
+/// `admin:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// `host:port` of the admin HTTP server.
+    pub listen: Option<String>,
+}
+
+/// `server:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    /// Time in-flight requests get after SIGTERM.
+    pub drain_timeout: Option<Scalar>,
+    /// One access-log line per request.
+    pub access_log: Option<bool>,
+}
+
+/// One entry of `listeners:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    /// Unique listener name.
+    pub name: String,
+    /// `ip:port` to bind.
+    pub listen: String,
+    /// TLS termination.
+    pub tls: Option<FileServerTls>,
+    /// Connection limits and timeouts.
+    pub limits: Option<FileLimits>,
+    /// Routes, first match wins.
+    pub routes: Vec<FileRoute>,
+}
+
+/// `listeners[].tls:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServerTls {
+    /// Certificates; the first is the default.
+    pub certs: Vec<FileCert>,
+    /// ALPN protocols offered.
+    pub alpn: Option<Vec<String>>,
+}
+
+/// One entry of `listeners[].tls.certs:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCert {
+    /// PEM certificate chain path (relative to the config file's folder).
+    pub cert: PathBuf,
+    /// PEM private key path (relative to the config file's folder).
+    pub key: PathBuf,
+    /// Server names (exact or `*.suffix`) this certificate answers for.
+    pub sni: Option<OneOrMany<String>>,
+}
+
+/// `listeners[].limits:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    /// Most concurrently open downstream connections.
+    pub max_connections: Option<usize>,
+    /// Time allowed to receive a request's headers.
+    pub header_read_timeout: Option<Scalar>,
+    /// Keep-alive idle time before a connection is closed.
+    pub idle_timeout: Option<Scalar>,
+    /// Largest request head (`65536` or `64KiB`).
+    pub max_header_bytes: Option<Scalar>,
+    /// Largest request body (`10485760` or `10MiB`).
+    pub max_request_body_bytes: Option<Scalar>,
+}
+
+/// One entry of `listeners[].routes:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    /// Unique name within the listener.
+    pub name: String,
+    /// What requests the route takes (default: every request).
+    #[serde(rename = "match")]
+    pub matcher: Option<FileMatch>,
+    /// The one cluster requests go to (or use `weighted`).
+    pub cluster: Option<String>,
+    /// A weighted split among clusters (or use `cluster`).
+    pub weighted: Option<Vec<FileWeighted>>,
+    /// Replacement for the matched path prefix.
+    pub rewrite_prefix: Option<String>,
+    /// Whole-request deadline including retries.
+    pub timeout: Option<Scalar>,
+    /// Retry policy.
+    pub retry: Option<FileRetry>,
+    /// Forward the client's `Host` header unchanged.
+    pub preserve_host: Option<bool>,
+}
+
+/// `routes[].match:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMatch {
+    /// Host name, `*.suffix`, or `*` for any.
+    pub host: Option<String>,
+    /// Path prefix.
+    pub path_prefix: Option<String>,
+    /// Exact path.
+    pub path: Option<String>,
+    /// One method or a list of methods.
+    #[serde(alias = "methods")]
+    pub method: Option<OneOrMany<String>>,
+    /// Header name → exact value.
+    pub headers: Option<OrderedMap<Scalar>>,
+}
+
+/// One entry of `routes[].weighted:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWeighted {
+    /// Cluster name.
+    pub cluster: String,
+    /// Relative weight.
+    pub weight: u32,
+}
+
+/// `routes[].retry:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetry {
+    /// Total tries including the first.
+    pub attempts: Option<u32>,
+    /// Retry conditions: names or status codes.
+    pub on: Option<OneOrMany<Scalar>>,
+    /// Deadline of one try.
+    pub per_try_timeout: Option<Scalar>,
+    /// Retry budget as a percentage of regular requests.
+    pub budget_percent: Option<f64>,
+    /// Retries always allowed per second.
+    pub min_retries_per_sec: Option<u32>,
+    /// Base backoff between tries.
+    pub backoff: Option<Scalar>,
+}
+
+/// One entry of `clusters:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    /// Unique cluster name.
+    pub name: String,
+    /// `host:port` endpoints.
+    pub endpoints: Vec<String>,
+    /// Load-balancing policy.
+    pub balancer: Option<FileBalancer>,
+    /// HTTP version towards endpoints.
+    pub protocol: Option<FileProtocol>,
+    /// TCP (and TLS) connect deadline.
+    pub connect_timeout: Option<Scalar>,
+    /// Idle pooled connections are closed after this long.
+    pub idle_timeout: Option<Scalar>,
+    /// Most idle pooled connections per endpoint.
+    pub max_idle_per_endpoint: Option<usize>,
+    /// Active health checking.
+    pub health_check: Option<FileHealthCheck>,
+    /// Passive outlier ejection.
+    pub outlier: Option<FileOutlier>,
+    /// TLS towards endpoints.
+    pub upstream_tls: Option<FileUpstreamTls>,
+}
+
+/// `clusters[].balancer` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileBalancer {
+    /// Power of two choices, least requests in flight.
+    P2cLeastRequest,
+    /// Each endpoint in turn.
+    RoundRobin,
+}
+
+/// `clusters[].protocol` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+/// `clusters[].health_check:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealthCheck {
+    /// Path requested with GET.
+    pub path: String,
+    /// Time between checks.
+    pub interval: Option<Scalar>,
+    /// Deadline of one check.
+    pub timeout: Option<Scalar>,
+    /// Passes that make an endpoint healthy.
+    pub healthy_threshold: Option<u32>,
+    /// Failures that make an endpoint unhealthy.
+    pub unhealthy_threshold: Option<u32>,
+    /// `Host` header of checks.
+    pub host: Option<String>,
+}
+
+/// `clusters[].outlier:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutlier {
+    /// Consecutive failures that eject an endpoint.
+    pub consecutive_failures: Option<u32>,
+    /// First ejection length.
+    pub base_ejection: Option<Scalar>,
+    /// Longest ejection.
+    pub max_ejection: Option<Scalar>,
+    /// Most endpoints ejected at once, in percent.
+    pub max_ejection_percent: Option<u32>,
+}
+
+/// `clusters[].upstream_tls:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamTls {
+    /// CA bundle path.
+    pub ca: PathBuf,
+    /// Server name to verify and send.
+    pub sni: Option<String>,
+    /// Client certificate path (mTLS).
+    pub client_cert: Option<PathBuf>,
+    /// Client key path (mTLS).
+    pub client_key: Option<PathBuf>,
+}
+
+/// A scalar written as a string or a number, kept as text (`2s`, `64KiB`, `503`).
+///
+/// Accepting numbers here lets validation say "`5` needs a unit" instead of serde's
+/// "invalid type: integer, expected a string".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+impl Scalar {
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A list that may also be written as a single value: `method: GET` or `method: [GET, POST]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany(items))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// A string-keyed map that keeps the file's order (`headers: {x-canary: "1"}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderedMap<V>(pub Vec<(String, V)>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrderedMap<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OrderedMap<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of names to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(entry) = map.next_entry::<String, T>()? {
+                    items.push(entry);
+                }
+                Ok(OrderedMap(items))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// Parses YAML text into file types; syntax and type errors carry line and column, and
+/// the field path (`listeners[0].routes[1].retry.attempts`).
+pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+    // A first, untyped pass tells an empty file (or one of comments only) from a broken one.
+    match serde_yaml::from_str::<serde_yaml::Value>(text) {
+        Ok(serde_yaml::Value::Null) => {
+            return Err(ConfigError::at(
+                "",
+                "the config is empty: it needs at least `listeners` and `clusters` \
+                 (see configs/demo.yaml for a starting point)",
+            ))
+        }
+        Ok(serde_yaml::Value::Mapping(_)) => {}
+        Ok(_) => {
+            return Err(ConfigError {
+                line: Some(1),
+                column: Some(1),
+                path: String::new(),
+                reason: "the top level must be a mapping (`listeners:`, `clusters:`, ...)".into(),
+            })
+        }
+        Err(e) => return Err(yaml_error("", &e)),
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        yaml_error(&path, e.inner())
+    })
+}
+
+/// Turns a serde_yaml error into a [`ConfigError`] at `path`, moving the position from
+/// the message into `line`/`column` and dropping serde_yaml's own path prefix.
+fn yaml_error(path: &str, e: &serde_yaml::Error) -> ConfigError {
+    let location = e.location();
+    let mut reason = e.to_string();
+    if let Some(loc) = &location {
+        reason = reason.replace(
+            &format!(" at line {} column {}", loc.line(), loc.column()),
+            "",
+        );
+    }
+    // serde_yaml prefixes type errors with its own path (`listeners[0].name: ...`);
+    // ours comes from serde_path_to_error and is kept separately.
+    if let Some((head, rest)) = reason.split_once(": ") {
+        let looks_like_path = !head.is_empty()
+            && !head.contains(char::is_whitespace)
+            && !head.contains('`')
+            && !rest.is_empty();
+        if looks_like_path {
+            reason = rest.to_owned();
+        }
+    }
+    ConfigError {
+        line: location.as_ref().map(|l| l.line()),
+        column: location.as_ref().map(|l| l.column()),
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "
+listeners:
+  - name: web
+    listen: 127.0.0.1:8080
+    routes:
+      - name: all
+        cluster: app
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:9001]
+";
+
+    #[test]
+    fn parses_minimal_file() {
+        let f = parse(MINIMAL).unwrap();
+        assert_eq!(f.listeners[0].routes[0].cluster.as_deref(), Some("app"));
+        assert_eq!(f.clusters[0].endpoints, vec!["127.0.0.1:9001".to_owned()]);
+        assert!(f.admin.is_none());
+    }
+
+    #[test]
+    fn empty_file_is_a_clear_error() {
+        for text in ["", "   \n", "# only a comment\n"] {
+            let e = parse(text).unwrap_err();
+            assert!(e.reason.contains("config is empty"), "{e:?}");
+        }
+        let e = parse("- a\n- b\n").unwrap_err();
+        assert!(e.reason.contains("must be a mapping"), "{e:?}");
+    }
+
+    #[test]
+    fn unknown_field_names_path_and_allowed_fields() {
+        let text = MINIMAL.replace(
+            "        cluster: app",
+            "        cluster: app\n        retries: 3",
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.path, "listeners[0].routes[0].retries");
+        assert!(e.reason.contains("unknown field `retries`"), "{e:?}");
+        assert!(e.reason.contains("`retry`"), "allowed fields listed: {e:?}");
+        assert_eq!((e.line, e.column), (Some(8), Some(9)));
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let text = "listeners:\n  - name: web\n    listen: [oops\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!((e.line, e.column), (Some(4), Some(1)), "{e:?}");
+        assert!(
+            !e.reason.contains("at line 4 column 1"),
+            "position moved out: {e:?}"
+        );
+        // libyaml's context (where the unclosed list started) stays in the reason.
+        assert!(
+            e.reason.contains("flow sequence at line 3 column 13"),
+            "{e:?}"
+        );
+        let text = "clusters:\n  - name: a\n   bad: indent\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e:?}");
+    }
+
+    #[test]
+    fn type_error_has_path_and_position() {
+        let text = MINIMAL.replace(
+            "  - name: app\n",
+            "  - name: app\n    max_idle_per_endpoint: lots\n",
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.path, "clusters[0].max_idle_per_endpoint");
+        assert!(
+            e.reason.starts_with("invalid type: string \"lots\""),
+            "{e:?}"
+        );
+        assert_eq!(e.line, Some(10));
+    }
+
+    #[test]
+    fn missing_required_field_is_named() {
+        let text = MINIMAL.replace("    endpoints: [127.0.0.1:9001]\n", "");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.path, "clusters[0]");
+        assert!(e.reason.contains("missing field `endpoints`"), "{e:?}");
+    }
+
+    #[test]
+    fn unknown_enum_value_lists_choices() {
+        let text = MINIMAL.replace("  - name: app\n", "  - name: app\n    balancer: random\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.path, "clusters[0].balancer");
+        assert!(e.reason.contains("p2c_least_request"), "{e:?}");
+    }
+
+    #[test]
+    fn one_or_many_and_scalars() {
+        let text = MINIMAL.replace(
+            "        cluster: app",
+            "        cluster: app\n        match: {method: GET, headers: {x-b: 2, x-a: yes}}\n        \
+             timeout: 5\n        retry: {on: 503}",
+        );
+        let f = parse(&text).unwrap();
+        let r = &f.listeners[0].routes[0];
+        let m = r.matcher.as_ref().unwrap();
+        assert_eq!(m.method.as_ref().unwrap().0, vec!["GET".to_owned()]);
+        let headers = &m.headers.as_ref().unwrap().0;
+        assert_eq!(headers[0], ("x-b".to_owned(), Scalar("2".into())));
+        assert_eq!(headers[1], ("x-a".to_owned(), Scalar("yes".into())));
+        assert_eq!(r.timeout, Some(Scalar("5".into())));
+        assert_eq!(
+            r.retry.as_ref().unwrap().on.as_ref().unwrap().0,
+            vec![Scalar("503".into())]
+        );
+    }
 }

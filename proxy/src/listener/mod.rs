@@ -3,8 +3,8 @@
 //! over TLS); graceful drain on removal or shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
@@ -106,7 +106,8 @@ async fn accept_loop(
     let (draining, drain_signal) = watch::channel(false);
     let open = Arc::new(OpenConnections::default());
     let permits = Arc::new(Semaphore::new(bound.max_connections.max(1)));
-    let gauge = metrics::gauge!(crate::observe::DOWNSTREAM_CONNECTIONS, "listener" => name.to_string());
+    let gauge =
+        metrics::gauge!(crate::observe::DOWNSTREAM_CONNECTIONS, "listener" => name.to_string());
     let drain_after = loop {
         let permit = tokio::select! {
             biased;
@@ -148,7 +149,10 @@ async fn accept_loop(
     drop(bound);
     let _ = draining.send(true);
     let timeout = drain_after.unwrap_or(Duration::from_secs(30));
-    if tokio::time::timeout(timeout, open.all_closed()).await.is_err() {
+    if tokio::time::timeout(timeout, open.all_closed())
+        .await
+        .is_err()
+    {
         tracing::warn!(listener = %name, ?timeout, "drain timed out; closing remaining connections");
     }
 }
@@ -211,13 +215,16 @@ async fn serve_connection(
     match tls {
         None => serve_io(TokioIo::new(stream), conn, proxy, drain, &limits).await,
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
             match handshake.await {
                 Ok(Ok(tls_stream)) => {
                     conn.tls = true;
                     serve_io(TokioIo::new(tls_stream), conn, proxy, drain, &limits).await;
                 }
-                Ok(Err(e)) => tracing::debug!(client = %conn.client, error = %e, "TLS handshake failed"),
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %conn.client, error = %e, "TLS handshake failed")
+                }
                 Err(_) => tracing::debug!(client = %conn.client, "TLS handshake timed out"),
             }
         }

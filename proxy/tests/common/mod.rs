@@ -163,7 +163,11 @@ async fn answer(
     let b = behavior.lock().unwrap().clone();
     if req.uri().path() == "/healthz" {
         health_hits.fetch_add(1, Ordering::SeqCst);
-        let status = if b.health_status == 0 { 200 } else { b.health_status };
+        let status = if b.health_status == 0 {
+            200
+        } else {
+            b.health_status
+        };
         return Ok(Response::builder()
             .status(status)
             .body(Full::new(Bytes::from_static(b"ok")))
@@ -172,7 +176,11 @@ async fn answer(
     hits.fetch_add(1, Ordering::SeqCst);
     in_flight.fetch_add(1, Ordering::SeqCst);
     let (head, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     if !b.delay.is_zero() {
         tokio::time::sleep(b.delay).await;
     }
@@ -348,7 +356,10 @@ where
 /// cluster `app` at `endpoints`; `cluster_extra` and `route_extra` are YAML lines
 /// appended (already indented) to the cluster and the route.
 pub fn simple_config(endpoints: &[&Upstream], route_extra: &str, cluster_extra: &str) -> String {
-    let eps: Vec<String> = endpoints.iter().map(|u| format!("\"{}\"", u.endpoint())).collect();
+    let eps: Vec<String> = endpoints
+        .iter()
+        .map(|u| format!("\"{}\"", u.endpoint()))
+        .collect();
     format!(
         r#"
 server: {{ drain_timeout: 5s, access_log: false }}
@@ -460,7 +471,10 @@ impl Bin {
             if let Ok(Some(status)) = bin.child.try_wait() {
                 panic!("floodgate exited early: {status}");
             }
-            assert!(Instant::now() < deadline, "floodgate did not start listening");
+            assert!(
+                Instant::now() < deadline,
+                "floodgate did not start listening"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

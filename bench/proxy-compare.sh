@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Throughput and latency of Floodgate against a direct connection and nginx, in one run.
+#
+#   bash bench/proxy-compare.sh [DURATION_SECONDS] [CONNECTIONS]
+#
+# Starts, on loopback only: a fast upstream (nginx, 1 worker, `return 200`), nginx as a
+# reverse proxy (2 workers, keep-alive upstream pool), and Floodgate (2 worker threads,
+# access log off) in front of the same upstream. Then, for each path (direct, floodgate,
+# nginx), runs wrk twice: saturating (-c CONNECTIONS) for requests/s, and lightly loaded
+# (-c 4) for the median latency. Prints a table with the ratios, records Floodgate's idle
+# RSS with configs/gateway.yaml, and writes everything to reports/bench-<time>/.
+# Every load run is bounded by DURATION_SECONDS and every process is stopped by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${1:-10}
+CONNS=${2:-64}
+OUT="$ROOT/reports/bench-$(date +%Y%m%d-%H%M%S)"
+RUN="$OUT/run"
+mkdir -p "$RUN"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx; then
+  echo "installing wrk and nginx (apt-get)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null
+fi
+cargo build --release -q -p floodgate
+FLOODGATE="$ROOT/target/release/floodgate"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+UP=$(free_port); NG=$(free_port); FG=$(free_port); FGA=$(free_port)
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+nginx_conf() { # $1 name, $2 workers, $3 server block
+  cat > "$RUN/$1.conf" <<CONF
+worker_processes $2;
+daemon off;
+pid $RUN/$1.pid;
+error_log $RUN/$1.error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $RUN/$1-body;
+  proxy_temp_path $RUN/$1-proxy;
+  fastcgi_temp_path $RUN/$1-fastcgi;
+  uwsgi_temp_path $RUN/$1-uwsgi;
+  scgi_temp_path $RUN/$1-scgi;
+  $3
+}
+CONF
+}
+nginx_conf upstream 1 "server { listen 127.0.0.1:$UP; location / { return 200 'ok\n'; } }"
+nginx_conf proxy 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
+  server { listen 127.0.0.1:$NG; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+cat > "$RUN/floodgate.yaml" <<YAML
+admin: { listen: 127.0.0.1:$FGA }
+server: { access_log: false }
+listeners:
+  - name: public
+    listen: 127.0.0.1:$FG
+    routes:
+      - name: all
+        cluster: app
+clusters:
+  - name: app
+    endpoints: ["127.0.0.1:$UP"]
+YAML
+
+nginx -c "$RUN/upstream.conf" & PIDS+=($!)
+nginx -c "$RUN/proxy.conf" & PIDS+=($!)
+"$FLOODGATE" --config "$RUN/floodgate.yaml" --workers 2 > "$RUN/floodgate.log" 2>&1 & PIDS+=($!)
+
+wait_up() { for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not answering" >&2; exit 1; }
+wait_up "$UP"; wait_up "$NG"; wait_up "$FG"
+
+# wrk prints "Requests/sec: N" and, with --latency, "50%  1.23ms".
+rps() { wrk -t2 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {print $2}'; }
+p50_ms() {
+  wrk -t1 -c4 -d"${DURATION}s" --latency "http://127.0.0.1:$1/" | awk '$1=="50%" {
+    v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v }'
+}
+
+declare -A R P
+for target in direct:$UP floodgate:$FG nginx:$NG; do
+  name=${target%%:*}; port=${target#*:}
+  wrk -t1 -c8 -d2s "http://127.0.0.1:$port/" >/dev/null   # warm pools
+  R[$name]=$(rps "$port")
+  P[$name]=$(p50_ms "$port")
+done
+
+# Idle RSS with the gateway config (its listeners must be free; skipped otherwise).
+RSS="n/a"
+if "$FLOODGATE" --config configs/gateway.yaml --check >/dev/null 2>&1; then
+  "$FLOODGATE" --config configs/gateway.yaml > "$RUN/gateway.log" 2>&1 & GW=$!; PIDS+=($GW)
+  sleep 2
+  if kill -0 "$GW" 2>/dev/null; then RSS=$(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$GW/status"); fi
+  kill "$GW" 2>/dev/null || true
+fi
+
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
+diff_ms() { python3 -c "import sys; print(f'{float(sys.argv[1])-float(sys.argv[2]):.3f}')" "$1" "$2"; }
+{
+  echo "# Floodgate vs direct vs nginx ($(nproc) cores, wrk -t2 -c$CONNS -d${DURATION}s; latency at wrk -c4)"
+  echo
+  echo "| path | requests/s | p50 latency (ms) at -c4 |"
+  echo "|---|---:|---:|"
+  for n in direct floodgate nginx; do echo "| $n | ${R[$n]} | ${P[$n]} |"; done
+  echo
+  echo "- Floodgate / nginx requests/s: $(ratio "${R[floodgate]}" "${R[nginx]}")"
+  echo "- Floodgate / direct requests/s: $(ratio "${R[floodgate]}" "${R[direct]}")"
+  echo "- added median latency, Floodgate: $(diff_ms "${P[floodgate]}" "${P[direct]}") ms; nginx: $(diff_ms "${P[nginx]}" "${P[direct]}") ms"
+  echo "- Floodgate idle RSS with configs/gateway.yaml: $RSS"
+} | tee "$OUT/results.md"

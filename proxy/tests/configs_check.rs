@@ -1,0 +1,117 @@
+//! The shipped example configs (`configs/*.yaml`) pass validation, as `floodgate --check`
+//! would run it, and certificate helpers produce material validation accepts.
+
+#[path = "common/certs.rs"]
+mod certs;
+
+use std::path::{Path, PathBuf};
+
+use floodgate::config::{load_file, Backend, HostMatch};
+
+fn configs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
+}
+
+fn load(name: &str) -> floodgate::config::Config {
+    let path = configs_dir().join(name);
+    load_file(&path).unwrap_or_else(|e| panic!("{name} must validate:\n{e}"))
+}
+
+#[test]
+fn gateway_config_is_valid() {
+    let c = load("gateway.yaml");
+    let https = &c.listeners[0];
+    let tls = https.tls.as_ref().expect("TLS listener");
+    assert_eq!(tls.certs.len(), 2);
+    assert_eq!(
+        tls.certs[1].sni,
+        ["*.status.example.gov", "status.example.gov"]
+    );
+    // The certificates load into a real rustls server config.
+    floodgate::tls::server_config(tls).expect("server config from shipped certs");
+    assert!(https.routes.iter().any(|r| matches!(
+        &r.backend,
+        Backend::Weighted(arms) if arms.len() == 2 && arms[0].weight == 90 && arms[1].weight == 10
+    )));
+    assert!(https.routes.iter().any(|r| r.rewrite_prefix.is_some()));
+    assert!(https
+        .routes
+        .iter()
+        .any(|r| r.matcher.host == Some(HostMatch::Suffix(".status.example.gov".into()))));
+    assert_eq!(c.listeners[1].listen.port(), 8080);
+    assert!(c
+        .clusters
+        .iter()
+        .all(|cl| cl.health_check.is_some() && cl.outlier.is_some()));
+}
+
+#[test]
+fn sidecar_config_is_valid() {
+    let c = load("sidecar.yaml");
+    let names: Vec<&str> = c.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["inbound", "outbound"]);
+    assert_eq!(c.listeners[0].listen.port(), 15006);
+    assert_eq!(c.listeners[1].listen, "127.0.0.1:15001".parse().unwrap());
+    assert_eq!(
+        c.listeners[1].routes[0].matcher.host,
+        Some(HostMatch::Exact("audit.svc".into()))
+    );
+}
+
+#[test]
+fn demo_config_is_valid() {
+    let c = load("demo.yaml");
+    assert_eq!(c.admin.listen, "127.0.0.1:9901".parse().unwrap());
+    let cluster = c.cluster("healthcode").expect("healthcode cluster");
+    let eps: Vec<String> = cluster.endpoints.iter().map(|e| e.to_string()).collect();
+    assert_eq!(eps, ["127.0.0.1:9001", "127.0.0.1:9002"]);
+    let hc = cluster.health_check.as_ref().expect("health check");
+    assert_eq!(hc.path, "/healthz");
+    assert_eq!(hc.interval, std::time::Duration::from_secs(1));
+    let route = &c.listeners[0].routes[0];
+    assert_eq!(route.timeout, Some(std::time::Duration::from_secs(2)));
+    assert!(route.retry.as_ref().expect("retry").on.connect_failure);
+}
+
+#[test]
+fn every_shipped_yaml_validates() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(configs_dir()).expect("configs/") {
+        let path = entry.expect("entry").path();
+        // control.yaml, when present, belongs to the control plane, not the proxy.
+        let is_proxy_yaml = path.extension().is_some_and(|e| e == "yaml")
+            && path.file_name().is_some_and(|n| n != "control.yaml");
+        if is_proxy_yaml {
+            if let Err(e) = load_file(&path) {
+                panic!("{} must validate:\n{e}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3);
+}
+
+#[test]
+fn test_ca_material_validates_as_mtls_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = certs::TestCa::new();
+    ca.write_to(dir.path());
+    certs::write_pair(dir.path(), "server", &ca.issue(&["localhost", "127.0.0.1"]));
+    certs::write_pair(dir.path(), "client", &ca.issue_client("floodgate"));
+    let config = "
+listeners:
+  - name: tls
+    listen: 127.0.0.1:0
+    tls: {certs: [{cert: server.crt, key: server.key, sni: [localhost]}]}
+    routes: [{name: all, cluster: app}]
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:1]
+    upstream_tls: {ca: ca.pem, sni: localhost, client_cert: client.crt, client_key: client.key}
+";
+    let path = dir.path().join("floodgate.yaml");
+    std::fs::write(&path, config).expect("write config");
+    let c = load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let up = c.clusters[0].upstream_tls.as_ref().expect("upstream tls");
+    floodgate::tls::client_config(up, false).expect("client config");
+}
