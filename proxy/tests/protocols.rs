@@ -1,6 +1,8 @@
 //! Protocols end to end: h2c and HTTP/1.1 on one port, TLS termination with SNI and
 //! ALPN, HTTP/2 to upstreams, and upstream mutual TLS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;
