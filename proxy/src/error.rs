@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 
 use crate::body::{self, Body, BoxError};
 
@@ -49,6 +49,14 @@ pub enum ErrorKind {
     RequestTimeout,
     /// The proxy is shutting down and takes no new requests.
     ShuttingDown,
+    /// A rate limit refused the request.
+    RateLimited,
+    /// Admission control shed the request (queue full or queue deadline passed).
+    Overloaded,
+    /// The cluster's circuit breaker is open.
+    CircuitOpen,
+    /// A circuit-breaker threshold (connections, pending, requests, retries) is reached.
+    Overflow,
 }
 
 impl ErrorKind {
@@ -58,7 +66,12 @@ impl ErrorKind {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::NoHealthyEndpoint | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHealthyEndpoint
+            | Self::ShuttingDown
+            | Self::Overloaded
+            | Self::CircuitOpen
+            | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::ConnectFailed | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout | Self::UpstreamTimeout | Self::RequestTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -79,6 +92,10 @@ impl ErrorKind {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::RequestTimeout => "request_timeout",
             Self::ShuttingDown => "shutting_down",
+            Self::RateLimited => "rate_limited",
+            Self::Overloaded => "overloaded",
+            Self::CircuitOpen => "circuit_open",
+            Self::Overflow => "overflow",
         }
     }
 
@@ -86,9 +103,14 @@ impl ErrorKind {
     pub fn origin(self) -> Origin {
         match self {
             Self::BodyTooLarge | Self::BadRequest => Origin::Downstream,
-            Self::NoRoute | Self::NoHealthyEndpoint | Self::RequestTimeout | Self::ShuttingDown => {
-                Origin::Proxy
-            }
+            Self::NoRoute
+            | Self::NoHealthyEndpoint
+            | Self::RequestTimeout
+            | Self::ShuttingDown
+            | Self::RateLimited
+            | Self::Overloaded
+            | Self::CircuitOpen
+            | Self::Overflow => Origin::Proxy,
             Self::ConnectFailed
             | Self::ConnectTimeout
             | Self::UpstreamReset
@@ -96,10 +118,15 @@ impl ErrorKind {
         }
     }
 
-    /// The `Retry-After` hint sent with this kind, if any.
+    /// The default `Retry-After` hint sent with this kind, if any (an error may carry its own).
     pub fn retry_after(self) -> Option<Duration> {
         match self {
-            Self::NoHealthyEndpoint | Self::ShuttingDown => Some(Duration::from_secs(1)),
+            Self::NoHealthyEndpoint
+            | Self::ShuttingDown
+            | Self::RateLimited
+            | Self::Overloaded
+            | Self::CircuitOpen
+            | Self::Overflow => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -121,6 +148,8 @@ pub struct ProxyError {
     kind: ErrorKind,
     source: Option<BoxError>,
     unsent: Option<Box<Request<Body>>>,
+    retry_after: Option<Duration>,
+    headers: Option<Box<HeaderMap>>,
 }
 
 impl ProxyError {
@@ -130,6 +159,8 @@ impl ProxyError {
             kind,
             source: None,
             unsent: None,
+            retry_after: None,
+            headers: None,
         }
     }
 
@@ -139,12 +170,26 @@ impl ProxyError {
             kind,
             source: Some(source.into()),
             unsent: None,
+            retry_after: None,
+            headers: None,
         }
     }
 
     /// Hands back a request that was never sent, so a retry can reuse its body.
     pub fn with_unsent(mut self, request: Request<Body>) -> Self {
         self.unsent = Some(Box::new(request));
+        self
+    }
+
+    /// Overrides the kind's default `Retry-After` (rounded up to whole seconds, at least 1).
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// Adds headers to the error response (e.g. `RateLimit-Policy`).
+    pub fn with_headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = Some(Box::new(headers));
         self
     }
 
@@ -165,7 +210,19 @@ impl ProxyError {
 
     /// Builds the response the client receives for this error.
     pub fn to_response(&self, request_id: Option<&HeaderValue>) -> Response<Body> {
-        error_response(self.kind, request_id)
+        let mut response = error_response(self.kind, request_id);
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if let Some(extra) = &self.headers {
+            for (name, value) in extra.iter() {
+                response.headers_mut().append(name, value.clone());
+            }
+        }
+        response
     }
 }
 

@@ -2,7 +2,7 @@
 //! forwarding headers, run the route stack, and answer — with the upstream's
 //! response or the proxy's own error response — then count and log it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +29,11 @@ pub struct ConnInfo {
     /// True when the connection is TLS.
     pub tls: bool,
 }
+
+/// Request extension: the client's IP address, from the peer address or, when the
+/// peer is a trusted proxy, from `x-forwarded-for` (the rightmost untrusted hop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -130,6 +135,11 @@ fn forward<'r>(
     }
     let arm = route.pick_arm().ok_or(ErrorKind::NoRoute)?;
 
+    let client_ip = client_ip(
+        conn.client.ip().to_canonical(),
+        &head.headers,
+        &listener.config.trusted_proxies,
+    );
     let original_host = host_of(&head.uri, &head.headers);
     strip_hop_by_hop(&mut head.headers);
     if let Some(host) = &original_host {
@@ -162,6 +172,7 @@ fn forward<'r>(
     if !route.config.preserve_host {
         req.extensions_mut().insert(UseEndpointHost);
     }
+    req.extensions_mut().insert(ClientIp(client_ip));
     Ok((arm, req))
 }
 
@@ -268,6 +279,35 @@ fn host_of(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
         .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
 }
 
+/// The client IP: the peer, unless the peer is a trusted proxy, in which case
+/// `x-forwarded-for` is walked from the right past trusted hops. An untrusted peer
+/// cannot choose its own key by sending the header.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        let ip = ip.to_canonical();
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
 fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
     let ip = client.ip().to_canonical().to_string();
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -342,6 +382,32 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
         append_forwarded_for(&mut h, "[::ffff:10.0.0.2]:5".parse().unwrap());
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
+    }
+
+    #[test]
+    fn client_ip_believes_only_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("1.2.3.4, 5.6.7.8, 10.1.1.1"),
+        );
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "5.6.7.8".parse::<IpAddr>().unwrap()
+        );
+        let untrusted: IpAddr = "9.9.9.9".parse().unwrap();
+        assert_eq!(client_ip(untrusted, &h, &trusted), untrusted);
+        assert_eq!(client_ip(peer, &HeaderMap::new(), &trusted), peer);
+        h.insert(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("garbage, 10.2.2.2"),
+        );
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "10.2.2.2".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (connect errors, resets, timeouts, 5xx) eject an endpoint for a backoff period,
 //! never more than `max_ejection_percent` of the cluster at once.
 
+pub mod breaker;
 mod endpoint;
 mod pool;
 

@@ -59,6 +59,8 @@ pub struct FileListener {
     pub tls: Option<FileServerTls>,
     /// Connection limits and timeouts.
     pub limits: Option<FileLimits>,
+    /// Peers (IPs or CIDRs) whose `x-forwarded-for` is believed.
+    pub trusted_proxies: Option<Vec<String>>,
     /// Routes, first match wins.
     pub routes: Vec<FileRoute>,
 }
@@ -122,6 +124,134 @@ pub struct FileRoute {
     pub retry: Option<FileRetry>,
     /// Forward the client's `Host` header unchanged.
     pub preserve_host: Option<bool>,
+    /// Request-rate limits.
+    pub rate_limit: Option<FileRateLimit>,
+    /// Micro-cache and request coalescing.
+    pub cache: Option<FileCache>,
+    /// Admission priority: `critical`, `normal` or `sheddable`.
+    pub priority: Option<FilePriority>,
+}
+
+/// `routes[].rate_limit:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimit {
+    /// Route-wide sustained requests per second.
+    pub rps: Option<u32>,
+    /// Route-wide burst.
+    pub burst: Option<u32>,
+    /// Count instead of reject.
+    pub shadow: Option<bool>,
+    /// A limit per key.
+    pub per_key: Option<FilePerKey>,
+}
+
+/// `routes[].rate_limit.per_key:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePerKey {
+    /// `client_ip`, `header:<name>` or `path_segment:<n>`.
+    pub key: String,
+    /// Sustained requests per second per key.
+    pub rps: u32,
+    /// Burst per key.
+    pub burst: Option<u32>,
+    /// Most keys tracked.
+    pub max_keys: Option<usize>,
+}
+
+/// `routes[].cache:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    /// Freshness when the upstream gives none.
+    pub ttl: Scalar,
+    /// Memory bound (`64MiB`).
+    pub max_bytes: Option<Scalar>,
+    /// Largest cached body (`1MiB`).
+    pub max_object_bytes: Option<Scalar>,
+    /// Serve stale this long past freshness when the upstream fails.
+    pub stale_if_error: Option<Scalar>,
+    /// Request headers that are part of the key.
+    pub key_headers: Option<Vec<String>>,
+    /// Cache answers to requests with `Authorization`.
+    pub cache_authorized: Option<bool>,
+    /// Cache responses with `Set-Cookie`.
+    pub cache_set_cookie: Option<bool>,
+}
+
+/// `routes[].priority` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilePriority {
+    /// Served first, shed last.
+    Critical,
+    /// The default.
+    Normal,
+    /// Shed first.
+    Sheddable,
+}
+
+/// `clusters[].circuit_breaker:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBreaker {
+    /// Most open upstream connections.
+    pub max_connections: Option<usize>,
+    /// Most requests waiting for a connection.
+    pub max_pending_requests: Option<usize>,
+    /// Most requests in flight.
+    pub max_requests: Option<usize>,
+    /// Most retries in flight.
+    pub max_retries: Option<usize>,
+    /// Failures in a row that open the breaker.
+    pub consecutive_failures: Option<u32>,
+    /// Failure-rate condition.
+    pub failure_rate: Option<FileFailureRate>,
+    /// First open period.
+    pub open_for: Option<Scalar>,
+    /// Longest open period.
+    pub max_open_for: Option<Scalar>,
+    /// Probes while half-open.
+    pub half_open_probes: Option<u32>,
+}
+
+/// `clusters[].circuit_breaker.failure_rate:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileFailureRate {
+    /// Percentage of failures that opens the breaker.
+    pub threshold_percent: u32,
+    /// Rolling window.
+    pub window: Option<Scalar>,
+    /// Minimum requests in the window.
+    pub min_requests: Option<u32>,
+}
+
+/// `clusters[].admission:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmission {
+    /// A fixed concurrency limit (instead of the adaptive one).
+    pub fixed_limit: Option<usize>,
+    /// Adaptive limit at start.
+    pub initial_limit: Option<usize>,
+    /// Adaptive lower bound.
+    pub min_limit: Option<usize>,
+    /// Adaptive upper bound.
+    pub max_limit: Option<usize>,
+    /// Latency multiple tolerated before shrinking.
+    pub tolerance: Option<f64>,
+    /// Limit recomputation period.
+    pub update_interval: Option<Scalar>,
+    /// How long a measured minimum latency is trusted.
+    pub min_rtt_window: Option<Scalar>,
+    /// Most queued requests.
+    pub max_queue: Option<usize>,
+    /// Longest queue wait.
+    pub queue_timeout: Option<Scalar>,
+    /// Header carrying a request's priority.
+    pub priority_header: Option<String>,
 }
 
 /// `routes[].match:` block.
@@ -193,6 +323,10 @@ pub struct FileCluster {
     pub outlier: Option<FileOutlier>,
     /// TLS towards endpoints.
     pub upstream_tls: Option<FileUpstreamTls>,
+    /// Circuit breaking.
+    pub circuit_breaker: Option<FileBreaker>,
+    /// Adaptive admission.
+    pub admission: Option<FileAdmission>,
 }
 
 /// `clusters[].balancer` values.

@@ -67,6 +67,9 @@ pub struct ListenerConfig {
     pub tls: Option<ServerTlsConfig>,
     /// Connection-level limits and timeouts.
     pub limits: ListenerLimits,
+    /// Peers whose `x-forwarded-for` is believed when finding the client IP (default none).
+    #[serde(serialize_with = "serialize_nets")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Routes in file order; the first match wins.
     pub routes: Vec<RouteConfig>,
 }
@@ -133,6 +136,12 @@ pub struct RouteConfig {
     pub retry: Option<RetryPolicy>,
     /// Forward the client's `Host` header unchanged (default true); false sends the endpoint's address.
     pub preserve_host: bool,
+    /// Request-rate limits; `None` means unlimited.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Micro-cache and request coalescing for GET/HEAD; `None` means off.
+    pub cache: Option<CacheConfig>,
+    /// Admission priority of this route's requests (default normal).
+    pub priority: Priority,
 }
 
 impl RouteConfig {
@@ -260,6 +269,10 @@ pub struct ClusterConfig {
     pub outlier: Option<OutlierConfig>,
     /// TLS to the endpoints.
     pub upstream_tls: Option<UpstreamTlsConfig>,
+    /// Circuit breaking: thresholds and the failure breaker; `None` means off.
+    pub circuit_breaker: Option<BreakerConfig>,
+    /// Adaptive admission (concurrency limit with a priority queue); `None` means off.
+    pub admission: Option<AdmissionConfig>,
 }
 
 /// A `host:port` endpoint address; the host may be an IP or a DNS name.
@@ -377,4 +390,187 @@ fn serialize_statuses<S: serde::Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.collect_seq(statuses.iter().map(StatusCode::as_u16))
+}
+
+fn serialize_nets<S: serde::Serializer>(nets: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(ToString::to_string))
+}
+
+fn serialize_header_names<S: serde::Serializer>(
+    names: &[HeaderName],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(names.iter().map(HeaderName::as_str))
+}
+
+fn serialize_opt_header_name<S: serde::Serializer>(
+    name: &Option<HeaderName>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match name {
+        Some(n) => s.serialize_str(n.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
+/// A token-bucket rate: a sustained rate and a burst size (GCRA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rate {
+    /// Requests per second, sustained (> 0).
+    pub rps: u32,
+    /// Requests allowed at once above the sustained rate (default: equal to `rps`, ≥ 1).
+    pub burst: u32,
+}
+
+/// A route's rate limits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateLimitConfig {
+    /// One limit shared by every request of the route (`rps`/`burst` at the block's top level).
+    pub route: Option<Rate>,
+    /// One limit per key (client IP, header value, path segment).
+    pub per_key: Option<KeyedRateConfig>,
+    /// Count what would be rejected without rejecting it (default false).
+    pub shadow: bool,
+}
+
+/// A limit applied separately to each key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyedRateConfig {
+    /// What identifies a key.
+    pub key: RateKey,
+    /// The rate each key gets.
+    pub rate: Rate,
+    /// Most keys tracked at once (default 100000); beyond, new keys share one overflow bucket.
+    pub max_keys: usize,
+}
+
+/// What a keyed rate limit keys on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateKey {
+    /// The client IP (from `x-forwarded-for` only when the peer is a trusted proxy).
+    ClientIp,
+    /// The value of this request header (requests without it share one key).
+    Header(#[serde(serialize_with = "serialize_header_name")] HeaderName),
+    /// The n-th path segment, 1-based (`/api/v1/codes/42`: segment 4 is `42`).
+    PathSegment(usize),
+}
+
+fn serialize_header_name<S: serde::Serializer>(name: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(name.as_str())
+}
+
+/// Micro-cache and request coalescing for GET and HEAD.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CacheConfig {
+    /// How long a response is fresh when the upstream gives no `max-age`/`s-maxage` (> 0).
+    #[serde(serialize_with = "serialize_duration")]
+    pub ttl: Duration,
+    /// Upper bound of the cache's memory, bodies and headers counted (default 64 MiB).
+    pub max_bytes: u64,
+    /// Largest single response body cached (default 1 MiB); larger ones pass through.
+    pub max_object_bytes: u64,
+    /// How long past freshness an entry may be served when the upstream fails (default 0s: never).
+    #[serde(serialize_with = "serialize_duration")]
+    pub stale_if_error: Duration,
+    /// Request headers whose values are part of the cache key (e.g. `accept-language`).
+    #[serde(serialize_with = "serialize_header_names")]
+    pub key_headers: Vec<HeaderName>,
+    /// Cache answers to requests carrying `Authorization` (default false).
+    pub cache_authorized: bool,
+    /// Cache responses carrying `Set-Cookie` (default false).
+    pub cache_set_cookie: bool,
+}
+
+/// Admission priority; under overload lower priorities are shed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Served first; shed last.
+    Critical,
+    /// The default.
+    Normal,
+    /// Served last; shed first.
+    Sheddable,
+}
+
+/// Circuit breaking for a cluster: Envoy-style thresholds and a failure breaker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakerConfig {
+    /// Most upstream connections open at once over all endpoints.
+    pub max_connections: Option<usize>,
+    /// Most requests waiting for a connection (when `max_connections` is reached).
+    pub max_pending_requests: Option<usize>,
+    /// Most requests in flight to the cluster at once.
+    pub max_requests: Option<usize>,
+    /// Most retries in flight to the cluster at once.
+    pub max_retries: Option<usize>,
+    /// Open after this many failures in a row (5xx, reset, timeout, connect failure).
+    pub consecutive_failures: Option<u32>,
+    /// Open when the failure rate over a rolling window is too high.
+    pub failure_rate: Option<FailureRateConfig>,
+    /// How long the breaker stays open the first time (default 5s); doubles on each re-open.
+    #[serde(serialize_with = "serialize_duration")]
+    pub open_for: Duration,
+    /// Longest open period (default 60s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub max_open_for: Duration,
+    /// Requests let through while half-open (default 3); all must succeed to close.
+    pub half_open_probes: u32,
+}
+
+/// The failure-rate condition of a breaker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailureRateConfig {
+    /// Open at or above this percentage of failed requests (1–100).
+    pub threshold_percent: u32,
+    /// Rolling window the rate is measured over (default 10s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub window: Duration,
+    /// No decision below this many requests in the window (default 20).
+    pub min_requests: u32,
+}
+
+/// Adaptive admission for a cluster: a concurrency limit and a bounded priority queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdmissionConfig {
+    /// How the concurrency limit is set.
+    pub limit: ConcurrencyLimit,
+    /// Most requests waiting for admission (default 1000); beyond, 503 `overloaded`.
+    pub max_queue: usize,
+    /// Longest wait in the queue (default 1s); then 503 `overloaded`.
+    #[serde(serialize_with = "serialize_duration")]
+    pub queue_timeout: Duration,
+    /// Request header that may set the priority (`critical|normal|sheddable`); default none.
+    #[serde(serialize_with = "serialize_opt_header_name")]
+    pub priority_header: Option<HeaderName>,
+}
+
+/// A fixed or adaptive concurrency limit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConcurrencyLimit {
+    /// Always this many requests in flight at most.
+    Fixed(usize),
+    /// A limit that follows measured latency (gradient), within bounds.
+    Adaptive(AdaptiveLimit),
+}
+
+/// Parameters of the adaptive (gradient) concurrency limit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdaptiveLimit {
+    /// Limit at start (default 20).
+    pub initial: usize,
+    /// Lower bound (default 4, ≥ 1).
+    pub min: usize,
+    /// Upper bound (default 1000).
+    pub max: usize,
+    /// Latency may rise to this multiple of the minimum before the limit shrinks (default 2.0, > 1).
+    pub tolerance: f64,
+    /// How often the limit is recomputed from the latency samples (default 100ms).
+    #[serde(serialize_with = "serialize_duration")]
+    pub update_interval: Duration,
+    /// How long a measured minimum latency is trusted before it is measured afresh (default 30s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub min_rtt_window: Duration,
 }

@@ -319,11 +319,16 @@ impl Validator<'_> {
             let tls = l.tls.as_ref().map(|t| self.server_tls(&path, t));
             let limits = self.limits(&path, l.limits.as_ref());
             let routes = self.routes(&path, &l.routes, clusters);
+            let trusted_proxies = self.trusted_proxies(
+                &format!("{path}.trusted_proxies"),
+                l.trusted_proxies.as_deref(),
+            );
             out.push(ListenerConfig {
                 name: l.name.clone(),
                 listen: listen.unwrap_or(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)),
                 tls: tls.flatten(),
                 limits,
+                trusted_proxies,
                 routes,
             });
         }
@@ -546,6 +551,15 @@ impl Validator<'_> {
             timeout: Some(timeout),
             retry,
             preserve_host: r.preserve_host.unwrap_or(true),
+            rate_limit: r
+                .rate_limit
+                .as_ref()
+                .and_then(|rl| self.rate_limit(&format!("{path}.rate_limit"), rl)),
+            cache: r
+                .cache
+                .as_ref()
+                .map(|c| self.cache(&format!("{path}.cache"), c)),
+            priority: priority(r.priority),
         }
     }
 
@@ -861,6 +875,14 @@ impl Validator<'_> {
             health_check,
             outlier,
             upstream_tls,
+            circuit_breaker: c
+                .circuit_breaker
+                .as_ref()
+                .map(|b| self.breaker(&format!("{path}.circuit_breaker"), b)),
+            admission: c
+                .admission
+                .as_ref()
+                .map(|a| self.admission(&format!("{path}.admission"), a)),
         }
     }
 
@@ -1219,6 +1241,9 @@ pub fn endpoint(text: &str) -> Result<EndpointAddr, String> {
         .ok_or_else(|| format!("`{t}`: port `{port}` is not a number from 1 to 65535"))?;
     Ok(EndpointAddr { host, port })
 }
+
+mod protection;
+use protection::priority;
 
 #[cfg(test)]
 mod tests;

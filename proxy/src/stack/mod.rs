@@ -3,6 +3,9 @@
 //! Burst protection (rate limit, micro-cache, admission, circuit breaker) will
 //! slot into the same function, each in its own module.
 
+pub mod admission;
+pub mod cache;
+pub mod rate_limit;
 pub mod retry;
 pub mod timeout;
 

@@ -1,0 +1,1 @@
+//! Micro-cache and request coalescing (placeholder).
