@@ -118,12 +118,15 @@ wait_http() {
 # (settings from APP_WORKERS, APP_SERVICE_TIME, APP_MAX_QUEUE, APP_EXTRA_ARGS) and sets
 # APP_ADDRS (space separated) and the template values APP_ENDPOINTS, NGINX_UPSTREAMS,
 # HAPROXY_SERVERS.
+# With APP_PORTS="9001 9002" the replicas bind those fixed ports instead (the demo config).
 start_apps() {
   local n="$1" i addr
+  local -a ports=(${APP_PORTS:-})
   APP_ADDRS=""
   for i in $(seq 1 "$n"); do
+    local port="${ports[$((i - 1))]:-0}"
     # shellcheck disable=SC2086
-    start_bg "app-$i" "$RUN_DIR/app-$i.log" "$BIN_DIR/healthcode-app" --listen 127.0.0.1:0 \
+    start_bg "app-$i" "$RUN_DIR/app-$i.log" "$BIN_DIR/healthcode-app" --listen "127.0.0.1:$port" \
       --workers "${APP_WORKERS:-16}" --service-time "${APP_SERVICE_TIME:-5ms}" \
       --max-queue "${APP_MAX_QUEUE:-64}" ${APP_EXTRA_ARGS:-}
     addr=$(wait_listening "$RUN_DIR/app-$i.log" "$LAST_PID") || die "healthcode-app $i did not start"

@@ -14,8 +14,10 @@
 # `--foreground` stays attached and stops everything on Ctrl-C / SIGTERM.
 # `--no-proxy` starts only the replicas (PROXY_URL then points at the first one).
 #
-# Config template (default: configs/demo.yaml if present, else
-# loadtest/peers/floodgate-burst.yaml). Placeholders, written ${NAME}:
+# With no --config, the README's quick start: configs/demo.yaml as written (proxy on
+# 127.0.0.1:8080, admin on 127.0.0.1:9901) in front of two replicas on the fixed ports
+# 9001 and 9002 that it names. With --config, a template whose ports are picked free.
+# Placeholders, written ${NAME}:
 #   ${PROXY_PORT}     public listener port      ${ADMIN_PORT}  admin listener port
 #   ${APP_ENDPOINTS}  replicas as YAML list items: "127.0.0.1:P1", "127.0.0.1:P2"
 #   ${RUN_DIR}        the run folder (.floodgate-run)
@@ -55,8 +57,12 @@ cmd_up() {
       *) die "unknown option $1" ;;
     esac
   done
+  local fixed=0
   if [[ -z "$config" ]]; then
-    if [[ -f "$ROOT/configs/demo.yaml" ]]; then config="$ROOT/configs/demo.yaml"; else config="$ROOT/loadtest/peers/floodgate-burst.yaml"; fi
+    config="$ROOT/configs/demo.yaml"
+    fixed=1
+    replicas=2
+    export APP_PORTS="${APP_PORTS:-9001 9002}"
   fi
   mkdir -p "$RUN_DIR"
   if [[ -s "$RUN_DIR/pids" ]]; then
@@ -74,9 +80,14 @@ cmd_up() {
   local proxy_url admin_url=""
   if [[ $proxy == 1 ]]; then
     export PROXY_PORT ADMIN_PORT
-    PROXY_PORT=$(free_port)
-    ADMIN_PORT=$(free_port)
-    grep -q '\${' "$config" || log "warning: $config has no \${…} placeholders; ports are not substituted"
+    if [[ $fixed == 1 ]]; then
+      PROXY_PORT=8080
+      ADMIN_PORT=9901
+    else
+      PROXY_PORT=$(free_port)
+      ADMIN_PORT=$(free_port)
+      grep -q '\${' "$config" || log "warning: $config has no \${…} placeholders; ports are not substituted"
+    fi
     render "$config" "$RUN_DIR/floodgate.yaml"
     start_bg floodgate "$RUN_DIR/floodgate.log" "$BIN_DIR/floodgate" --config "$RUN_DIR/floodgate.yaml"
     proxy_url="http://127.0.0.1:$PROXY_PORT"

@@ -1,0 +1,126 @@
+//! Bad input gets a clear 4xx and never a panic or a hang: malformed requests,
+//! oversized heads, slow clients; and the proxy keeps serving afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Writes raw bytes and reads until the server closes or 5 s pass.
+async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn config(app: &Upstream) -> String {
+    format!(
+        r#"
+server: {{ access_log: false }}
+listeners:
+  - name: public
+    listen: 127.0.0.1:0
+    limits: {{ header_read_timeout: 500ms, max_header_bytes: 8KiB, idle_timeout: 1s }}
+    routes: [ {{ name: all, cluster: app }} ]
+clusters:
+  - {{ name: app, endpoints: ["{}"] }}
+"#,
+        app.endpoint()
+    )
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400() {
+    let app = upstream("app").await;
+    let p = start_proxy(&config(&app)).await;
+    let addr = p.addr("public");
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header Without Colon\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let out = raw(addr, bad).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{bad:?} → {out:?}");
+    }
+    assert_eq!(app.hits(), 0);
+    assert_eq!(get(&p.url("/ok")).await.status, 200, "still serving");
+}
+
+#[tokio::test]
+async fn oversized_head_gets_431() {
+    let app = upstream("app").await;
+    let p = start_proxy(&config(&app)).await;
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let out = raw(p.addr("public"), big.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out:?}");
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let app = upstream("app").await;
+    let p = start_proxy(&config(&app)).await;
+    let mut s = TcpStream::connect(p.addr("public")).await.unwrap();
+    let start = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // Never finish the head: the proxy must give up after header_read_timeout.
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "connection not closed within 5 s");
+    assert!(start.elapsed() < Duration::from_secs(4));
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text:?}"
+    );
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let app = upstream("app").await;
+    let p = start_proxy(&config(&app)).await;
+    let mut s = TcpStream::connect(p.addr("public")).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "idle connection still open after 5 s");
+    assert!(start.elapsed() >= Duration::from_millis(400));
+}
+
+#[tokio::test]
+async fn chunked_body_over_the_limit_is_refused() {
+    let app = upstream("app").await;
+    let yaml = config(&app).replace(
+        "idle_timeout: 1s }",
+        "idle_timeout: 1s, max_request_body_bytes: 1KiB }",
+    );
+    let p = start_proxy(&yaml).await;
+    let chunk = "a".repeat(2048);
+    let req = format!(
+        "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    let out = raw(p.addr("public"), req.as_bytes()).await;
+    assert!(
+        out.starts_with("HTTP/1.1 413") || out.starts_with("HTTP/1.1 502"),
+        "a body past the limit is refused: {out:?}"
+    );
+    assert_eq!(get(&p.url("/ok")).await.status, 200, "still serving");
+}
