@@ -65,12 +65,17 @@ impl CachingUpstream {
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or("-");
                             let text = format!("call {n} {} lang={lang}", req.uri());
-                            let mut builder =
-                                Response::builder().status(if a.status == 0 { 200 } else { a.status });
+                            let mut builder = Response::builder().status(if a.status == 0 {
+                                200
+                            } else {
+                                a.status
+                            });
                             for (name, value) in &a.headers {
                                 builder = builder.header(*name, *value);
                             }
-                            Ok::<_, std::io::Error>(builder.body(Full::new(Bytes::from(text))).unwrap())
+                            Ok::<_, std::io::Error>(
+                                builder.body(Full::new(Bytes::from(text))).unwrap(),
+                            )
                         }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -157,7 +162,9 @@ async fn hundred_concurrent_identical_gets_reach_the_upstream_once() {
     let mut set = JoinSet::new();
     for _ in 0..100 {
         let (client, url) = (client.clone(), url.clone());
-        set.spawn(async move { send(&client, Request::get(url).body(Full::default()).unwrap()).await });
+        set.spawn(
+            async move { send(&client, Request::get(url).body(Full::default()).unwrap()).await },
+        );
     }
     let mut bodies = Vec::new();
     while let Some(r) = set.join_next().await {
@@ -166,7 +173,10 @@ async fn hundred_concurrent_identical_gets_reach_the_upstream_once() {
         bodies.push(r.body);
     }
     assert_eq!(bodies.len(), 100);
-    assert!(bodies.iter().all(|b| b == "call 1 /status/42 lang=-"), "{bodies:?}");
+    assert!(
+        bodies.iter().all(|b| b == "call 1 /status/42 lang=-"),
+        "{bodies:?}"
+    );
     assert_eq!(up.hits(), 1);
     let page = metrics_page(&proxy).await;
     assert_eq!(cache_metric(&page, "coalesce", "miss"), 1.0);
@@ -195,11 +205,16 @@ async fn fresh_entries_hit_and_expired_ones_miss() {
         assert_eq!(up.hits(), 1);
     }
     // Another query string is another entry.
-    assert_eq!(get(&proxy.url("/a?x=2")).await.header("x-floodgate-cache"), "MISS");
+    assert_eq!(
+        get(&proxy.url("/a?x=2")).await.header("x-floodgate-cache"),
+        "MISS"
+    );
 
-    eventually(Duration::from_secs(10), "entry expires after ttl", || async {
-        get(&url).await.header("x-floodgate-cache") == "MISS"
-    })
+    eventually(
+        Duration::from_secs(10),
+        "entry expires after ttl",
+        || async { get(&url).await.header("x-floodgate-cache") == "MISS" },
+    )
     .await;
     assert!(primed.elapsed() >= Duration::from_millis(900));
     assert_eq!(up.hits(), if second_hit { 3 } else { 4 });
@@ -289,24 +304,32 @@ async fn stale_entries_answer_for_a_failing_upstream_until_the_horizon() {
         status: 503,
         ..Answer::default()
     });
-    eventually(Duration::from_secs(10), "stale answer after ttl", || async {
-        let r = get(&url).await;
-        if r.header("x-floodgate-cache") == "STALE" {
-            assert_eq!((r.status, &r.body), (StatusCode::OK, &primed.body));
-            return true;
-        }
-        assert_eq!(r.header("x-floodgate-cache"), "HIT");
-        false
-    })
+    eventually(
+        Duration::from_secs(10),
+        "stale answer after ttl",
+        || async {
+            let r = get(&url).await;
+            if r.header("x-floodgate-cache") == "STALE" {
+                assert_eq!((r.status, &r.body), (StatusCode::OK, &primed.body));
+                return true;
+            }
+            assert_eq!(r.header("x-floodgate-cache"), "HIT");
+            false
+        },
+    )
     .await;
-    eventually(Duration::from_secs(15), "the error after the horizon", || async {
-        let r = get(&url).await;
-        if r.status == StatusCode::SERVICE_UNAVAILABLE {
-            return true;
-        }
-        assert_eq!(r.header("x-floodgate-cache"), "STALE");
-        false
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the error after the horizon",
+        || async {
+            let r = get(&url).await;
+            if r.status == StatusCode::SERVICE_UNAVAILABLE {
+                return true;
+            }
+            assert_eq!(r.header("x-floodgate-cache"), "STALE");
+            false
+        },
+    )
     .await;
     let page = metrics_page(&proxy).await;
     assert!(cache_metric(&page, "stale", "stale") >= 1.0);
@@ -320,9 +343,13 @@ async fn stale_entries_answer_when_the_upstream_is_gone() {
     let primed = get(&url).await;
     assert_eq!(primed.status, StatusCode::OK);
     up.stop();
-    eventually(Duration::from_secs(10), "stale answer after ttl", || async {
-        let r = get(&url).await;
-        r.header("x-floodgate-cache") == "STALE" && r.body == primed.body
-    })
+    eventually(
+        Duration::from_secs(10),
+        "stale answer after ttl",
+        || async {
+            let r = get(&url).await;
+            r.header("x-floodgate-cache") == "STALE" && r.body == primed.body
+        },
+    )
     .await;
 }

@@ -373,7 +373,10 @@ impl Entry {
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers.clone();
         let headers = response.headers_mut();
-        headers.insert(header::AGE, HeaderValue::from(self.age(Instant::now()).as_secs()));
+        headers.insert(
+            header::AGE,
+            HeaderValue::from(self.age(Instant::now()).as_secs()),
+        );
         headers.insert(CACHE_HEADER, HeaderValue::from_static(how));
         response
     }
@@ -622,15 +625,15 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        Box::pin(serve(
-            Arc::clone(&self.cache),
-            self.inner.clone(),
-            req,
-        ))
+        Box::pin(serve(Arc::clone(&self.cache), self.inner.clone(), req))
     }
 }
 
-async fn serve<S>(cache: Arc<Cache>, inner: S, req: Request<Body>) -> Result<Response<Body>, ProxyError>
+async fn serve<S>(
+    cache: Arc<Cache>,
+    inner: S,
+    req: Request<Body>,
+) -> Result<Response<Body>, ProxyError>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError> + Send,
     S::Future: Send,

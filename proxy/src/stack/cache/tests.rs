@@ -98,25 +98,13 @@ fn upstream(
     (calls, svc)
 }
 
-fn stack(
-    config: &CacheConfig,
-    answer: &Arc<Mutex<Answer>>,
-) -> (
-    Arc<Cache>,
-    Arc<AtomicUsize>,
-    impl Service<
-            Request<Body>,
-            Response = Response<Body>,
-            Error = ProxyError,
-            Future = BoxFuture<'static, Result<Response<Body>, ProxyError>>,
-        > + Clone
-        + Send
-        + 'static,
-) {
+type Svc = tower::util::BoxCloneService<Request<Body>, Response<Body>, ProxyError>;
+
+fn stack(config: &CacheConfig, answer: &Arc<Mutex<Answer>>) -> (Arc<Cache>, Arc<AtomicUsize>, Svc) {
     let cache = Arc::new(Cache::new(config, "test"));
     let (calls, svc) = upstream(Arc::clone(answer));
     let svc = CacheLayer::new(Arc::clone(&cache)).layer(svc);
-    (cache, calls, svc)
+    (cache, calls, Svc::new(svc))
 }
 
 #[test]
@@ -140,7 +128,10 @@ fn cache_control_is_parsed() {
     // Several headers combine; a repeated age keeps the smallest; a bad age is 0.
     let cc = CacheControl::parse(&headers(&[
         ("cache-control", "max-age=100, no-cache"),
-        ("cache-control", "max-age=10, stale-if-error=7, must-revalidate"),
+        (
+            "cache-control",
+            "max-age=10, stale-if-error=7, must-revalidate",
+        ),
     ]));
     assert_eq!(cc.max_age, Some(10));
     assert_eq!(cc.stale_if_error, Some(7));
@@ -176,7 +167,12 @@ fn cacheability_follows_status_and_directives() {
     )
     .unwrap();
     assert_eq!(p.freshness, Duration::from_secs(5), "s-maxage wins");
-    let p = policy(&c, ok, &headers(&[("cache-control", "max-age=60"), ("age", "20")])).unwrap();
+    let p = policy(
+        &c,
+        ok,
+        &headers(&[("cache-control", "max-age=60"), ("age", "20")]),
+    )
+    .unwrap();
     assert_eq!(p.initial_age, Duration::from_secs(20));
     let p = policy(&c, ok, &headers(&[("cache-control", "must-revalidate")])).unwrap();
     assert_eq!(p.stale_if_error, Duration::ZERO);
