@@ -29,6 +29,10 @@ pub const CONFIG_VERSION: &str = "floodgate_config_version";
 /// Downstream connections open, by listener.
 pub const DOWNSTREAM_CONNECTIONS: &str = "floodgate_downstream_connections";
 
+/// Cacheable-route requests by how the micro-cache answered them
+/// (`hit`, `miss`, `stale`, `bypass`, `coalesced`), by route.
+pub const CACHE_REQUESTS_TOTAL: &str = "floodgate_cache_requests_total";
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -86,6 +90,10 @@ fn describe() {
     describe_gauge!(
         DOWNSTREAM_CONNECTIONS,
         "Downstream connections open, by listener."
+    );
+    describe_counter!(
+        CACHE_REQUESTS_TOTAL,
+        "Micro-cache answers (hit, miss, stale, bypass, coalesced), by route."
     );
 }
 

@@ -1,0 +1,475 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use crate::error::ErrorKind;
+
+fn config() -> CacheConfig {
+    CacheConfig {
+        ttl: Duration::from_secs(1),
+        max_bytes: 1 << 20,
+        max_object_bytes: 1 << 16,
+        stale_if_error: Duration::from_secs(30),
+        key_headers: vec![HeaderName::from_static("accept-language")],
+        cache_authorized: false,
+        cache_set_cookie: false,
+    }
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (name, value) in pairs {
+        h.append(
+            HeaderName::try_from(*name).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    h
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header("host", "Example.COM")
+        .body(body::empty())
+        .unwrap()
+}
+
+async fn read(response: Response<Body>) -> (StatusCode, HeaderMap, Bytes) {
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, bytes)
+}
+
+fn how(response: &Response<Body>) -> &str {
+    response
+        .headers()
+        .get(CACHE_HEADER)
+        .map_or("", |v| v.to_str().unwrap())
+}
+
+/// What the mock upstream answers.
+#[derive(Clone, Default)]
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, &'static str)>,
+    delay: Duration,
+    fail: bool,
+    body_size: usize,
+}
+
+/// A mock upstream counting calls; bodies say which call answered ("call N").
+fn upstream(
+    answer: Arc<Mutex<Answer>>,
+) -> (
+    Arc<AtomicUsize>,
+    impl Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = ProxyError,
+            Future = impl Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let svc = tower::service_fn(move |_req: Request<Body>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let a = answer.lock().unwrap().clone();
+        async move {
+            tokio::time::sleep(a.delay).await;
+            if a.fail {
+                return Err(ProxyError::new(ErrorKind::ConnectFailed));
+            }
+            let text = if a.body_size > 0 {
+                "x".repeat(a.body_size)
+            } else {
+                format!("call {n}")
+            };
+            let mut response = Response::new(body::full(text));
+            *response.status_mut() = StatusCode::from_u16(a.status.max(200)).unwrap();
+            for (name, value) in a.headers {
+                response
+                    .headers_mut()
+                    .append(name, HeaderValue::from_static(value));
+            }
+            Ok(response)
+        }
+    });
+    (calls, svc)
+}
+
+type Svc = tower::util::BoxCloneService<Request<Body>, Response<Body>, ProxyError>;
+
+fn stack(config: &CacheConfig, answer: &Arc<Mutex<Answer>>) -> (Arc<Cache>, Arc<AtomicUsize>, Svc) {
+    let cache = Arc::new(Cache::new(config, "test"));
+    let (calls, svc) = upstream(Arc::clone(answer));
+    let svc = CacheLayer::new(Arc::clone(&cache)).layer(svc);
+    (cache, calls, Svc::new(svc))
+}
+
+#[test]
+fn cache_control_is_parsed() {
+    let cc = CacheControl::parse(&headers(&[(
+        "cache-control",
+        "public, Max-Age=60, s-maxage=\"30\"",
+    )]));
+    assert_eq!(cc.max_age, Some(60));
+    assert_eq!(cc.s_maxage, Some(30));
+    assert!(!cc.private && !cc.no_store && !cc.no_cache);
+
+    // Commas inside quotes do not split; the field-list form of private is still private.
+    let cc = CacheControl::parse(&headers(&[(
+        "cache-control",
+        "private=\"set-cookie, x-a\", max-age=5",
+    )]));
+    assert!(cc.private);
+    assert_eq!(cc.max_age, Some(5));
+
+    // Several headers combine; a repeated age keeps the smallest; a bad age is 0.
+    let cc = CacheControl::parse(&headers(&[
+        ("cache-control", "max-age=100, no-cache"),
+        (
+            "cache-control",
+            "max-age=10, stale-if-error=7, must-revalidate",
+        ),
+    ]));
+    assert_eq!(cc.max_age, Some(10));
+    assert_eq!(cc.stale_if_error, Some(7));
+    assert!(cc.no_cache && cc.must_revalidate);
+    let cc = CacheControl::parse(&headers(&[("cache-control", "max-age=soon, no-store")]));
+    assert_eq!(cc.max_age, Some(0));
+    assert!(cc.no_store);
+}
+
+#[test]
+fn cacheability_follows_status_and_directives() {
+    let c = config();
+    let ok = StatusCode::OK;
+    let p = policy(&c, ok, &HeaderMap::new()).unwrap();
+    assert_eq!(p.freshness, c.ttl, "ttl applies without max-age");
+    assert_eq!(p.stale_if_error, c.stale_if_error);
+    for status in [200, 203, 204, 301, 404, 410] {
+        let status = StatusCode::from_u16(status).unwrap();
+        assert!(policy(&c, status, &HeaderMap::new()).is_some(), "{status}");
+    }
+    for status in [201, 206, 302, 500, 502, 503] {
+        let status = StatusCode::from_u16(status).unwrap();
+        assert!(policy(&c, status, &HeaderMap::new()).is_none(), "{status}");
+    }
+    for value in ["no-store", "private", "no-cache", "max-age=0"] {
+        let h = headers(&[("cache-control", value)]);
+        assert!(policy(&c, ok, &h).is_none(), "{value}");
+    }
+    let p = policy(
+        &c,
+        ok,
+        &headers(&[("cache-control", "max-age=60, s-maxage=5")]),
+    )
+    .unwrap();
+    assert_eq!(p.freshness, Duration::from_secs(5), "s-maxage wins");
+    let p = policy(
+        &c,
+        ok,
+        &headers(&[("cache-control", "max-age=60"), ("age", "20")]),
+    )
+    .unwrap();
+    assert_eq!(p.initial_age, Duration::from_secs(20));
+    let p = policy(&c, ok, &headers(&[("cache-control", "must-revalidate")])).unwrap();
+    assert_eq!(p.stale_if_error, Duration::ZERO);
+    let p = policy(&c, ok, &headers(&[("cache-control", "stale-if-error=3")])).unwrap();
+    assert_eq!(p.stale_if_error, Duration::from_secs(3));
+    let p = policy(
+        &c,
+        ok,
+        &headers(&[
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("expires", "Sun, 06 Nov 1994 08:50:37 GMT"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(p.freshness, Duration::from_secs(60));
+    assert!(policy(&c, ok, &headers(&[("expires", "0")])).is_none());
+}
+
+#[test]
+fn set_cookie_and_vary_are_respected() {
+    let mut c = config();
+    let ok = StatusCode::OK;
+    let cookie = headers(&[("set-cookie", "session=abc")]);
+    assert!(policy(&c, ok, &cookie).is_none());
+    c.cache_set_cookie = true;
+    assert!(policy(&c, ok, &cookie).is_some());
+
+    assert!(policy(&c, ok, &headers(&[("vary", "Accept-Language")])).is_some());
+    assert!(policy(&c, ok, &headers(&[("vary", "accept-language, cookie")])).is_none());
+    assert!(policy(&c, ok, &headers(&[("vary", "*")])).is_none());
+}
+
+#[test]
+fn keys_cover_method_host_target_and_key_headers() {
+    let names = [HeaderName::from_static("accept-language")];
+    let a = Key::of(&get("/a?x=1"), &names);
+    let mut lower = get("/a?x=1");
+    lower
+        .headers_mut()
+        .insert("host", HeaderValue::from_static("example.com"));
+    assert_eq!(a, Key::of(&lower, &names), "host is case-insensitive");
+    assert_ne!(a, Key::of(&get("/a?x=2"), &names), "query counts");
+    assert_ne!(a, Key::of(&get("/b?x=1"), &names), "path counts");
+    let mut other_host = get("/a?x=1");
+    other_host
+        .headers_mut()
+        .insert("host", HeaderValue::from_static("other.example"));
+    assert_ne!(a, Key::of(&other_host, &names), "host counts");
+    let mut head = get("/a?x=1");
+    *head.method_mut() = Method::HEAD;
+    let head_key = Key::of(&head, &names);
+    assert_ne!(a, head_key, "method counts");
+    assert_eq!(a, head_key.with_method(Method::GET));
+    let mut fr = get("/a?x=1");
+    fr.headers_mut()
+        .insert("accept-language", HeaderValue::from_static("fr"));
+    let fr_key = Key::of(&fr, &names);
+    assert_ne!(a, fr_key, "key headers count");
+    fr.headers_mut()
+        .insert("user-agent", HeaderValue::from_static("curl"));
+    assert_eq!(fr_key, Key::of(&fr, &names), "other headers do not");
+}
+
+#[test]
+fn unsafe_requests_bypass() {
+    let cache = Cache::new(&config(), "test");
+    assert_eq!(cache.bypass_reason(&get("/")), None);
+    let mut post = get("/");
+    *post.method_mut() = Method::POST;
+    assert!(cache.bypass_reason(&post).is_some());
+    for (name, value) in [
+        ("authorization", "Bearer x"),
+        ("cache-control", "no-cache"),
+        ("cache-control", "no-store"),
+        ("pragma", "no-cache"),
+        ("range", "bytes=0-10"),
+    ] {
+        let mut req = get("/");
+        req.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+        assert!(cache.bypass_reason(&req).is_some(), "{name}: {value}");
+    }
+    let with_body = Request::get("/").body(body::full("x")).unwrap();
+    assert!(cache.bypass_reason(&with_body).is_some());
+    let authorized = Cache::new(
+        &CacheConfig {
+            cache_authorized: true,
+            ..config()
+        },
+        "test",
+    );
+    let mut req = get("/");
+    req.headers_mut()
+        .insert("authorization", HeaderValue::from_static("Bearer x"));
+    assert_eq!(authorized.bypass_reason(&req), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hits_within_ttl_and_misses_after() {
+    let answer = Arc::new(Mutex::new(Answer::default()));
+    let (_cache, calls, svc) = stack(&config(), &answer);
+    let first = svc.clone().oneshot(get("/a")).await.unwrap();
+    assert_eq!(how(&first), "MISS");
+    let (_, _, body1) = read(first).await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    let second = svc.clone().oneshot(get("/a")).await.unwrap();
+    assert_eq!(how(&second), "HIT");
+    assert_eq!(second.headers()[header::AGE], "0");
+    let (status, _, body2) = read(second).await;
+    assert_eq!((status, &body1), (StatusCode::OK, &body2));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    tokio::time::advance(Duration::from_millis(600)).await;
+    let third = svc.clone().oneshot(get("/a")).await.unwrap();
+    assert_eq!(how(&third), "MISS");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(read(third).await.2, "call 2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn head_is_answered_from_a_get_entry() {
+    let answer = Arc::new(Mutex::new(Answer::default()));
+    let (_cache, calls, svc) = stack(&config(), &answer);
+    read(svc.clone().oneshot(get("/a")).await.unwrap()).await;
+    let mut head = get("/a");
+    *head.method_mut() = Method::HEAD;
+    let response = svc.clone().oneshot(head).await.unwrap();
+    assert_eq!(how(&response), "HIT");
+    assert!(read(response).await.2.is_empty());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_identical_misses_are_coalesced() {
+    let answer = Arc::new(Mutex::new(Answer {
+        delay: Duration::from_millis(200),
+        ..Answer::default()
+    }));
+    let (_cache, calls, svc) = stack(&config(), &answer);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let svc = svc.clone();
+        set.spawn(async move {
+            let response = svc.oneshot(get("/same")).await.unwrap();
+            let how = how(&response).to_owned();
+            (how, read(response).await)
+        });
+    }
+    let mut hits = 0;
+    while let Some(done) = set.join_next().await {
+        let (how, (status, _, body)) = done.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "call 1");
+        hits += usize::from(how == "HIT");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(hits, 99);
+}
+
+#[tokio::test(start_paused = true)]
+async fn uncacheable_leader_responses_are_not_shared() {
+    for header in [("cache-control", "private"), ("set-cookie", "id=1")] {
+        let answer = Arc::new(Mutex::new(Answer {
+            delay: Duration::from_millis(200),
+            headers: vec![header],
+            ..Answer::default()
+        }));
+        let (_cache, calls, svc) = stack(&config(), &answer);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let svc = svc.clone();
+            set.spawn(async move { read(svc.oneshot(get("/me")).await.unwrap()).await.2 });
+        }
+        let mut bodies = std::collections::HashSet::new();
+        while let Some(body) = set.join_next().await {
+            assert!(bodies.insert(body.unwrap()), "a response was shared");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 10, "{header:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_leader_does_not_strand_followers() {
+    let answer = Arc::new(Mutex::new(Answer {
+        delay: Duration::from_millis(200),
+        ..Answer::default()
+    }));
+    let (_cache, calls, svc) = stack(&config(), &answer);
+    let leader = tokio::spawn(svc.clone().oneshot(get("/c")));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let follower = tokio::spawn(svc.clone().oneshot(get("/c")));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    leader.abort();
+    let response = follower.await.unwrap().unwrap();
+    assert_eq!(how(&response), "MISS", "the follower led the second flight");
+    assert_eq!(read(response).await.2, "call 2");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_entries_stand_in_for_errors_within_the_horizon() {
+    let answer = Arc::new(Mutex::new(Answer::default()));
+    let (_cache, calls, svc) = stack(&config(), &answer);
+    read(svc.clone().oneshot(get("/s")).await.unwrap()).await;
+
+    // A 503 after ttl: the stale entry answers.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    answer.lock().unwrap().status = 503;
+    let response = svc.clone().oneshot(get("/s")).await.unwrap();
+    assert_eq!(how(&response), "STALE");
+    assert_eq!(response.headers()[header::AGE], "2");
+    let (status, _, body) = read(response).await;
+    assert_eq!((status, body), (StatusCode::OK, Bytes::from("call 1")));
+
+    // A connect failure: the stale entry answers too.
+    *answer.lock().unwrap() = Answer {
+        fail: true,
+        ..Answer::default()
+    };
+    let response = svc.clone().oneshot(get("/s")).await.unwrap();
+    assert_eq!(how(&response), "STALE");
+
+    // Past ttl + stale_if_error: the error goes through.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let err = svc.clone().oneshot(get("/s")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectFailed);
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_without_a_stale_entry_pass_through() {
+    let answer = Arc::new(Mutex::new(Answer {
+        status: 503,
+        ..Answer::default()
+    }));
+    let (_cache, calls, svc) = stack(&config(), &answer);
+    let response = svc.clone().oneshot(get("/e")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let response = svc.clone().oneshot(get("/e")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "a 503 is not stored");
+}
+
+#[tokio::test(start_paused = true)]
+async fn oversized_bodies_stream_through_whole_and_uncached() {
+    let answer = Arc::new(Mutex::new(Answer {
+        body_size: 100_000,
+        ..Answer::default()
+    }));
+    let (_cache, calls, svc) = stack(&config(), &answer);
+    for _ in 0..2 {
+        let response = svc.clone().oneshot(get("/big")).await.unwrap();
+        assert_eq!(read(response).await.2.len(), 100_000);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+fn streamed() -> Body {
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = (0..10)
+        .map(|i| Ok(Frame::data(Bytes::from(format!("{i:02}")))))
+        .collect();
+    Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+        frames,
+    )))
+}
+
+#[tokio::test]
+async fn buffering_replays_what_it_read() {
+    let whole = buffer(streamed(), 100).await.unwrap();
+    assert_eq!(whole, "00010203040506070809");
+    let replay = buffer(streamed(), 5).await.unwrap_err();
+    let bytes = replay.collect().await.unwrap().to_bytes();
+    assert_eq!(bytes, "00010203040506070809");
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_stays_within_max_bytes() {
+    let config = CacheConfig {
+        max_bytes: 64 << 10,
+        ..config()
+    };
+    let answer = Arc::new(Mutex::new(Answer {
+        body_size: 1024,
+        ..Answer::default()
+    }));
+    let (cache, calls, svc) = stack(&config, &answer);
+    for i in 0..500 {
+        let response = svc.clone().oneshot(get(&format!("/k/{i}"))).await.unwrap();
+        read(response).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 500);
+    cache.run_pending_tasks();
+    assert!(cache.entry_count() > 0);
+    assert!(
+        cache.weighted_size() <= config.max_bytes,
+        "{} > {}",
+        cache.weighted_size(),
+        config.max_bytes
+    );
+}
