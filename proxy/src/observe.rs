@@ -28,6 +28,10 @@ pub const CONFIG_RELOADS: &str = "floodgate_config_reloads_total";
 pub const CONFIG_VERSION: &str = "floodgate_config_version";
 /// Downstream connections open, by listener.
 pub const DOWNSTREAM_CONNECTIONS: &str = "floodgate_downstream_connections";
+/// Requests the proxy turned away by itself, by cluster and reason (`overflow`, `circuit_open`, ...).
+pub const SHED_TOTAL: &str = "floodgate_shed_total";
+/// Circuit-breaker state by cluster: 0 closed, 1 open, 2 half-open.
+pub const BREAKER_STATE: &str = "floodgate_breaker_state";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -86,6 +90,14 @@ fn describe() {
     describe_gauge!(
         DOWNSTREAM_CONNECTIONS,
         "Downstream connections open, by listener."
+    );
+    describe_counter!(
+        SHED_TOTAL,
+        "Requests turned away by the proxy itself, by cluster and reason."
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        "Circuit-breaker state by cluster: 0 closed, 1 open, 2 half-open."
     );
 }
 
