@@ -95,7 +95,11 @@ async fn failure_breaker_walks_through_every_state() {
             passed += 1;
         }
     }
-    assert_eq!(up.hits(), hits + passed, "only probes may reach the upstream");
+    assert_eq!(
+        up.hits(),
+        hits + passed,
+        "only probes may reach the upstream"
+    );
     let page = get(&p.admin_url("/metrics")).await.body;
     assert!(
         metric(
@@ -117,7 +121,10 @@ async fn failure_breaker_walks_through_every_state() {
     assert_eq!(up.hits(), before + 1, "the probe reached the upstream");
     let status = breaker_status(&p).await;
     assert_eq!(status["state"], "open", "{status}");
-    assert!(status["half_open_in_secs"].as_f64().unwrap() > 1.0, "{status}");
+    assert!(
+        status["half_open_in_secs"].as_f64().unwrap() > 1.0,
+        "{status}"
+    );
     assert_eq!(state_metric(&p, "brk_states").await, 1.0);
 
     // Upstream fixed: half-open probes succeed and close it.
@@ -155,7 +162,11 @@ async fn failure_rate_opens_the_breaker() {
         });
         get(&url).await;
     }
-    assert_eq!(breaker_status(&p).await["state"], "closed", "below min_requests");
+    assert_eq!(
+        breaker_status(&p).await["state"],
+        "closed",
+        "below min_requests"
+    );
     up.set(Behavior::default());
     get(&url).await;
     up.set(failing());
@@ -186,7 +197,11 @@ async fn max_requests_overflows_the_excess_at_once() {
         set.spawn(async move {
             let start = Instant::now();
             let r = get(&url).await;
-            (r.status, r.header("x-floodgate-reason").to_owned(), start.elapsed())
+            (
+                r.status,
+                r.header("x-floodgate-reason").to_owned(),
+                start.elapsed(),
+            )
         });
     }
     let (mut ok, mut overflow) = (0, 0);
@@ -344,5 +359,9 @@ async fn a_fast_failing_endpoint_does_not_attract_traffic() {
         share * 100.0,
         statuses.iter().filter(|s| s.is_server_error()).count()
     );
-    assert!(share < 0.25, "fast-failing endpoint got {:.1}%", share * 100.0);
+    assert!(
+        share < 0.25,
+        "fast-failing endpoint got {:.1}%",
+        share * 100.0
+    );
 }

@@ -366,9 +366,10 @@ impl Breaker {
             self.refresh_locked(&mut m, now);
             match m.state {
                 State::Closed => ("closed", None),
-                State::Open { until, .. } => {
-                    ("open", Some(until.saturating_duration_since(now).as_secs_f64()))
-                }
+                State::Open { until, .. } => (
+                    "open",
+                    Some(until.saturating_duration_since(now).as_secs_f64()),
+                ),
                 State::HalfOpen { .. } => ("half_open", None),
             }
         };
@@ -521,7 +522,8 @@ impl Window {
     }
 
     fn bucket(&self, tick: u64) -> Option<&AtomicU64> {
-        self.buckets.get(usize::try_from(tick % BUCKETS).unwrap_or(0))
+        self.buckets
+            .get(usize::try_from(tick % BUCKETS).unwrap_or(0))
     }
 
     fn record(&self, tick: u64, failed: bool) {
@@ -561,8 +563,7 @@ impl Window {
 
     fn over_threshold(&self, tick: u64) -> bool {
         let (requests, failures) = self.totals(tick);
-        requests >= self.min_requests.max(1)
-            && failures * 100 >= self.threshold_percent * requests
+        requests >= self.min_requests.max(1) && failures * 100 >= self.threshold_percent * requests
     }
 
     fn reset(&self) {
@@ -812,7 +813,11 @@ mod tests {
         // 11 s later the successes have left the window: 2 fresh failures of 3 = 66%.
         succeed(&b, at(&b, 11_000));
         fail(&b, at(&b, 11_001));
-        assert_eq!(b.state_at(at(&b, 11_001)), STATE_CLOSED, "below min_requests");
+        assert_eq!(
+            b.state_at(at(&b, 11_001)),
+            STATE_CLOSED,
+            "below min_requests"
+        );
         fail(&b, at(&b, 11_002));
         fail(&b, at(&b, 11_003));
         assert_eq!(b.state_at(at(&b, 11_003)), STATE_OPEN);
@@ -888,7 +893,10 @@ mod tests {
         let a2 = b.admit_at(at(&b, 0)).unwrap();
         let err = b.admit_at(at(&b, 0)).err().unwrap();
         assert_eq!(err.kind(), ErrorKind::Overflow);
-        assert_eq!(err.to_response(None).headers()["x-floodgate-reason"], "overflow");
+        assert_eq!(
+            err.to_response(None).headers()["x-floodgate-reason"],
+            "overflow"
+        );
         // The slot outlives the outcome (held by the response body) until dropped.
         let slot = a1.finish_at(at(&b, 1), Some(true));
         assert!(b.admit_at(at(&b, 1)).is_err());
@@ -954,10 +962,7 @@ mod tests {
         let p = l.try_open().unwrap();
         assert!(l.try_open().is_none());
         let waiting = l.enter_pending().unwrap();
-        assert_eq!(
-            l.enter_pending().err().unwrap().kind(),
-            ErrorKind::Overflow
-        );
+        assert_eq!(l.enter_pending().err().unwrap().kind(), ErrorKind::Overflow);
         assert_eq!((l.open(), l.pending()), (1, 1));
         drop(waiting);
         drop(p);
