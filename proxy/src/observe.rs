@@ -28,6 +28,10 @@ pub const CONFIG_RELOADS: &str = "floodgate_config_reloads_total";
 pub const CONFIG_VERSION: &str = "floodgate_config_version";
 /// Downstream connections open, by listener.
 pub const DOWNSTREAM_CONNECTIONS: &str = "floodgate_downstream_connections";
+/// Requests the proxy turned away by itself, by cluster and reason (`overflow`, `circuit_open`, ...).
+pub const SHED_TOTAL: &str = "floodgate_shed_total";
+/// Circuit-breaker state by cluster: 0 closed, 1 open, 2 half-open.
+pub const BREAKER_STATE: &str = "floodgate_breaker_state";
 
 /// Cacheable-route requests by how the micro-cache answered them
 /// (`hit`, `miss`, `stale`, `bypass`, `coalesced`), by route.
@@ -94,6 +98,14 @@ fn describe() {
     describe_counter!(
         CACHE_REQUESTS_TOTAL,
         "Micro-cache answers (hit, miss, stale, bypass, coalesced), by route."
+    );
+    describe_counter!(
+        SHED_TOTAL,
+        "Requests turned away by the proxy itself, by cluster and reason."
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        "Circuit-breaker state by cluster: 0 closed, 1 open, 2 half-open."
     );
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::breaker::RequestSlot;
 use super::pool::Pool;
 use crate::config::EndpointAddr;
 
@@ -27,7 +28,18 @@ pub struct Endpoint {
     epoch: Instant,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// Recent failure ratio (f64 bits), an EWMA of 0/1 outcomes that also decays with time.
+    failure_ewma: AtomicU64,
+    /// Milliseconds since `epoch` of the last EWMA update.
+    failure_ewma_at_ms: AtomicU64,
 }
+
+/// Weight of one outcome in the failure EWMA (memory of roughly the last 4–8 outcomes).
+const FAILURE_EWMA_WEIGHT: f64 = 0.25;
+/// Half-life of the failure EWMA without new outcomes, so an avoided endpoint is tried again.
+const FAILURE_EWMA_HALF_LIFE_MS: f64 = 1000.0;
+/// How many requests in flight a fully failing endpoint weighs like, beyond its own.
+pub const FAILURE_PENALTY: f64 = 20.0;
 
 impl Endpoint {
     /// A new endpoint, healthy and not ejected.
@@ -43,6 +55,8 @@ impl Endpoint {
             epoch,
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            failure_ewma: AtomicU64::new(0f64.to_bits()),
+            failure_ewma_at_ms: AtomicU64::new(0),
         }
     }
 
@@ -59,6 +73,40 @@ impl Endpoint {
     /// Requests in flight.
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// The recent failure ratio at `now` (0 = none, 1 = every recent outcome failed).
+    pub fn failure_ratio(&self, now: Instant) -> f64 {
+        let value = f64::from_bits(self.failure_ewma.load(Ordering::Relaxed));
+        if value == 0.0 {
+            return 0.0;
+        }
+        let at = self.failure_ewma_at_ms.load(Ordering::Relaxed);
+        value * decay(self.millis(now).saturating_sub(at))
+    }
+
+    /// The P2C load score: `(active + 1) × (1 + FAILURE_PENALTY × failure_ratio)`.
+    /// Lower is better. Outcomes, not only load, steer the choice: an endpoint that
+    /// fails fast has few requests in flight but a high score.
+    pub fn load_score(&self, now: Instant) -> f64 {
+        (self.active() as f64 + 1.0) * (1.0 + FAILURE_PENALTY * self.failure_ratio(now))
+    }
+
+    /// Folds one outcome into the failure EWMA (a heuristic: concurrent updates may
+    /// lose one another, which only makes it a little less precise).
+    fn update_failure_ewma(&self, now: Instant, failed: bool) {
+        let now_ms = self.millis(now);
+        let current = self.failure_ratio(now);
+        if current == 0.0 && !failed {
+            return;
+        }
+        let sample = if failed { 1.0 } else { 0.0 };
+        let mut next = current + (sample - current) * FAILURE_EWMA_WEIGHT;
+        if next < 1e-3 {
+            next = 0.0;
+        }
+        self.failure_ewma.store(next.to_bits(), Ordering::Relaxed);
+        self.failure_ewma_at_ms.store(now_ms, Ordering::Relaxed);
     }
 
     /// Whether active health checks pass.
@@ -92,12 +140,14 @@ impl Endpoint {
         self.requests.fetch_add(1, Ordering::Relaxed);
         RequestGuard {
             endpoint: Arc::clone(self),
+            slot: None,
         }
     }
 
     /// Records a successful outcome: ends the failure streak, and once an ejection
     /// has expired, the ejection backoff too.
     pub(crate) fn record_success(&self, now: Instant) {
+        self.update_failure_ewma(now, false);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let until = self.ejected_until_ms.load(Ordering::Relaxed);
         if until != 0 && self.millis(now) >= until {
@@ -107,7 +157,8 @@ impl Endpoint {
     }
 
     /// Records a failed outcome; returns the new length of the failure streak.
-    pub(crate) fn record_failure(&self) -> u32 {
+    pub(crate) fn record_failure(&self, now: Instant) -> u32 {
+        self.update_failure_ewma(now, true);
         self.failures.fetch_add(1, Ordering::Relaxed);
         self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -144,6 +195,7 @@ impl Endpoint {
             idle_connections: self.pool.idle_connections(),
             requests_total: self.requests.load(Ordering::Relaxed),
             failures_total: self.failures.load(Ordering::Relaxed),
+            failure_ratio: (self.failure_ratio(now) * 1000.0).round() / 1000.0,
         }
     }
 }
@@ -151,9 +203,15 @@ impl Endpoint {
 /// Marks a request finished when dropped (keeps the in-flight count exact on every path).
 pub struct RequestGuard {
     endpoint: Arc<Endpoint>,
+    slot: Option<RequestSlot>,
 }
 
 impl RequestGuard {
+    /// Also holds the cluster's `max_requests` slot until the request is finished.
+    pub fn hold(&mut self, slot: Option<RequestSlot>) {
+        self.slot = slot;
+    }
+
     /// The endpoint this request went to.
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint
@@ -189,4 +247,64 @@ pub struct EndpointStatus {
     pub requests_total: u64,
     /// Failed requests since the endpoint was added.
     pub failures_total: u64,
+    /// Recent failure ratio (time-decayed EWMA) that weighs in the P2C choice.
+    pub failure_ratio: f64,
+}
+
+/// The EWMA's time decay after `ms` without outcomes.
+fn decay(ms: u64) -> f64 {
+    if ms == 0 {
+        return 1.0;
+    }
+    (-(ms as f64) / FAILURE_EWMA_HALF_LIFE_MS * std::f64::consts::LN_2).exp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::breaker::ConnLimits;
+    use crate::balance::PoolSettings;
+    use crate::config::UpstreamProtocol;
+    use std::time::Duration;
+
+    fn endpoint() -> (Arc<Endpoint>, Instant) {
+        let addr = EndpointAddr {
+            host: "127.0.0.1".into(),
+            port: 1,
+        };
+        let settings = Arc::new(PoolSettings {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_idle: 1,
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
+            limits: Arc::new(ConnLimits::unlimited()),
+        });
+        let epoch = Instant::now();
+        let pool = Arc::new(Pool::new(addr.clone(), settings));
+        (Arc::new(Endpoint::new(addr, pool, epoch)), epoch)
+    }
+
+    #[test]
+    fn failures_raise_the_score_and_successes_and_time_lower_it() {
+        let (e, t0) = endpoint();
+        assert_eq!(e.load_score(t0), 1.0);
+        for _ in 0..10 {
+            e.record_failure(t0);
+        }
+        let failing = e.load_score(t0);
+        assert!(failing > 15.0, "score {failing}");
+        // One second later the ratio has halved.
+        let later = t0 + Duration::from_secs(1);
+        let ratio = e.failure_ratio(later);
+        assert!((ratio - e.failure_ratio(t0) / 2.0).abs() < 0.01, "{ratio}");
+        // Successes pull it down fast.
+        for _ in 0..10 {
+            e.record_success(later);
+        }
+        assert!(e.load_score(later) < 2.0, "{}", e.load_score(later));
+        // In-flight requests still count.
+        let _g = e.start_request();
+        assert!(e.load_score(later) >= 2.0);
+    }
 }

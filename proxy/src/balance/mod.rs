@@ -1,10 +1,13 @@
 //! Load balancing: a cluster's endpoints, choosing one per request (power of two
-//! choices over least requests, or round robin) among those healthy and not
-//! ejected, and sending the request on that endpoint's pooled connection.
+//! choices over an outcome-aware load score, or round robin) among those healthy
+//! and not ejected, and sending the request on that endpoint's pooled connection.
 //!
-//! Outcomes feed back into passive outlier detection here: consecutive failures
-//! (connect errors, resets, timeouts, 5xx) eject an endpoint for a backoff period,
-//! never more than `max_ejection_percent` of the cluster at once.
+//! The cluster's circuit breaker ([`breaker`]) acts first: it refuses requests
+//! while open or over its thresholds. Outcomes feed back into the breaker, into
+//! each endpoint's failure EWMA (so a fast-failing endpoint does not look like
+//! the least loaded one), and into passive outlier detection: consecutive
+//! failures (connect errors, resets, timeouts, 5xx) eject an endpoint for a
+//! backoff period, never more than `max_ejection_percent` of the cluster at once.
 
 pub mod breaker;
 mod endpoint;
@@ -20,6 +23,7 @@ use http::{Request, Response, Uri};
 use rand::Rng;
 use serde::Serialize;
 
+pub use breaker::{Breaker, BreakerStatus, ConnLimits};
 pub use endpoint::{Endpoint, EndpointStatus, RequestGuard};
 pub use pool::{send as send_on, Conn, Pool, PoolSettings, Sent, UpstreamTls};
 
@@ -63,6 +67,7 @@ pub struct Cluster {
     endpoints: Vec<Arc<Endpoint>>,
     next: AtomicUsize,
     ejections: metrics::Counter,
+    breaker: Option<Arc<Breaker>>,
     health_task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -95,15 +100,24 @@ impl Cluster {
                 })
             }
         };
+        let breaker = config
+            .circuit_breaker
+            .as_ref()
+            .map(|b| Breaker::new(&config.name, b));
+        let limits = breaker.as_ref().map_or_else(
+            || Arc::new(ConnLimits::unlimited()),
+            |b| Arc::clone(b.conn_limits()),
+        );
         let settings = Arc::new(PoolSettings {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
             max_idle: config.max_idle_per_endpoint,
             protocol: config.protocol,
             tls,
+            limits: Arc::clone(&limits),
         });
         let epoch = Instant::now();
-        let endpoints = config
+        let endpoints: Vec<Arc<Endpoint>> = config
             .endpoints
             .iter()
             .map(|addr| {
@@ -111,6 +125,7 @@ impl Cluster {
                 Arc::new(Endpoint::new(addr.clone(), pool, epoch))
             })
             .collect();
+        limits.register_pools(endpoints.iter().map(|e| Arc::downgrade(e.pool())).collect());
         let name = metrics::SharedString::from(config.name.clone());
         let cluster = Arc::new(Self {
             ejections: metrics::counter!(observe::OUTLIER_EJECTIONS, "cluster" => name.clone()),
@@ -118,6 +133,7 @@ impl Cluster {
             config,
             endpoints,
             next: AtomicUsize::new(0),
+            breaker,
             health_task: Mutex::new(None),
         });
         if let Some(task) = crate::health::spawn(&cluster) {
@@ -141,6 +157,11 @@ impl Cluster {
     /// The config this cluster was built from.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
+    }
+
+    /// The cluster's circuit breaker, when `circuit_breaker` is configured.
+    pub fn breaker(&self) -> Option<&Arc<Breaker>> {
+        self.breaker.as_ref()
     }
 
     /// The endpoints in config order.
@@ -167,7 +188,7 @@ impl Cluster {
                 let (a, b) = two_distinct(n);
                 match (eps.get(a), eps.get(b)) {
                     (Some(ea), Some(eb)) => match (ea.is_available(now), eb.is_available(now)) {
-                        (true, true) => Some(Arc::clone(less_loaded(ea, eb))),
+                        (true, true) => Some(Arc::clone(less_loaded(ea, eb, now))),
                         (true, false) => Some(Arc::clone(ea)),
                         (false, true) => Some(Arc::clone(eb)),
                         (false, false) => self.pick_among_available(now),
@@ -191,7 +212,7 @@ impl Cluster {
             n => {
                 let (a, b) = two_distinct(n);
                 match (available.get(a), available.get(b)) {
-                    (Some(ea), Some(eb)) => Some(Arc::clone(less_loaded(ea, eb))),
+                    (Some(ea), Some(eb)) => Some(Arc::clone(less_loaded(ea, eb, now))),
                     _ => None,
                 }
             }
@@ -203,9 +224,18 @@ impl Cluster {
         self: Arc<Self>,
         mut req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
-        let endpoint = self
-            .pick()
-            .ok_or_else(|| ProxyError::new(ErrorKind::NoHealthyEndpoint))?;
+        // The breaker first: open → 503 circuit_open, over max_requests → 503 overflow.
+        let admission = match &self.breaker {
+            Some(b) => Some(b.admit()?),
+            None => None,
+        };
+        let Some(endpoint) = self.pick() else {
+            // Not the upstream's answer: neither success nor failure for the breaker.
+            if let Some(a) = admission {
+                a.finish(None);
+            }
+            return Err(ProxyError::new(ErrorKind::NoHealthyEndpoint));
+        };
         if req.extensions().get::<UseEndpointHost>().is_some() {
             if let Ok(host) = http::HeaderValue::try_from(endpoint.addr().to_string()) {
                 req.headers_mut().insert(http::header::HOST, host);
@@ -215,16 +245,23 @@ impl Cluster {
             *req.version_mut() = http::Version::HTTP_2;
             set_absolute_uri(&mut req, &endpoint, self.config.upstream_tls.is_some());
         }
-        let guard = endpoint.start_request();
+        let mut guard = endpoint.start_request();
         let pool = endpoint.pool();
         // A pooled connection the upstream closed while idle fails before the request
         // is written; that one case is retried at once on a fresh connection.
         let mut fresh_retry_left = true;
         loop {
-            let conn = match pool.checkout().await {
+            let conn = match pool.acquire().await {
                 Ok(conn) => conn,
                 Err(e) => {
-                    self.record_outcome(&endpoint, false);
+                    // Over max_pending_requests is our own refusal, not the endpoint's failure.
+                    let failed = e.kind().is_endpoint_failure();
+                    if failed {
+                        self.record_outcome(&endpoint, false);
+                    }
+                    if let Some(a) = admission {
+                        a.finish(failed.then_some(false));
+                    }
                     return Err(e.with_unsent(req));
                 }
             };
@@ -233,6 +270,8 @@ impl Cluster {
                 Ok(sent) => {
                     let ok = !sent.response.status().is_server_error();
                     self.record_outcome(&endpoint, ok);
+                    // The max_requests slot stays taken until the response body ends.
+                    guard.hold(admission.and_then(|a| a.finish(Some(ok))));
                     return Ok(sent.into_response(pool, Some(guard)));
                 }
                 Err(mut e) => {
@@ -243,8 +282,12 @@ impl Cluster {
                             continue;
                         }
                     }
-                    if e.kind().is_endpoint_failure() {
+                    let failed = e.kind().is_endpoint_failure();
+                    if failed {
                         self.record_outcome(&endpoint, false);
+                    }
+                    if let Some(a) = admission {
+                        a.finish(failed.then_some(false));
                     }
                     return Err(e);
                 }
@@ -259,7 +302,7 @@ impl Cluster {
             endpoint.record_success(now);
             return;
         }
-        let streak = endpoint.record_failure();
+        let streak = endpoint.record_failure(now);
         let Some(outlier) = &self.config.outlier else {
             return;
         };
@@ -309,6 +352,7 @@ impl Cluster {
             available_endpoints: endpoints.iter().filter(|e| e.healthy && !e.ejected).count(),
             active_requests: endpoints.iter().map(|e| e.active_requests).sum(),
             open_connections: endpoints.iter().map(|e| e.open_connections).sum(),
+            breaker: self.breaker.as_ref().map(|b| b.status()),
             endpoints,
         }
     }
@@ -337,6 +381,9 @@ pub struct ClusterStatus {
     pub active_requests: usize,
     /// Open upstream connections over all endpoints.
     pub open_connections: usize,
+    /// Circuit-breaker state and thresholds, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerStatus>,
     /// Per-endpoint detail.
     pub endpoints: Vec<EndpointStatus>,
 }
@@ -351,8 +398,10 @@ fn two_distinct(n: usize) -> (usize, usize) {
     (a, b)
 }
 
-fn less_loaded<'a>(a: &'a Arc<Endpoint>, b: &'a Arc<Endpoint>) -> &'a Arc<Endpoint> {
-    if b.active() < a.active() {
+/// The P2C comparison: the lower [`Endpoint::load_score`] wins (requests in flight
+/// weighted by recent failures), ties going to `a` (itself a random pick).
+fn less_loaded<'a>(a: &'a Arc<Endpoint>, b: &'a Arc<Endpoint>, now: Instant) -> &'a Arc<Endpoint> {
+    if b.load_score(now) < a.load_score(now) {
         b
     } else {
         a

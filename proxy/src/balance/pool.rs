@@ -21,6 +21,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::breaker::{ConnLimits, ConnPermit, PendingGuard};
 use super::endpoint::RequestGuard;
 use crate::body::{Body, BoxError};
 use crate::config::{EndpointAddr, UpstreamProtocol};
@@ -38,7 +39,13 @@ pub struct PoolSettings {
     pub protocol: UpstreamProtocol,
     /// TLS towards the endpoint, if configured.
     pub tls: Option<UpstreamTls>,
+    /// Cluster-wide `max_connections` / `max_pending_requests`, shared by the cluster's pools.
+    pub limits: Arc<ConnLimits>,
 }
+
+/// How often a request waiting for a connection re-checks on its own, in case a
+/// freed connection went unsignalled (e.g. an uncounted health-check connection).
+const PENDING_RECHECK: Duration = Duration::from_millis(250);
 
 /// A TLS connector and the server name to verify.
 #[derive(Clone)]
@@ -112,30 +119,77 @@ impl Pool {
         self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
     }
 
-    /// Takes a ready connection from the pool or opens a new one.
+    /// Takes a ready connection from the pool or opens a new one, never waiting
+    /// for the cluster's `max_connections` (health checks use this: a check must
+    /// not fail because traffic filled the pool; their connections are counted
+    /// when under the limit).
     pub async fn checkout(&self) -> Result<Conn, ProxyError> {
+        if let Some(conn) = self.take_existing() {
+            return Ok(conn);
+        }
+        let permit = self.settings.limits.try_open();
+        self.open_new(permit).await
+    }
+
+    /// Takes a connection for a request within the cluster's limits: an idle one,
+    /// or a new one while under `max_connections`; at the limit, waits (as one of
+    /// at most `max_pending_requests`, else 503 `overflow` at once) until a
+    /// connection of the cluster comes back or closes. The wait is bounded by the
+    /// request's own deadline (the route and per-try timeouts drop this future).
+    pub async fn acquire(&self) -> Result<Conn, ProxyError> {
+        let limits = Arc::clone(&self.settings.limits);
+        if !limits.is_limited() {
+            return self.checkout().await;
+        }
+        let mut waiting: Option<PendingGuard> = None;
+        loop {
+            // Listen before checking, so a connection freed in between is not missed.
+            let freed = limits.freed().notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(conn) = self.take_existing() {
+                return Ok(conn);
+            }
+            if let Some(permit) = limits.try_open() {
+                drop(waiting);
+                return self.open_new(Some(permit)).await;
+            }
+            if waiting.is_none() {
+                waiting = Some(limits.enter_pending()?);
+                // Check again now that the wait is counted (signals go only to counted waiters).
+                continue;
+            }
+            self.evict_idle_elsewhere(&limits);
+            let _ = tokio::time::timeout(PENDING_RECHECK, freed).await;
+        }
+    }
+
+    /// An idle (HTTP/1.1) or shared (HTTP/2) connection, if one is ready.
+    fn take_existing(&self) -> Option<Conn> {
+        match self.settings.protocol {
+            UpstreamProtocol::Http1 => self.take_idle().map(|sender| Conn::Http1 {
+                sender,
+                reused: true,
+            }),
+            UpstreamProtocol::Http2 => self.shared_h2().map(|sender| Conn::Http2 {
+                sender,
+                reused: true,
+            }),
+        }
+    }
+
+    /// Opens a new connection, counted by `permit` until it closes.
+    async fn open_new(&self, permit: Option<ConnPermit>) -> Result<Conn, ProxyError> {
         match self.settings.protocol {
             UpstreamProtocol::Http1 => {
-                if let Some(sender) = self.take_idle() {
-                    return Ok(Conn::Http1 {
-                        sender,
-                        reused: true,
-                    });
-                }
-                let sender = self.connect_http1().await?;
+                let sender = self.connect_http1(permit).await?;
                 Ok(Conn::Http1 {
                     sender,
                     reused: false,
                 })
             }
             UpstreamProtocol::Http2 => {
-                if let Some(sender) = self.shared_h2() {
-                    return Ok(Conn::Http2 {
-                        sender,
-                        reused: true,
-                    });
-                }
-                let sender = self.connect_http2().await?;
+                let sender = self.connect_http2(permit).await?;
                 if let Ok(mut shared) = self.h2.lock() {
                     shared.push(sender.clone());
                 }
@@ -145,6 +199,26 @@ impl Pool {
                 })
             }
         }
+    }
+
+    /// At the cluster's connection limit, closes one idle connection of another
+    /// endpoint so that this one can open a connection.
+    fn evict_idle_elsewhere(&self, limits: &ConnLimits) {
+        for pool in limits.pools().iter().filter_map(std::sync::Weak::upgrade) {
+            if !std::ptr::eq(Arc::as_ptr(&pool), self) && pool.drop_one_idle() {
+                return;
+            }
+        }
+    }
+
+    /// Closes the oldest idle HTTP/1.1 connection; true if there was one.
+    fn drop_one_idle(&self) -> bool {
+        let taken = match self.idle.lock() {
+            Ok(mut idle) if !idle.is_empty() => Some(idle.remove(0)),
+            _ => None,
+        };
+        // Dropped outside the lock: the connection task then ends and frees its permit.
+        taken.is_some()
     }
 
     fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
@@ -168,7 +242,7 @@ impl Pool {
         shared.iter().find(|s| s.is_ready()).cloned()
     }
 
-    /// Returns a finished HTTP/1.1 connection for reuse.
+    /// Returns a finished HTTP/1.1 connection for reuse, and wakes requests waiting for one.
     fn checkin(&self, sender: http1::SendRequest<Body>) {
         if sender.is_closed() {
             return;
@@ -181,9 +255,13 @@ impl Pool {
                 });
             }
         }
+        self.settings.limits.signal();
     }
 
-    async fn connect_http1(&self) -> Result<http1::SendRequest<Body>, ProxyError> {
+    async fn connect_http1(
+        &self,
+        permit: Option<ConnPermit>,
+    ) -> Result<http1::SendRequest<Body>, ProxyError> {
         let io = self.connect_io().await?;
         let (sender, conn) = match io {
             Io::Plain(tcp) => {
@@ -199,11 +277,14 @@ impl Pool {
                 (s, ConnTask::H1Tls(Box::new(c)))
             }
         };
-        self.spawn_conn(conn);
+        self.spawn_conn(conn, permit);
         Ok(sender)
     }
 
-    async fn connect_http2(&self) -> Result<http2::SendRequest<Body>, ProxyError> {
+    async fn connect_http2(
+        &self,
+        permit: Option<ConnPermit>,
+    ) -> Result<http2::SendRequest<Body>, ProxyError> {
         let io = self.connect_io().await?;
         let (sender, conn) = match io {
             Io::Plain(tcp) => {
@@ -219,11 +300,11 @@ impl Pool {
                 (s, ConnTask::H2Tls(Box::new(c)))
             }
         };
-        self.spawn_conn(conn);
+        self.spawn_conn(conn, permit);
         Ok(sender)
     }
 
-    fn spawn_conn(&self, task: ConnTask) {
+    fn spawn_conn(&self, task: ConnTask, permit: Option<ConnPermit>) {
         let open = Arc::clone(&self.open);
         open.fetch_add(1, Ordering::Relaxed);
         let addr = self.addr.clone();
@@ -235,6 +316,8 @@ impl Pool {
                 ConnTask::H2Tls(c) => (*c).await,
             };
             open.fetch_sub(1, Ordering::Relaxed);
+            // Frees the cluster-wide count and wakes requests waiting for a connection.
+            drop(permit);
             if let Err(e) = result {
                 tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended with error");
             }
@@ -403,5 +486,146 @@ impl Drop for PooledBody {
         if self.inner.is_end_stream() {
             self.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// An HTTP/1.1 server on 127.0.0.1:0 answering 200 after `delay`.
+    async fn serve(delay: Duration) -> EndpointAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::convert::Infallible>(Response::new(crate::body::full("ok")))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        EndpointAddr {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    fn pool(addr: EndpointAddr, limits: &Arc<ConnLimits>) -> Arc<Pool> {
+        Arc::new(Pool::new(
+            addr,
+            Arc::new(PoolSettings {
+                connect_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(60),
+                max_idle: 8,
+                protocol: UpstreamProtocol::Http1,
+                tls: None,
+                limits: Arc::clone(limits),
+            }),
+        ))
+    }
+
+    /// Sends one GET on `conn` and reads the body, so the connection goes back to `pool`.
+    async fn exchange(pool: &Arc<Pool>, conn: Conn) {
+        let req = Request::get("/").body(crate::body::empty()).unwrap();
+        let sent = send(conn, req).await.unwrap();
+        let response = sent.into_response(pool, None);
+        response.into_body().collect().await.unwrap();
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("not true within 5s: {what}");
+    }
+
+    #[tokio::test]
+    async fn at_max_connections_one_waits_and_the_next_overflows() {
+        let addr = serve(Duration::from_millis(50)).await;
+        let limits = Arc::new(ConnLimits::new(Some(1), Some(1), None));
+        let p = pool(addr, &limits);
+        limits.register_pools(vec![Arc::downgrade(&p)]);
+        let first = p.acquire().await.unwrap();
+        assert!(!first.is_reused());
+        assert_eq!(limits.open(), 1);
+        let waiter = {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move { p.acquire().await })
+        };
+        until("one pending", || limits.pending() == 1).await;
+        let err = p.acquire().await.err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Overflow);
+        // The first connection comes back to the pool: the waiter takes it.
+        exchange(&p, first).await;
+        let conn = waiter.await.unwrap().unwrap();
+        assert!(conn.is_reused(), "the waiter reused the connection");
+        assert_eq!((limits.open(), limits.pending()), (1, 0));
+        // Dropping it closes it, and the count follows.
+        drop(conn);
+        until("closed", || limits.open() == 0).await;
+    }
+
+    #[tokio::test]
+    async fn without_max_pending_waiting_is_unbounded_in_count() {
+        let addr = serve(Duration::ZERO).await;
+        let limits = Arc::new(ConnLimits::new(Some(1), None, None));
+        let p = pool(addr, &limits);
+        let first = p.acquire().await.unwrap();
+        let mut waiters = Vec::new();
+        for _ in 0..5 {
+            let p = Arc::clone(&p);
+            waiters.push(tokio::spawn(async move {
+                let conn = p.acquire().await?;
+                exchange(&p, conn).await;
+                Ok::<_, ProxyError>(())
+            }));
+        }
+        until("five pending", || limits.pending() == 5).await;
+        exchange(&p, first).await;
+        for w in waiters {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!((limits.open(), limits.pending()), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_closes_an_idle_connection_of_another_endpoint() {
+        let a_addr = serve(Duration::ZERO).await;
+        let b_addr = serve(Duration::ZERO).await;
+        let limits = Arc::new(ConnLimits::new(Some(1), Some(4), None));
+        let a = pool(a_addr, &limits);
+        let b = pool(b_addr, &limits);
+        limits.register_pools(vec![Arc::downgrade(&a), Arc::downgrade(&b)]);
+        let conn = a.acquire().await.unwrap();
+        exchange(&a, conn).await;
+        assert_eq!((a.idle_connections(), limits.open()), (1, 1));
+        let conn = tokio::time::timeout(Duration::from_secs(5), b.acquire())
+            .await
+            .expect("b got a connection")
+            .unwrap();
+        assert!(!conn.is_reused());
+        assert_eq!(a.idle_connections(), 0);
+        assert_eq!(limits.open(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_waiter_leaves_the_pending_count() {
+        let addr = serve(Duration::ZERO).await;
+        let limits = Arc::new(ConnLimits::new(Some(1), Some(1), None));
+        let p = pool(addr, &limits);
+        let _first = p.acquire().await.unwrap();
+        let wait = tokio::time::timeout(Duration::from_millis(100), p.acquire()).await;
+        assert!(wait.is_err(), "still waiting at the deadline");
+        assert_eq!(limits.pending(), 0);
     }
 }

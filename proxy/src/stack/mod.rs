@@ -41,7 +41,12 @@ pub fn route_stack(route: &RouteConfig, cluster: Arc<Cluster>) -> RouteService {
         // The route deadline bounds the whole exchange, every try included.
         .layer(TimeoutLayer::new(route.timeout, ErrorKind::RequestTimeout))
         // Retries repeat only what is safe, inside the budget, within the deadline.
-        .layer(RetryLayer::new(&label, route.retry.clone()))
+        // The cluster's breaker caps retries in flight (max_retries).
+        .layer(RetryLayer::new(
+            &label,
+            route.retry.clone(),
+            cluster.breaker().cloned(),
+        ))
         // Each try has its own deadline, so one stuck endpoint cannot eat the route's.
         .layer(TimeoutLayer::new(per_try, ErrorKind::UpstreamTimeout))
         // Innermost: choose an endpoint of the cluster and send on a pooled connection.

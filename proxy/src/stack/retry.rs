@@ -5,7 +5,9 @@
 //! the request has no body to replay. Retries are capped by a token budget
 //! (a percentage of regular requests plus a floor per second, as in Finagle and
 //! Linkerd) so that retries cannot multiply load on an upstream that is already
-//! failing. Tries are spaced by a jittered exponential backoff.
+//! failing. Tries are spaced by a jittered exponential backoff. A cluster's
+//! circuit breaker may also cap retries in flight (`max_retries`): each retry
+//! holds a slot for its try, and without one the retrying stops (`overflow`).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -18,6 +20,7 @@ use rand::Rng;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service, ServiceExt};
 
+use crate::balance::breaker::{Breaker, RetrySlot};
 use crate::balance::UseEndpointHost;
 use crate::body::{self, Body};
 use crate::config::RetryPolicy;
@@ -35,11 +38,17 @@ struct Shared {
     budget: TpsBudget,
     retries: metrics::Counter,
     exhausted: metrics::Counter,
+    breaker: Option<Arc<Breaker>>,
 }
 
 impl RetryLayer {
-    /// Retries per `policy` (none: never), counting metrics under `route`.
-    pub fn new(route: &metrics::SharedString, policy: Option<RetryPolicy>) -> Self {
+    /// Retries per `policy` (none: never), counting metrics under `route`; each
+    /// retry takes one of `breaker`'s `max_retries` slots, when a breaker is given.
+    pub fn new(
+        route: &metrics::SharedString,
+        policy: Option<RetryPolicy>,
+        breaker: Option<Arc<Breaker>>,
+    ) -> Self {
         let shared = policy.filter(|p| p.attempts > 1).map(|policy| {
             let percent = (policy.budget_percent / 100.0).clamp(0.0, 1000.0) as f32;
             let floor = policy.min_retries_per_sec.min(1_000_000);
@@ -50,6 +59,7 @@ impl RetryLayer {
                     observe::RETRY_BUDGET_EXHAUSTED, "route" => route.clone()
                 ),
                 policy,
+                breaker,
             })
         });
         Self { shared }
@@ -103,6 +113,8 @@ where
             let replayable = head.idempotent && req.body().is_end_stream();
             let mut req = req;
             let mut attempt = 1;
+            // Held for the duration of one retry (its backoff and its try).
+            let mut retry_slot: Option<RetrySlot> = None;
             loop {
                 let mut result = inner.ready().await?.call(req).await;
                 if attempt >= shared.policy.attempts || !should_retry(&shared.policy, &result) {
@@ -116,11 +128,21 @@ where
                 let Some(next_body) = next_body else {
                     return result;
                 };
+                // The cluster's max_retries first: no slot, no retry (counted as overflow).
+                drop(retry_slot.take());
+                let slot = match &shared.breaker {
+                    Some(b) => match b.try_retry() {
+                        Some(slot) => Some(slot),
+                        None => return result,
+                    },
+                    None => None,
+                };
                 if !shared.budget.withdraw() {
                     shared.exhausted.increment(1);
                     return result;
                 }
                 shared.retries.increment(1);
+                retry_slot = slot;
                 tokio::time::sleep(backoff(shared.policy.backoff, attempt)).await;
                 req = head.build(next_body);
                 attempt += 1;
@@ -253,7 +275,7 @@ mod tests {
     #[tokio::test]
     async fn connect_failure_is_retried_even_for_post_with_body() {
         let calls = Arc::new(AtomicU32::new(0));
-        let svc = RetryLayer::new(&route(), Some(policy(3))).layer(flaky(
+        let svc = RetryLayer::new(&route(), Some(policy(3)), None).layer(flaky(
             2,
             ErrorKind::ConnectFailed,
             true,
@@ -267,7 +289,7 @@ mod tests {
     #[tokio::test]
     async fn sent_post_is_not_retried() {
         let calls = Arc::new(AtomicU32::new(0));
-        let svc = RetryLayer::new(&route(), Some(policy(3))).layer(flaky(
+        let svc = RetryLayer::new(&route(), Some(policy(3)), None).layer(flaky(
             1,
             ErrorKind::UpstreamReset,
             false,
@@ -281,7 +303,7 @@ mod tests {
     #[tokio::test]
     async fn sent_get_without_body_is_retried() {
         let calls = Arc::new(AtomicU32::new(0));
-        let svc = RetryLayer::new(&route(), Some(policy(2))).layer(flaky(
+        let svc = RetryLayer::new(&route(), Some(policy(2)), None).layer(flaky(
             1,
             ErrorKind::UpstreamReset,
             false,
@@ -295,7 +317,7 @@ mod tests {
     #[tokio::test]
     async fn attempts_cap_tries() {
         let calls = Arc::new(AtomicU32::new(0));
-        let svc = RetryLayer::new(&route(), Some(policy(2))).layer(flaky(
+        let svc = RetryLayer::new(&route(), Some(policy(2)), None).layer(flaky(
             10,
             ErrorKind::ConnectFailed,
             true,
@@ -312,7 +334,7 @@ mod tests {
         p.min_retries_per_sec = 0;
         p.budget_percent = 10.0;
         let calls = Arc::new(AtomicU32::new(0));
-        let layer = RetryLayer::new(&route(), Some(p));
+        let layer = RetryLayer::new(&route(), Some(p), None);
         let svc = layer.layer(flaky(
             u32::MAX,
             ErrorKind::ConnectFailed,
@@ -329,6 +351,40 @@ mod tests {
             "budget allowed {retries} retries for 100 requests"
         );
         assert!(retries >= 5, "budget allowed only {retries} retries");
+    }
+
+    #[tokio::test]
+    async fn max_retries_stops_retrying_when_no_slot_is_free() {
+        let config = crate::config::BreakerConfig {
+            max_connections: None,
+            max_pending_requests: None,
+            max_requests: None,
+            max_retries: Some(1),
+            consecutive_failures: None,
+            failure_rate: None,
+            open_for: Duration::from_secs(5),
+            max_open_for: Duration::from_secs(60),
+            half_open_probes: 1,
+        };
+        let breaker = Breaker::new("retry-test", &config);
+        let calls = Arc::new(AtomicU32::new(0));
+        let svc = RetryLayer::new(&route(), Some(policy(3)), Some(breaker.clone())).layer(flaky(
+            u32::MAX,
+            ErrorKind::ConnectFailed,
+            true,
+            calls.clone(),
+        ));
+        // The one slot is taken elsewhere: the first failure is final.
+        let held = breaker.try_retry().unwrap();
+        let req = Request::get("/").body(body::empty()).unwrap();
+        assert!(svc.clone().oneshot(req).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Freed: retries go on, one at a time, up to the attempts.
+        drop(held);
+        let req = Request::get("/").body(body::empty()).unwrap();
+        assert!(svc.oneshot(req).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(breaker.status().retries_in_flight, 0);
     }
 
     #[test]
