@@ -28,6 +28,12 @@ pub const CONFIG_RELOADS: &str = "floodgate_config_reloads_total";
 pub const CONFIG_VERSION: &str = "floodgate_config_version";
 /// Downstream connections open, by listener.
 pub const DOWNSTREAM_CONNECTIONS: &str = "floodgate_downstream_connections";
+/// Admission concurrency limit in force, by cluster.
+pub const CONCURRENCY_LIMIT: &str = "floodgate_concurrency_limit";
+/// Requests waiting in a cluster's admission queue.
+pub const QUEUE_DEPTH: &str = "floodgate_queue_depth";
+/// Requests shed by admission control, by cluster and reason.
+pub const SHED_TOTAL: &str = "floodgate_shed_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -86,6 +92,18 @@ fn describe() {
     describe_gauge!(
         DOWNSTREAM_CONNECTIONS,
         "Downstream connections open, by listener."
+    );
+    describe_gauge!(
+        CONCURRENCY_LIMIT,
+        "Admission concurrency limit in force, by cluster."
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        "Requests waiting in the admission queue, by cluster."
+    );
+    describe_counter!(
+        SHED_TOTAL,
+        "Requests shed by admission control, by cluster and reason."
     );
 }
 

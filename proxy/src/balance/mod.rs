@@ -27,6 +27,7 @@ use crate::body::Body;
 use crate::config::{BalancerKind, ClusterConfig, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError};
 use crate::observe;
+use crate::stack::admission::{Admission, AdmissionStatus};
 
 /// Why a cluster could not be built from its config.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,7 @@ pub struct Cluster {
     next: AtomicUsize,
     ejections: metrics::Counter,
     health_task: Mutex<Option<tokio::task::AbortHandle>>,
+    admission: Option<Arc<Admission>>,
 }
 
 impl Cluster {
@@ -112,7 +114,12 @@ impl Cluster {
             })
             .collect();
         let name = metrics::SharedString::from(config.name.clone());
+        let admission = config
+            .admission
+            .as_ref()
+            .map(|a| Arc::new(Admission::new(a, &name)));
         let cluster = Arc::new(Self {
+            admission,
             ejections: metrics::counter!(observe::OUTLIER_EJECTIONS, "cluster" => name.clone()),
             name,
             config,
@@ -141,6 +148,11 @@ impl Cluster {
     /// The config this cluster was built from.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
+    }
+
+    /// The cluster's admission state, when `admission` is configured.
+    pub fn admission(&self) -> Option<&Arc<Admission>> {
+        self.admission.as_ref()
     }
 
     /// The endpoints in config order.
@@ -309,6 +321,7 @@ impl Cluster {
             available_endpoints: endpoints.iter().filter(|e| e.healthy && !e.ejected).count(),
             active_requests: endpoints.iter().map(|e| e.active_requests).sum(),
             open_connections: endpoints.iter().map(|e| e.open_connections).sum(),
+            admission: self.admission.as_ref().map(|a| a.status()),
             endpoints,
         }
     }
@@ -337,6 +350,9 @@ pub struct ClusterStatus {
     pub active_requests: usize,
     /// Open upstream connections over all endpoints.
     pub open_connections: usize,
+    /// Admission limit, admitted requests and queue depth, when admission is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionStatus>,
     /// Per-endpoint detail.
     pub endpoints: Vec<EndpointStatus>,
 }

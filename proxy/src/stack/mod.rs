@@ -19,6 +19,7 @@ use crate::balance::{Cluster, ClusterService};
 use crate::body::Body;
 use crate::config::RouteConfig;
 use crate::error::{ErrorKind, ProxyError};
+use admission::AdmissionLayer;
 use retry::RetryLayer;
 use timeout::TimeoutLayer;
 
@@ -33,6 +34,12 @@ pub fn route_stack(route: &RouteConfig, cluster: Arc<Cluster>) -> RouteService {
     let service = ServiceBuilder::new()
         // The route deadline bounds the whole exchange, every try included.
         .layer(TimeoutLayer::new(route.timeout, ErrorKind::RequestTimeout))
+        // Admission inside the deadline (queueing counts against it), outside retry (retries don't queue again).
+        .layer(AdmissionLayer::new(
+            cluster.admission().cloned(),
+            route.priority,
+            route.timeout,
+        ))
         // Retries repeat only what is safe, inside the budget, within the deadline.
         .layer(RetryLayer::new(&label, route.retry.clone()))
         // Each try has its own deadline, so one stuck endpoint cannot eat the route's.
