@@ -216,9 +216,7 @@ impl Admission {
             (ConcurrencyLimit::Fixed(n), None) => (*n).max(1),
             (ConcurrencyLimit::Adaptive(p), None) => p.initial.max(1),
         };
-        let shed = |reason: &'static str| {
-            metrics::counter!(observe::SHED_TOTAL, "cluster" => cluster.clone(), "reason" => reason)
-        };
+        let shed = |reason: &'static str| metrics::counter!(observe::SHED_TOTAL, "cluster" => cluster.clone(), "reason" => reason);
         let metrics = Metrics {
             limit: metrics::gauge!(observe::CONCURRENCY_LIMIT, "cluster" => cluster.clone()),
             depth: metrics::gauge!(observe::QUEUE_DEPTH, "cluster" => cluster.clone()),
@@ -352,7 +350,10 @@ impl Admission {
     /// Under one lock: admits at once when there is room (`Ok(None)`), else puts a
     /// waiter in the queue of `priority` (displacing a lower-priority one when the
     /// queue is full), else refuses with `QueueFull`.
-    fn admit_or_enqueue(&self, priority: Priority) -> Result<Option<oneshot::Receiver<Grant>>, Shed> {
+    fn admit_or_enqueue(
+        &self,
+        priority: Priority,
+    ) -> Result<Option<oneshot::Receiver<Grant>>, Shed> {
         let mut st = self.lock();
         if st.in_flight < st.limit && st.depth == 0 {
             st.in_flight += 1;
@@ -746,7 +747,6 @@ fn latency_sample(result: &Result<Response<Body>, ProxyError>, rtt: Duration) ->
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -761,7 +761,10 @@ mod tests {
             queue_timeout: Duration::from_secs(1),
             priority_header: Some(HeaderName::from_static("x-priority")),
         };
-        Arc::new(Admission::new(&config, &metrics::SharedString::from("test")))
+        Arc::new(Admission::new(
+            &config,
+            &metrics::SharedString::from("test"),
+        ))
     }
 
     fn far() -> Instant {
@@ -1006,7 +1009,12 @@ mod tests {
 
     /// Runs `steps` update intervals with the limit saturated by load; each request
     /// takes `rtt(in_flight)`. Returns the limit after each step.
-    fn simulate(g: &mut GradientLimit, start: Instant, steps: u32, rtt: impl Fn(usize) -> Duration) -> Vec<usize> {
+    fn simulate(
+        g: &mut GradientLimit,
+        start: Instant,
+        steps: u32,
+        rtt: impl Fn(usize) -> Duration,
+    ) -> Vec<usize> {
         let mut now = start;
         let mut limits = Vec::new();
         for _ in 0..steps {
@@ -1103,7 +1111,11 @@ mod tests {
         let first = adm.acquire(Priority::Normal, far()).await.unwrap();
         let mut granted = spawn_waiters(
             &adm,
-            &[("a", Priority::Normal), ("b", Priority::Normal), ("c", Priority::Normal)],
+            &[
+                ("a", Priority::Normal),
+                ("b", Priority::Normal),
+                ("c", Priority::Normal),
+            ],
         )
         .await;
         tokio::time::advance(Duration::from_millis(150)).await;
