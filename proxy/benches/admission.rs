@@ -1,2 +1,58 @@
-//! Benchmark placeholder.
-fn main() {}
+//! Admission fast path: acquire and release a permit under the limit, one thread.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use futures_util::FutureExt;
+
+use floodgate::config::{AdaptiveLimit, AdmissionConfig, ConcurrencyLimit, Priority};
+use floodgate::stack::admission::Admission;
+
+fn admission(limit: ConcurrencyLimit) -> Arc<Admission> {
+    let config = AdmissionConfig {
+        limit,
+        max_queue: 1000,
+        queue_timeout: Duration::from_secs(1),
+        priority_header: None,
+    };
+    Arc::new(Admission::new(
+        &config,
+        &metrics::SharedString::from("bench"),
+    ))
+}
+
+fn fast_path(c: &mut Criterion) {
+    let fixed = admission(ConcurrencyLimit::Fixed(1000));
+    c.bench_function("admission/try_acquire+drop (fixed)", |b| {
+        b.iter(|| drop(black_box(fixed.try_acquire())))
+    });
+    c.bench_function("admission/acquire+drop (fixed)", |b| {
+        b.iter(|| {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            let permit = fixed.acquire(Priority::Normal, deadline).now_or_never();
+            drop(black_box(permit));
+        })
+    });
+    let adaptive = admission(ConcurrencyLimit::Adaptive(AdaptiveLimit {
+        initial: 1000,
+        min: 1000,
+        max: 1000,
+        tolerance: 2.0,
+        update_interval: Duration::from_millis(100),
+        min_rtt_window: Duration::from_secs(30),
+    }));
+    c.bench_function("admission/acquire+complete (adaptive)", |b| {
+        b.iter(|| {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            if let Some(Ok(permit)) = adaptive.acquire(Priority::Normal, deadline).now_or_never() {
+                permit.complete(Some(Duration::from_millis(20)));
+            }
+        })
+    });
+}
+
+criterion_group!(benches, fast_path);
+criterion_main!(benches);

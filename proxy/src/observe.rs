@@ -36,6 +36,10 @@ pub const BREAKER_STATE: &str = "floodgate_breaker_state";
 /// Cacheable-route requests by how the micro-cache answered them
 /// (`hit`, `miss`, `stale`, `bypass`, `coalesced`), by route.
 pub const CACHE_REQUESTS_TOTAL: &str = "floodgate_cache_requests_total";
+/// Admission concurrency limit in force, by cluster.
+pub const CONCURRENCY_LIMIT: &str = "floodgate_concurrency_limit";
+/// Requests waiting in a cluster's admission queue.
+pub const QUEUE_DEPTH: &str = "floodgate_queue_depth";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -106,6 +110,14 @@ fn describe() {
     describe_gauge!(
         BREAKER_STATE,
         "Circuit-breaker state by cluster: 0 closed, 1 open, 2 half-open."
+    );
+    describe_gauge!(
+        CONCURRENCY_LIMIT,
+        "Admission concurrency limit in force, by cluster."
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        "Requests waiting in the admission queue, by cluster."
     );
 }
 

@@ -31,6 +31,7 @@ use crate::body::Body;
 use crate::config::{BalancerKind, ClusterConfig, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError};
 use crate::observe;
+use crate::stack::admission::{Admission, AdmissionStatus};
 
 /// Why a cluster could not be built from its config.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,7 @@ pub struct Cluster {
     ejections: metrics::Counter,
     breaker: Option<Arc<Breaker>>,
     health_task: Mutex<Option<tokio::task::AbortHandle>>,
+    admission: Option<Arc<Admission>>,
 }
 
 impl Cluster {
@@ -127,7 +129,12 @@ impl Cluster {
             .collect();
         limits.register_pools(endpoints.iter().map(|e| Arc::downgrade(e.pool())).collect());
         let name = metrics::SharedString::from(config.name.clone());
+        let admission = config
+            .admission
+            .as_ref()
+            .map(|a| Arc::new(Admission::new(a, &name)));
         let cluster = Arc::new(Self {
+            admission,
             ejections: metrics::counter!(observe::OUTLIER_EJECTIONS, "cluster" => name.clone()),
             name,
             config,
@@ -162,6 +169,11 @@ impl Cluster {
     /// The cluster's circuit breaker, when `circuit_breaker` is configured.
     pub fn breaker(&self) -> Option<&Arc<Breaker>> {
         self.breaker.as_ref()
+    }
+
+    /// The cluster's admission state, when `admission` is configured.
+    pub fn admission(&self) -> Option<&Arc<Admission>> {
+        self.admission.as_ref()
     }
 
     /// The endpoints in config order.
@@ -353,6 +365,7 @@ impl Cluster {
             active_requests: endpoints.iter().map(|e| e.active_requests).sum(),
             open_connections: endpoints.iter().map(|e| e.open_connections).sum(),
             breaker: self.breaker.as_ref().map(|b| b.status()),
+            admission: self.admission.as_ref().map(|a| a.status()),
             endpoints,
         }
     }
@@ -384,6 +397,9 @@ pub struct ClusterStatus {
     /// Circuit-breaker state and thresholds, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerStatus>,
+    /// Admission limit, admitted requests and queue depth, when admission is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionStatus>,
     /// Per-endpoint detail.
     pub endpoints: Vec<EndpointStatus>,
 }

@@ -20,6 +20,7 @@ use crate::body::Body;
 use crate::config::RouteConfig;
 use crate::error::{ErrorKind, ProxyError};
 use cache::{Cache, CacheLayer};
+use admission::AdmissionLayer;
 use retry::RetryLayer;
 use timeout::TimeoutLayer;
 
@@ -40,6 +41,12 @@ pub fn route_stack(route: &RouteConfig, cluster: Arc<Cluster>) -> RouteService {
         .option_layer(cache)
         // The route deadline bounds the whole exchange, every try included.
         .layer(TimeoutLayer::new(route.timeout, ErrorKind::RequestTimeout))
+        // Admission inside the deadline (queueing counts against it), outside retry (retries don't queue again).
+        .layer(AdmissionLayer::new(
+            cluster.admission().cloned(),
+            route.priority,
+            route.timeout,
+        ))
         // Retries repeat only what is safe, inside the budget, within the deadline.
         // The cluster's breaker caps retries in flight (max_retries).
         .layer(RetryLayer::new(
