@@ -19,6 +19,7 @@ use crate::balance::{Cluster, ClusterService};
 use crate::body::Body;
 use crate::config::RouteConfig;
 use crate::error::{ErrorKind, ProxyError};
+use rate_limit::{RateLimitLayer, RateLimiter};
 use retry::RetryLayer;
 use timeout::TimeoutLayer;
 
@@ -30,7 +31,13 @@ pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Proxy
 pub fn route_stack(route: &RouteConfig, cluster: Arc<Cluster>) -> RouteService {
     let label = metrics::SharedString::from(route.name.clone());
     let per_try = route.retry.as_ref().and_then(|r| r.per_try_timeout);
+    let limiter = route
+        .rate_limit
+        .as_ref()
+        .map(|rl| Arc::new(RateLimiter::new(&route.name, rl)));
     let service = ServiceBuilder::new()
+        // Rate limits first: the cheapest refusal, before any work, queueing or retry.
+        .layer(RateLimitLayer::optional(limiter))
         // The route deadline bounds the whole exchange, every try included.
         .layer(TimeoutLayer::new(route.timeout, ErrorKind::RequestTimeout))
         // Retries repeat only what is safe, inside the budget, within the deadline.
