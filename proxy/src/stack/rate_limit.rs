@@ -353,11 +353,8 @@ where
 
     /// Hashes raw key bytes as [`RateLimiter::key_of`] does (for callers without a request).
     pub fn hash_key(&self, bytes: &[u8]) -> u64 {
-        self.keyed
-            .as_ref()
-            .map_or(0, |k| k.hasher.hash_one(bytes))
+        self.keyed.as_ref().map_or(0, |k| k.hasher.hash_one(bytes))
     }
-
 
     /// Checks one request: the key limit first (when `key` is given and the route
     /// has one), then the route limit. Counts refusals, shadow ones too.
@@ -625,7 +622,10 @@ mod tests {
     use std::net::IpAddr;
     use tower::ServiceExt;
 
-    fn config(route: Option<(u32, u32)>, per_key: Option<(RateKey, u32, u32, usize)>) -> RateLimitConfig {
+    fn config(
+        route: Option<(u32, u32)>,
+        per_key: Option<(RateKey, u32, u32, usize)>,
+    ) -> RateLimitConfig {
         RateLimitConfig {
             route: route.map(|(rps, burst)| Rate { rps, burst }),
             per_key: per_key.map(|(key, rps, burst, max_keys)| KeyedRateConfig {
@@ -687,7 +687,9 @@ mod tests {
         let (l, _clock) = limiter(&config(None, Some((user(), 5, 5, 100))));
         let noisy = l.hash_key(b"noisy");
         let quiet = l.hash_key(b"quiet");
-        let noisy_ok = (0..50).filter(|_| l.check(Some(noisy)).is_allowed()).count();
+        let noisy_ok = (0..50)
+            .filter(|_| l.check(Some(noisy)).is_allowed())
+            .count();
         assert_eq!(noisy_ok, 5);
         let d = l.check(Some(noisy));
         assert_eq!(d.denied_by, Some(Scope::Key));
@@ -700,7 +702,9 @@ mod tests {
     fn refused_keys_do_not_spend_the_route_quota() {
         let (l, _clock) = limiter(&config(Some((10, 10)), Some((user(), 1, 2, 100))));
         let noisy = l.hash_key(b"noisy");
-        let noisy_ok = (0..20).filter(|_| l.check(Some(noisy)).is_allowed()).count();
+        let noisy_ok = (0..20)
+            .filter(|_| l.check(Some(noisy)).is_allowed())
+            .count();
         assert_eq!(noisy_ok, 2);
         // The route kept 10 - 2; eight distinct users get one each, the ninth is refused.
         for i in 0..8u8 {
@@ -806,7 +810,10 @@ mod tests {
         let response = l.refusal(&d).to_response(None);
         assert_eq!(response.status(), http::StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
-        assert_eq!(response.headers()[crate::error::REASON_HEADER], "rate_limited");
+        assert_eq!(
+            response.headers()[crate::error::REASON_HEADER],
+            "rate_limited"
+        );
         assert_eq!(response.headers()[RATELIMIT], "\"codes-key\";r=0;t=1");
 
         let (l, _clock) = limiter(&config(Some((1, 3)), None));
@@ -827,10 +834,12 @@ mod tests {
     fn request(path: &str, user: Option<&str>, ip: Option<&str>) -> Request<Body> {
         let mut req = Request::get(path).body(crate::body::empty()).unwrap();
         if let Some(u) = user {
-            req.headers_mut().insert("x-user", HeaderValue::from_str(u).unwrap());
+            req.headers_mut()
+                .insert("x-user", HeaderValue::from_str(u).unwrap());
         }
         if let Some(ip) = ip {
-            req.extensions_mut().insert(ClientIp(ip.parse::<IpAddr>().unwrap()));
+            req.extensions_mut()
+                .insert(ClientIp(ip.parse::<IpAddr>().unwrap()));
         }
         req
     }
@@ -848,7 +857,10 @@ mod tests {
 
         let (l, _) = limiter(&config(None, Some((RateKey::PathSegment(4), 1, 1, 10))));
         let code = l.key_of(&request("/api/v1/codes/42", None, None));
-        assert_eq!(code, l.key_of(&request("/api/v2/status/42?x=1", None, None)));
+        assert_eq!(
+            code,
+            l.key_of(&request("/api/v2/status/42?x=1", None, None))
+        );
         assert_ne!(code, l.key_of(&request("/api/v1/codes/43", None, None)));
         assert_eq!(
             l.key_of(&request("/api", None, None)),
@@ -884,7 +896,11 @@ mod tests {
         let l = Arc::new(RateLimiter::with_clock("codes", &cfg, clock.clone()));
         let svc = RateLimitLayer::new(l).layer(ok_service());
         for _ in 0..2 {
-            assert!(svc.clone().oneshot(request("/", Some("a"), None)).await.is_ok());
+            assert!(svc
+                .clone()
+                .oneshot(request("/", Some("a"), None))
+                .await
+                .is_ok());
         }
         let err = svc
             .clone()
@@ -894,20 +910,34 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::RateLimited);
         let response = err.to_response(None);
         assert_eq!(response.headers()[RATELIMIT], "\"codes-key\";r=0;t=1");
-        assert!(svc.clone().oneshot(request("/", Some("b"), None)).await.is_ok());
+        assert!(svc
+            .clone()
+            .oneshot(request("/", Some("b"), None))
+            .await
+            .is_ok());
 
         let mut shadow = cfg.clone();
         shadow.shadow = true;
         let l = Arc::new(RateLimiter::with_clock("codes", &shadow, clock));
         let svc = RateLimitLayer::new(l.clone()).layer(ok_service());
         for _ in 0..10 {
-            assert!(svc.clone().oneshot(request("/", Some("a"), None)).await.is_ok());
+            assert!(svc
+                .clone()
+                .oneshot(request("/", Some("a"), None))
+                .await
+                .is_ok());
         }
-        assert!(!l.check(l.key_of(&request("/", Some("a"), None))).is_allowed());
+        assert!(!l
+            .check(l.key_of(&request("/", Some("a"), None)))
+            .is_allowed());
 
         let svc = RateLimitLayer::<FakeRelativeClock>::optional(None).layer(ok_service());
         for _ in 0..10 {
-            assert!(svc.clone().oneshot(request("/", Some("a"), None)).await.is_ok());
+            assert!(svc
+                .clone()
+                .oneshot(request("/", Some("a"), None))
+                .await
+                .is_ok());
         }
     }
 }
