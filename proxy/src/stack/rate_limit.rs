@@ -317,7 +317,9 @@ where
             shadow: config.shadow,
             clock,
             start,
-            policy: HeaderValue::from_str(&policies.join(", ")).ok(),
+            policy: (!policies.is_empty())
+                .then(|| HeaderValue::from_str(&policies.join(", ")).ok())
+                .flatten(),
             route_name: route.to_owned(),
         }
     }
@@ -351,7 +353,7 @@ where
         Some(key.unwrap_or(keyed.missing))
     }
 
-    /// Hashes raw key bytes as [`RateLimiter::key_of`] does (for callers without a request).
+    /// Hashes raw key bytes as [`RateLimiter::key_of`] does (0 without a per-key limit).
     pub fn hash_key(&self, bytes: &[u8]) -> u64 {
         self.keyed.as_ref().map_or(0, |k| k.hasher.hash_one(bytes))
     }
