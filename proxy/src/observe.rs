@@ -40,6 +40,13 @@ pub const CACHE_REQUESTS_TOTAL: &str = "floodgate_cache_requests_total";
 pub const CONCURRENCY_LIMIT: &str = "floodgate_concurrency_limit";
 /// Requests waiting in a cluster's admission queue.
 pub const QUEUE_DEPTH: &str = "floodgate_queue_depth";
+/// Requests refused by a rate limit, by route, scope (`route`, `key`) and shadow
+/// (`true`: counted in shadow mode, not refused).
+pub const RATE_LIMITED_TOTAL: &str = "floodgate_rate_limited_total";
+/// Keys tracked by a route's per-key rate limit.
+pub const RATE_LIMIT_KEYS: &str = "floodgate_rate_limit_keys";
+/// Per-key decisions made on the shared overflow bucket (key table full), by route.
+pub const RATE_LIMIT_OVERFLOW_TOTAL: &str = "floodgate_rate_limit_overflow_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -118,6 +125,15 @@ fn describe() {
     describe_gauge!(
         QUEUE_DEPTH,
         "Requests waiting in the admission queue, by cluster."
+    );
+    describe_counter!(
+        RATE_LIMITED_TOTAL,
+        "Requests over a rate limit, by route, scope and shadow."
+    );
+    describe_gauge!(RATE_LIMIT_KEYS, "Keys tracked by a per-key rate limit.");
+    describe_counter!(
+        RATE_LIMIT_OVERFLOW_TOTAL,
+        "Per-key rate-limit decisions on the shared overflow bucket."
     );
 }
 

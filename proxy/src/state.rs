@@ -21,7 +21,7 @@ use crate::config::{Config, ListenerConfig};
 use crate::listener::{self, ListenerHandle};
 use crate::observe;
 use crate::router::{Arm, Route, Router};
-use crate::stack;
+use crate::stack::{self, RouteState};
 
 /// A listener's published part: its config, router and TLS acceptor.
 pub struct ListenerRuntime {
@@ -89,6 +89,10 @@ impl Snapshot {
             };
             let mut routes = Vec::with_capacity(lc.routes.len());
             for rc in &lc.routes {
+                let previous_state = previous_listener
+                    .and_then(|l| l.router.route(&rc.name))
+                    .map(|r| &r.state);
+                let route_state = RouteState::new(rc, previous_state);
                 let mut arms = Vec::new();
                 for (name, weight) in rc.backend_arms() {
                     let cluster = by_name
@@ -100,10 +104,10 @@ impl Snapshot {
                     arms.push(Arm {
                         cluster: cluster.label().clone(),
                         weight,
-                        service: stack::route_stack(rc, Arc::clone(cluster)),
+                        service: stack::route_stack(rc, &route_state, Arc::clone(cluster)),
                     });
                 }
-                routes.push(Route::new(rc.clone(), arms));
+                routes.push(Route::new(rc.clone(), arms, route_state));
             }
             listeners.insert(
                 Arc::from(lc.name.as_str()),

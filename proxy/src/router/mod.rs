@@ -9,7 +9,7 @@ use http::{header, HeaderMap, Method, Uri};
 use rand::Rng;
 
 use crate::config::{HostMatch, PathMatch, RouteConfig, RouteMatch};
-use crate::stack::RouteService;
+use crate::stack::{RouteService, RouteState};
 
 /// One destination arm of a route: a cluster, its weight and the stack towards it.
 pub struct Arm {
@@ -29,17 +29,20 @@ pub struct Route {
     pub config: RouteConfig,
     /// Destination arms; one unless the route splits by weight.
     pub arms: Vec<Arm>,
+    /// Long-lived state (limiter, cache) a reload may carry over.
+    pub state: RouteState,
     total_weight: u64,
 }
 
 impl Route {
     /// A route from its config and arms (at least one with weight > 0, checked by validation).
-    pub fn new(config: RouteConfig, arms: Vec<Arm>) -> Self {
+    pub fn new(config: RouteConfig, arms: Vec<Arm>, state: RouteState) -> Self {
         let total_weight = arms.iter().map(|a| u64::from(a.weight)).sum();
         Self {
             name: metrics::SharedString::from(config.name.clone()),
             config,
             arms,
+            state,
             total_weight,
         }
     }
@@ -99,6 +102,11 @@ impl Router {
     /// A router over routes in file order.
     pub fn new(routes: Vec<Route>) -> Self {
         Self { routes }
+    }
+
+    /// The route named `name`.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.config.name == name)
     }
 
     /// The first route matching the request head.

@@ -1,7 +1,9 @@
 //! The per-route stack: one tower layer per concern, composed in [`route_stack`].
 //!
-//! Burst protection (rate limit, micro-cache, admission, circuit breaker) will
-//! slot into the same function, each in its own module.
+//! The state some layers keep (rate-limit buckets, cached responses) lives in a
+//! [`RouteState`] that a reload reuses when the route's settings for that layer did
+//! not change; per-cluster state (admission, breaker) lives in the `Cluster`, which a
+//! reload reuses when the cluster's config did not change.
 
 pub mod admission;
 pub mod cache;
@@ -17,38 +19,82 @@ use tower::ServiceBuilder;
 
 use crate::balance::{Cluster, ClusterService};
 use crate::body::Body;
-use crate::config::RouteConfig;
+use crate::config::{CacheConfig, RateLimitConfig, RouteConfig};
 use crate::error::{ErrorKind, ProxyError};
-use cache::{Cache, CacheLayer};
 use admission::AdmissionLayer;
+use cache::{Cache, CacheLayer};
+use rate_limit::{RateLimitLayer, RateLimiter};
 use retry::RetryLayer;
 use timeout::TimeoutLayer;
+
+/// A route's long-lived state, shared by its weighted arms and kept across reloads.
+#[derive(Default)]
+pub struct RouteState {
+    rate_limit: Option<(RateLimitConfig, Arc<RateLimiter>)>,
+    cache: Option<Arc<Cache>>,
+}
+
+impl RouteState {
+    /// The state for `route`, reusing `previous` parts whose settings are unchanged.
+    pub fn new(route: &RouteConfig, previous: Option<&RouteState>) -> Self {
+        let rate_limit = route.rate_limit.as_ref().map(|config| {
+            let kept = previous
+                .and_then(|p| p.rate_limit.as_ref())
+                .filter(|(old, _)| old == config);
+            match kept {
+                Some((old, limiter)) => (old.clone(), Arc::clone(limiter)),
+                None => (
+                    config.clone(),
+                    Arc::new(RateLimiter::new(&route.name, config)),
+                ),
+            }
+        });
+        let cache = route.cache.as_ref().map(|config: &CacheConfig| {
+            previous
+                .and_then(|p| p.cache.as_ref())
+                .filter(|c| c.config() == config)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Cache::new(config, &route.name)))
+        });
+        Self { rate_limit, cache }
+    }
+
+    /// The route's rate limiter, if it has one.
+    pub fn rate_limiter(&self) -> Option<&Arc<RateLimiter>> {
+        self.rate_limit.as_ref().map(|(_, l)| l)
+    }
+
+    /// The route's cache, if it has one.
+    pub fn cache(&self) -> Option<&Arc<Cache>> {
+        self.cache.as_ref()
+    }
+}
 
 /// A route's composed stack, cheap to clone per request.
 pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, ProxyError>;
 
 /// Builds the stack of `route` towards `cluster`, outer to inner
-/// (a layer added first sees the request first).
-pub fn route_stack(route: &RouteConfig, cluster: Arc<Cluster>) -> RouteService {
+/// (a layer added first sees the request first). Burst protection comes first so
+/// that a request which will be refused costs as little as possible.
+pub fn route_stack(route: &RouteConfig, state: &RouteState, cluster: Arc<Cluster>) -> RouteService {
     let label = metrics::SharedString::from(route.name.clone());
     let per_try = route.retry.as_ref().and_then(|r| r.per_try_timeout);
-    let cache = route
-        .cache
-        .as_ref()
-        .map(|c| CacheLayer::new(Arc::new(Cache::new(c, &route.name))));
     let service = ServiceBuilder::new()
-        // A hit costs no upstream capacity and no admission slot, so it stands before admission and retries.
-        .option_layer(cache)
-        // The route deadline bounds the whole exchange, every try included.
+        // Rate limits first: the cheapest refusal, before any work, queueing or retry.
+        .layer(RateLimitLayer::optional(state.rate_limiter().cloned()))
+        // A cache hit or a coalesced miss costs no upstream capacity and no admission slot.
+        .option_layer(state.cache().cloned().map(CacheLayer::new))
+        // The route deadline bounds the whole exchange, queueing and every try included.
         .layer(TimeoutLayer::new(route.timeout, ErrorKind::RequestTimeout))
-        // Admission inside the deadline (queueing counts against it), outside retry (retries don't queue again).
+        // Admission inside the deadline (queueing counts against it), outside retry
+        // (an admitted request's retries don't queue again).
         .layer(AdmissionLayer::new(
             cluster.admission().cloned(),
             route.priority,
             route.timeout,
         ))
-        // Retries repeat only what is safe, inside the budget, within the deadline.
-        // The cluster's breaker caps retries in flight (max_retries).
+        // Retries repeat only what is safe, inside the budget, within the deadline;
+        // the cluster's breaker caps retries in flight (max_retries).
         .layer(RetryLayer::new(
             &label,
             route.retry.clone(),
@@ -56,7 +102,7 @@ pub fn route_stack(route: &RouteConfig, cluster: Arc<Cluster>) -> RouteService {
         ))
         // Each try has its own deadline, so one stuck endpoint cannot eat the route's.
         .layer(TimeoutLayer::new(per_try, ErrorKind::UpstreamTimeout))
-        // Innermost: choose an endpoint of the cluster and send on a pooled connection.
+        // Innermost: breaker check, then an endpoint of the cluster on a pooled connection.
         .service(ClusterService::new(cluster));
     BoxCloneSyncService::new(service)
 }
