@@ -115,3 +115,22 @@ clusters:
     let up = c.clusters[0].upstream_tls.as_ref().expect("upstream tls");
     floodgate::tls::client_config(up, false).expect("client config");
 }
+
+/// The load-test kit's Floodgate templates validate once their placeholders are filled
+/// the way `loadtest/scripts/stack.sh` fills them.
+#[test]
+fn loadtest_templates_are_valid() {
+    let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../loadtest/peers");
+    for name in ["floodgate-burst.yaml", "floodgate-protected.yaml"] {
+        let text = std::fs::read_to_string(peers.join(name)).unwrap();
+        let rendered = text
+            .replace("${ADMIN_PORT}", "19901")
+            .replace("${PROXY_PORT}", "18080")
+            .replace(
+                "${APP_ENDPOINTS}",
+                "\"127.0.0.1:19001\", \"127.0.0.1:19002\"",
+            );
+        floodgate::config::parse_str(&rendered, name, &peers)
+            .unwrap_or_else(|e| panic!("{name} must validate:\n{e}"));
+    }
+}
