@@ -53,7 +53,9 @@ start_peer() {
     floodgate)
       ensure_floodgate || { log "skipping Floodgate: it does not build yet"; return 1; }
       export PROXY_PORT ADMIN_PORT; PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
-      render "$ROOT/loadtest/peers/floodgate-burst.yaml" "$RUN_DIR/floodgate.yaml"
+      # Burst protection on, like the nginx (limit_req/limit_conn) and HAProxy (maxconn
+      # + queue) peers; floodgate-burst.yaml is the same proxy with protection off.
+      render "$ROOT/loadtest/peers/floodgate-protected.yaml" "$RUN_DIR/floodgate.yaml"
       start_bg floodgate "$RUN_DIR/floodgate.log" "$BIN_DIR/floodgate" --config "$RUN_DIR/floodgate.yaml"
       URL="http://127.0.0.1:$PROXY_PORT" ;;
     nginx)
@@ -71,7 +73,11 @@ start_peer() {
       URL="http://127.0.0.1:$PROXY_PORT" ;;
     *) log "unknown peer $peer"; return 1 ;;
   esac
-  wait_http "$URL/healthz" 20 || { log "$peer did not answer on $URL"; tail -n 20 "$RUN_DIR"/*.log >&2 || true; return 1; }
+  # Floodgate: wait on its admin /ready, so no probe request becomes the adaptive
+  # admission limit's first latency sample.
+  local ready="$URL/healthz"
+  [[ $peer == floodgate ]] && ready="http://127.0.0.1:$ADMIN_PORT/ready"
+  wait_http "$ready" 20 || { log "$peer did not answer on $URL"; tail -n 20 "$RUN_DIR"/*.log >&2 || true; return 1; }
 }
 
 trap 'RUN_DIR="${RUN_DIR:-}"; [[ -n "$RUN_DIR" ]] && stop_all' EXIT

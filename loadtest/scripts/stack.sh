@@ -92,7 +92,9 @@ cmd_up() {
     start_bg floodgate "$RUN_DIR/floodgate.log" "$BIN_DIR/floodgate" --config "$RUN_DIR/floodgate.yaml"
     proxy_url="http://127.0.0.1:$PROXY_PORT"
     admin_url="http://127.0.0.1:$ADMIN_PORT"
-    if ! wait_http "$proxy_url/healthz" 30; then
+    # Wait on the admin /ready, not a request through the proxy: a probe through the
+    # route would be the first latency sample the adaptive admission limit sees.
+    if ! wait_http "$admin_url/ready" 30; then
       tail -n 20 "$RUN_DIR/floodgate.log" >&2 || true
       false
     fi

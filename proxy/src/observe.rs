@@ -151,6 +151,51 @@ pub fn status_label(status: http::StatusCode) -> SharedString {
         .unwrap_or_else(|| SharedString::from(status.as_u16().to_string()))
 }
 
+/// Status codes whose request counters an arm keeps ready, so the common case does
+/// no registry lookup (and no label allocation) per request.
+const COMMON_CODES: [u16; 12] = [200, 201, 204, 301, 302, 304, 400, 404, 429, 502, 503, 504];
+
+/// The per-request metrics of one route arm (route × cluster), registered once.
+pub struct RequestMetrics {
+    route: SharedString,
+    cluster: SharedString,
+    common: [OnceLock<metrics::Counter>; COMMON_CODES.len()],
+    duration: metrics::Histogram,
+}
+
+impl RequestMetrics {
+    /// Handles for requests of `route` sent to `cluster` (`-` when none).
+    pub fn new(route: SharedString, cluster: SharedString) -> Self {
+        Self {
+            duration: metrics::histogram!(REQUEST_DURATION, "route" => route.clone()),
+            route,
+            cluster,
+            common: Default::default(),
+        }
+    }
+
+    /// Counts one answered request and records its duration.
+    pub fn record(&self, status: http::StatusCode, elapsed: Duration) {
+        let code = status.as_u16();
+        let register = || {
+            metrics::counter!(
+                REQUESTS_TOTAL,
+                "route" => self.route.clone(),
+                "cluster" => self.cluster.clone(),
+                "code" => status_label(status)
+            )
+        };
+        match COMMON_CODES.iter().position(|&c| c == code) {
+            Some(i) => match self.common.get(i) {
+                Some(slot) => slot.get_or_init(register).increment(1),
+                None => register().increment(1),
+            },
+            None => register().increment(1),
+        }
+        self.duration.record(elapsed.as_secs_f64());
+    }
+}
+
 /// One finished request, as the access log records it.
 pub struct AccessRecord<'a> {
     /// Listener name.

@@ -49,10 +49,12 @@ pub async fn handle(
     let start = Instant::now();
     let (mut head, body) = req.into_parts();
     let request_id = ensure_request_id(&mut head.headers);
-    let original_path = head
-        .uri
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    // Kept for the access log only; no copy when the log is off.
+    let original_path = snapshot
+        .config
+        .server
+        .access_log
+        .then(|| head.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned());
     let downstream_version = head.version;
     let method = head.method.clone();
 
@@ -67,10 +69,9 @@ pub async fn handle(
                 conn,
                 &Done {
                     route: "-",
-                    route_label: None,
-                    cluster: None,
+                    arm: None,
                     method: &method,
-                    path: &original_path,
+                    path: original_path.as_deref().unwrap_or("-"),
                     version: downstream_version,
                     request_id: &request_id,
                     start,
@@ -98,19 +99,18 @@ pub async fn handle(
                     e.to_response(Some(&request_id))
                 }
             };
-            (response, Some(&arm.cluster))
+            (response, Some(arm))
         }
     };
-    let (response, cluster) = response;
+    let (response, arm) = response;
     finish(
         &snapshot,
         conn,
         &Done {
             route: &route.config.name,
-            route_label: Some(&route.name),
-            cluster,
+            arm,
             method: &method,
-            path: &original_path,
+            path: original_path.as_deref().unwrap_or("-"),
             version: downstream_version,
             request_id: &request_id,
             start,
@@ -154,11 +154,10 @@ fn forward<'r>(
     let rewritten = route.rewrite(&head.uri);
     let uri = rewritten.as_ref().unwrap_or(&head.uri);
     // Upstream HTTP/1.1 wants origin-form; the cluster re-adds the authority for HTTP/2.
-    let path_and_query = uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse::<Uri>()
-        .map_err(|_| ErrorKind::BadRequest)?;
+    let path_and_query = match uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    };
 
     let body = Body::new(Limited::new(
         body,
@@ -178,8 +177,7 @@ fn forward<'r>(
 
 struct Done<'a> {
     route: &'a str,
-    route_label: Option<&'a metrics::SharedString>,
-    cluster: Option<&'a metrics::SharedString>,
+    arm: Option<&'a crate::router::Arm>,
     method: &'a http::Method,
     path: &'a str,
     version: Version,
@@ -192,27 +190,15 @@ struct Done<'a> {
 fn finish(snapshot: &Snapshot, conn: &ConnInfo, d: &Done<'_>) {
     let elapsed = d.start.elapsed();
     let status = d.response.status();
-    let route = d
-        .route_label
-        .cloned()
-        .unwrap_or_else(|| metrics::SharedString::const_str("-"));
-    let cluster = d
-        .cluster
-        .cloned()
-        .unwrap_or_else(|| metrics::SharedString::const_str("-"));
-    metrics::counter!(
-        observe::REQUESTS_TOTAL,
-        "route" => route.clone(),
-        "cluster" => cluster,
-        "code" => observe::status_label(status)
-    )
-    .increment(1);
-    metrics::histogram!(observe::REQUEST_DURATION, "route" => route).record(elapsed.as_secs_f64());
+    match d.arm {
+        Some(arm) => arm.metrics.record(status, elapsed),
+        None => unrouted_metrics().record(status, elapsed),
+    }
     if snapshot.config.server.access_log {
         observe::access_log(&AccessRecord {
             listener: &conn.listener,
             route: d.route,
-            cluster: d.cluster.map_or("-", |c| c.as_ref()),
+            cluster: d.arm.map_or("-", |a| a.cluster.as_ref()),
             client: conn.client,
             method: d.method,
             path: d.path,
@@ -227,6 +213,17 @@ fn finish(snapshot: &Snapshot, conn: &ConnInfo, d: &Done<'_>) {
             duration: elapsed,
         });
     }
+}
+
+/// Metrics of requests that matched no route (labels `route="-"`, `cluster="-"`).
+fn unrouted_metrics() -> &'static observe::RequestMetrics {
+    static METRICS: std::sync::OnceLock<observe::RequestMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        observe::RequestMetrics::new(
+            metrics::SharedString::const_str("-"),
+            metrics::SharedString::const_str("-"),
+        )
+    })
 }
 
 /// Keeps a sane client-sent `x-request-id`, or sets a new random one.
@@ -248,16 +245,18 @@ fn new_request_id() -> HeaderValue {
     let n: u128 = rand::rng().random();
     // Set the version (4) and variant (10) bits.
     let n = (n & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let hex = format!("{n:032x}");
-    let text = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 36];
+    let mut nibble = 32;
+    for (i, slot) in text.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *slot = b'-';
+            continue;
+        }
+        nibble -= 1;
+        *slot = HEX[((n >> (nibble * 4)) & 0xF) as usize];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

@@ -105,6 +105,10 @@ impl Snapshot {
                         cluster: cluster.label().clone(),
                         weight,
                         service: stack::route_stack(rc, &route_state, Arc::clone(cluster)),
+                        metrics: observe::RequestMetrics::new(
+                            metrics::SharedString::from(rc.name.clone()),
+                            cluster.label().clone(),
+                        ),
                     });
                 }
                 routes.push(Route::new(rc.clone(), arms, route_state));

@@ -19,6 +19,8 @@ pub struct Arm {
     pub weight: u32,
     /// The route stack towards this cluster.
     pub service: RouteService,
+    /// Request count and duration handles for this route and cluster.
+    pub metrics: crate::observe::RequestMetrics,
 }
 
 /// A compiled route.

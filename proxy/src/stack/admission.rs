@@ -519,6 +519,9 @@ impl Drop for Permit {
     }
 }
 
+/// Samples a window needs before it closes early (see [`GradientLimit::tick`]).
+const MIN_WINDOW_SAMPLES: u64 = 10;
+
 /// The gradient concurrency limit, as pure arithmetic over latency samples.
 ///
 /// Every `update_interval` the window's mean RTT is compared with `min_rtt`:
@@ -600,7 +603,16 @@ impl GradientLimit {
     /// Closes the window if `update_interval` has passed and recomputes the limit;
     /// true when [`limit`](Self::limit) may have changed.
     pub fn tick(&mut self, now: Instant, in_flight: usize) -> bool {
-        if now.saturating_duration_since(self.window_start) < self.params.update_interval {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed < self.params.update_interval {
+            return false;
+        }
+        // A window needs a few samples before its mean means anything: one fast answer
+        // (a health endpoint, a 404) must not become `min_rtt` and pin the limit at
+        // `min`. At low traffic the window stretches, up to ten intervals.
+        if self.count < MIN_WINDOW_SAMPLES
+            && elapsed < self.params.update_interval.saturating_mul(10)
+        {
             return false;
         }
         let sample = (self.count > 0).then(|| self.sum / self.count as f64);
@@ -1039,7 +1051,9 @@ mod tests {
         assert!(g.is_probing());
         assert_eq!(g.limit(), 4, "min_rtt is measured at the minimum limit");
         let limits = simulate(&mut g, start, 95, |_| Duration::from_millis(20));
-        assert_eq!(limits[0], 20, "back to initial once min_rtt is known");
+        // The probe at limit 4 needs ten samples: three intervals of four requests.
+        assert_eq!(&limits[..2], &[4, 4], "a window closes only with enough samples");
+        assert_eq!(limits[2], 20, "back to initial once min_rtt is known");
         assert_eq!(g.min_rtt(), Some(Duration::from_millis(20)));
         assert!(limits.windows(2).all(|w| w[1] >= w[0] || w[1] == 4));
         assert_eq!(*limits.last().unwrap(), 100);
@@ -1118,10 +1132,11 @@ mod tests {
             ],
         )
         .await;
-        tokio::time::advance(Duration::from_millis(150)).await;
-        // Completing the first request ends the probe: the limit returns to 3 and
-        // three waiters are admitted by the one release.
-        first.complete(Some(Duration::from_millis(150)));
+        tokio::time::advance(Duration::from_millis(1050)).await;
+        // Completing the first request ends the probe (a lone sample closes a window
+        // only after ten intervals): the limit returns to 3 and three waiters are
+        // admitted by the one release.
+        first.complete(Some(Duration::from_millis(1050)));
         assert_eq!(adm.limit(), 3);
         let mut permits = Vec::new();
         for _ in 0..3 {

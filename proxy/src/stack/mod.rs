@@ -79,29 +79,35 @@ pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Proxy
 pub fn route_stack(route: &RouteConfig, state: &RouteState, cluster: Arc<Cluster>) -> RouteService {
     let label = metrics::SharedString::from(route.name.clone());
     let per_try = route.retry.as_ref().and_then(|r| r.per_try_timeout);
+    let retry = route.retry.clone().filter(|r| r.attempts > 1);
+    // Layers that have nothing to do for this route are left out (`option_layer`), so
+    // an unprotected route pays for no extra future per request.
     let service = ServiceBuilder::new()
         // Rate limits first: the cheapest refusal, before any work, queueing or retry.
-        .layer(RateLimitLayer::optional(state.rate_limiter().cloned()))
+        .option_layer(state.rate_limiter().cloned().map(RateLimitLayer::new))
         // A cache hit or a coalesced miss costs no upstream capacity and no admission slot.
         .option_layer(state.cache().cloned().map(CacheLayer::new))
         // The route deadline bounds the whole exchange, queueing and every try included.
-        .layer(TimeoutLayer::new(route.timeout, ErrorKind::RequestTimeout))
+        .option_layer(
+            route
+                .timeout
+                .map(|t| TimeoutLayer::new(Some(t), ErrorKind::RequestTimeout)),
+        )
         // Admission inside the deadline (queueing counts against it), outside retry
         // (an admitted request's retries don't queue again).
-        .layer(AdmissionLayer::new(
-            cluster.admission().cloned(),
-            route.priority,
-            route.timeout,
-        ))
+        .option_layer(
+            cluster
+                .admission()
+                .cloned()
+                .map(|a| AdmissionLayer::new(Some(a), route.priority, route.timeout)),
+        )
         // Retries repeat only what is safe, inside the budget, within the deadline;
         // the cluster's breaker caps retries in flight (max_retries).
-        .layer(RetryLayer::new(
-            &label,
-            route.retry.clone(),
-            cluster.breaker().cloned(),
-        ))
+        .option_layer(
+            retry.map(|r| RetryLayer::new(&label, Some(r), cluster.breaker().cloned())),
+        )
         // Each try has its own deadline, so one stuck endpoint cannot eat the route's.
-        .layer(TimeoutLayer::new(per_try, ErrorKind::UpstreamTimeout))
+        .option_layer(per_try.map(|t| TimeoutLayer::new(Some(t), ErrorKind::UpstreamTimeout)))
         // Innermost: breaker check, then an endpoint of the cluster on a pooled connection.
         .service(ClusterService::new(cluster));
     BoxCloneSyncService::new(service)
