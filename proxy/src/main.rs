@@ -13,11 +13,6 @@ use floodgate::state::Proxy;
 use floodgate::{observe, reload};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: per-thread free lists keep the many small per-request allocations off
-/// glibc's contended arenas.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(

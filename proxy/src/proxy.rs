@@ -50,11 +50,12 @@ pub async fn handle(
     let (mut head, body) = req.into_parts();
     let request_id = ensure_request_id(&mut head.headers);
     // Kept for the access log only; no copy when the log is off.
-    let original_path = snapshot
-        .config
-        .server
-        .access_log
-        .then(|| head.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned());
+    let original_path = snapshot.config.server.access_log.then(|| {
+        head.uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned()
+    });
     let downstream_version = head.version;
     let method = head.method.clone();
 

@@ -1052,7 +1052,11 @@ mod tests {
         assert_eq!(g.limit(), 4, "min_rtt is measured at the minimum limit");
         let limits = simulate(&mut g, start, 95, |_| Duration::from_millis(20));
         // The probe at limit 4 needs ten samples: three intervals of four requests.
-        assert_eq!(&limits[..2], &[4, 4], "a window closes only with enough samples");
+        assert_eq!(
+            &limits[..2],
+            &[4, 4],
+            "a window closes only with enough samples"
+        );
         assert_eq!(limits[2], 20, "back to initial once min_rtt is known");
         assert_eq!(g.min_rtt(), Some(Duration::from_millis(20)));
         assert!(limits.windows(2).all(|w| w[1] >= w[0] || w[1] == 4));
