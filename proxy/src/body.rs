@@ -69,12 +69,3 @@ pub fn empty() -> Body {
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Body::new(Full::new(bytes.into()))
 }
-
-/// Boxes any body whose errors convert into [`BoxError`].
-pub fn boxed<B>(body: B) -> Body
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    Body::new(body)
-}

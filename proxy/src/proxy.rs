@@ -141,11 +141,19 @@ fn forward<'r>(
         &head.headers,
         &listener.config.trusted_proxies,
     );
-    let original_host = host_of(&head.uri, &head.headers);
+    // The authority the client addressed: `Host`, or (HTTP/2) the URI's `:authority`.
+    let original_host = head.headers.get(header::HOST).cloned().or_else(|| {
+        head.uri
+            .authority()
+            .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
+    });
     strip_hop_by_hop(&mut head.headers);
-    if let Some(host) = &original_host {
-        head.headers.insert(header::HOST, host.clone());
-        head.headers.insert(X_FORWARDED_HOST, host.clone());
+    if let Some(host) = original_host {
+        // Re-set only when missing (HTTP/2 request, or `Host` named in `Connection`).
+        if !head.headers.contains_key(header::HOST) {
+            head.headers.insert(header::HOST, host.clone());
+        }
+        head.headers.insert(X_FORWARDED_HOST, host);
     }
     append_forwarded_for(&mut head.headers, conn.client);
     head.headers.insert(
@@ -268,15 +276,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// The authority the client addressed: `Host`, or the URI's (HTTP/2 `:authority`).
-fn host_of(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
-    if let Some(h) = headers.get(header::HOST) {
-        return Some(h.clone());
-    }
-    uri.authority()
-        .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
 }
 
 /// The client IP: the peer, unless the peer is a trusted proxy, in which case

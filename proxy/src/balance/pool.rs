@@ -403,7 +403,7 @@ impl Sent {
     pub fn into_response(self, pool: &Arc<Pool>, guard: Option<RequestGuard>) -> Response<Body> {
         let checkin = self.checkin.map(|sender| (Arc::clone(pool), sender));
         self.response.map(|inner| {
-            crate::body::boxed(PooledBody {
+            Body::new(PooledBody {
                 inner,
                 checkin,
                 _guard: guard,

@@ -234,7 +234,21 @@ async fn serve_connection(
 /// Requests in flight on one connection and when the last one finished, for the idle timeout.
 struct Activity {
     in_flight: std::sync::atomic::AtomicUsize,
-    last_done: std::sync::Mutex<Instant>,
+    /// When the last request finished, as nanoseconds since `opened`.
+    last_done_ns: std::sync::atomic::AtomicU64,
+    opened: Instant,
+}
+
+impl Activity {
+    fn mark_done(&self) {
+        let ns = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_done_ns.store(ns, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_nanos(self.last_done_ns.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
+    }
 }
 
 async fn serve_io<I>(
@@ -261,7 +275,8 @@ async fn serve_io<I>(
         .max_concurrent_streams(1024);
     let activity = Arc::new(Activity {
         in_flight: std::sync::atomic::AtomicUsize::new(0),
-        last_done: std::sync::Mutex::new(Instant::now()),
+        last_done_ns: std::sync::atomic::AtomicU64::new(0),
+        opened: Instant::now(),
     });
     let conn = Arc::new(conn);
     let service = {
@@ -275,9 +290,7 @@ async fn serve_io<I>(
                 let snapshot = proxy.snapshot();
                 let response = proxy::handle(snapshot, &conn, req).await;
                 activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-                if let Ok(mut last) = activity.last_done.lock() {
-                    *last = Instant::now();
-                }
+                activity.mark_done();
                 Ok::<_, std::convert::Infallible>(response)
             }
         })
@@ -306,7 +319,7 @@ async fn serve_io<I>(
                 connection.as_mut().graceful_shutdown();
             }
             _ = idle_check.tick(), if !closing => {
-                let idle_for = activity.last_done.lock().map(|t| t.elapsed()).unwrap_or_default();
+                let idle_for = activity.idle_for();
                 if activity.in_flight.load(Ordering::Relaxed) == 0 && idle_for >= idle_timeout {
                     closing = true;
                     connection.as_mut().graceful_shutdown();

@@ -6,7 +6,6 @@
 pub mod certs;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -408,9 +407,6 @@ pub async fn burst(url: &str, n: usize, concurrency: usize) -> Vec<StatusCode> {
     }
     out
 }
-
-/// `Infallible` helper so unused-import lints stay quiet in small test files.
-pub fn _never(_: Infallible) {}
 
 /// The real `floodgate` binary running as a child process.
 pub struct Bin {
