@@ -28,6 +28,22 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     /// True when the connection is TLS.
     pub tls: bool,
+    /// The client IP as header text, formatted once per connection for `x-forwarded-for`.
+    pub client_text: HeaderValue,
+}
+
+impl ConnInfo {
+    /// The info of a plain-text connection from `client` on `listener`.
+    pub fn new(listener: Arc<str>, client: SocketAddr) -> Self {
+        let text = client.ip().to_canonical().to_string();
+        Self {
+            listener,
+            client,
+            tls: false,
+            client_text: HeaderValue::try_from(text)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
 }
 
 /// Request extension: the client's IP address, from the peer address or, when the
@@ -155,7 +171,7 @@ fn forward<'r>(
         }
         head.headers.insert(X_FORWARDED_HOST, host);
     }
-    append_forwarded_for(&mut head.headers, conn.client);
+    append_forwarded_for(&mut head.headers, &conn.client_text);
     head.headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
@@ -307,19 +323,46 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
     client
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
-    let ip = client.ip().to_canonical().to_string();
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip,
+/// Appends the client (`ip`, as header text) to `x-forwarded-for`, or sets it.
+fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
+    let prior = headers
+        .get(&X_FORWARDED_FOR)
+        .map(HeaderValue::as_bytes)
+        .filter(|p| !p.trim_ascii().is_empty());
+    let value = match prior {
+        None => ip.clone(),
+        Some(prior) => {
+            let mut joined = Vec::with_capacity(prior.len() + 2 + ip.len());
+            joined.extend_from_slice(prior);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(ip.as_bytes());
+            match HeaderValue::from_bytes(&joined) {
+                Ok(v) => v,
+                Err(_) => ip.clone(),
+            }
+        }
     };
-    if let Ok(v) = HeaderValue::try_from(value) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
+    headers.insert(X_FORWARDED_FOR, value);
+}
+
+/// Whether `name` is hop-by-hop by definition (besides those a `Connection` header names).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::TRAILER
+        || name == header::TE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names, no hashing, no removal.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -377,9 +420,10 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, "10.0.0.1:5".parse().unwrap());
+        let conn = |addr: &str| ConnInfo::new("l".into(), addr.parse().unwrap()).client_text;
+        append_forwarded_for(&mut h, &conn("10.0.0.1:5"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
-        append_forwarded_for(&mut h, "[::ffff:10.0.0.2]:5".parse().unwrap());
+        append_forwarded_for(&mut h, &conn("[::ffff:10.0.0.2]:5"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
     }
 

@@ -11,6 +11,7 @@
 
 pub mod breaker;
 mod endpoint;
+mod http1;
 mod pool;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -280,7 +281,7 @@ impl Cluster {
             let reused = conn.is_reused();
             match pool::send(conn, req).await {
                 Ok(sent) => {
-                    let ok = !sent.response.status().is_server_error();
+                    let ok = !sent.status().is_server_error();
                     self.record_outcome(&endpoint, ok);
                     // The max_requests slot stays taken until the response body ends.
                     guard.hold(admission.and_then(|a| a.finish(Some(ok))));

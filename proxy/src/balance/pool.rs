@@ -1,21 +1,22 @@
-//! Per-endpoint connection pool: keep-alive HTTP/1.1 connections reused LIFO, or
-//! shared multiplexed HTTP/2 connections; plain TCP or TLS.
+//! Per-endpoint connection pool: keep-alive HTTP/1.1 connections reused LIFO
+//! (driven by the request's task, see [`super::http1`]), or shared multiplexed
+//! HTTP/2 connections (hyper's client, one task per connection); plain TCP or TLS.
 //!
 //! Connecting is a separate step from sending, so a connect failure hands the
 //! request back untouched (safe to retry for any method), and a pooled
 //! connection that the upstream closed while idle is replaced transparently.
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -23,6 +24,7 @@ use tokio_rustls::TlsConnector;
 
 use super::breaker::{ConnLimits, ConnPermit, PendingGuard};
 use super::endpoint::RequestGuard;
+use super::http1::{self, ConnTicket, Http1Body, Http1Conn, Transport};
 use crate::body::{Body, BoxError};
 use crate::config::{EndpointAddr, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError};
@@ -57,7 +59,7 @@ pub struct UpstreamTls {
 }
 
 struct IdleConn {
-    sender: http1::SendRequest<Body>,
+    conn: Http1Conn,
     since: Instant,
 }
 
@@ -74,8 +76,8 @@ pub struct Pool {
 pub enum Conn {
     /// An HTTP/1.1 connection, returned to the pool when the response body ends.
     Http1 {
-        /// The request sender.
-        sender: http1::SendRequest<Body>,
+        /// The connection.
+        conn: Http1Conn,
         /// True when it came from the idle list (it may have been closed meanwhile).
         reused: bool,
     },
@@ -111,7 +113,7 @@ impl Pool {
 
     /// Connections currently open (idle or busy).
     pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// HTTP/1.1 connections idle in the pool.
@@ -167,10 +169,9 @@ impl Pool {
     /// An idle (HTTP/1.1) or shared (HTTP/2) connection, if one is ready.
     fn take_existing(&self) -> Option<Conn> {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.take_idle().map(|sender| Conn::Http1 {
-                sender,
-                reused: true,
-            }),
+            UpstreamProtocol::Http1 => self
+                .take_idle()
+                .map(|conn| Conn::Http1 { conn, reused: true }),
             UpstreamProtocol::Http2 => self.shared_h2().map(|sender| Conn::Http2 {
                 sender,
                 reused: true,
@@ -182,9 +183,10 @@ impl Pool {
     async fn open_new(&self, permit: Option<ConnPermit>) -> Result<Conn, ProxyError> {
         match self.settings.protocol {
             UpstreamProtocol::Http1 => {
-                let sender = self.connect_http1(permit).await?;
+                let io = self.connect_io().await?;
+                let ticket = ConnTicket::new(&self.open, permit);
                 Ok(Conn::Http1 {
-                    sender,
+                    conn: Http1Conn::new(io, self.host_header(), ticket),
                     reused: false,
                 })
             }
@@ -221,19 +223,25 @@ impl Pool {
         taken.is_some()
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
+    fn take_idle(&self) -> Option<Http1Conn> {
         let mut idle = self.idle.lock().ok()?;
-        let now = Instant::now();
+        let mut now = None;
         // LIFO: the most recently used connection is the likeliest to be alive and warm.
-        while let Some(conn) = idle.pop() {
-            if conn.sender.is_ready()
-                && !conn.sender.is_closed()
-                && now.duration_since(conn.since) < self.settings.idle_timeout
+        while let Some(mut entry) = idle.pop() {
+            let now = *now.get_or_insert_with(Instant::now);
+            if now.duration_since(entry.since) < self.settings.idle_timeout
+                && entry.conn.is_reusable()
             {
-                return Some(conn.sender);
+                return Some(entry.conn);
             }
         }
         None
+    }
+
+    /// The `Host` sent when a request has none: the endpoint's address.
+    fn host_header(&self) -> http::HeaderValue {
+        http::HeaderValue::try_from(self.addr.to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"))
     }
 
     fn shared_h2(&self) -> Option<http2::SendRequest<Body>> {
@@ -243,42 +251,20 @@ impl Pool {
     }
 
     /// Returns a finished HTTP/1.1 connection for reuse, and wakes requests waiting for one.
-    fn checkin(&self, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < self.settings.max_idle {
+    pub(super) fn checkin(&self, conn: Http1Conn) {
+        let surplus = match self.idle.lock() {
+            Ok(mut idle) if idle.len() < self.settings.max_idle => {
                 idle.push(IdleConn {
-                    sender,
+                    conn,
                     since: Instant::now(),
                 });
+                None
             }
-        }
-        self.settings.limits.signal();
-    }
-
-    async fn connect_http1(
-        &self,
-        permit: Option<ConnPermit>,
-    ) -> Result<http1::SendRequest<Body>, ProxyError> {
-        let io = self.connect_io().await?;
-        let (sender, conn) = match io {
-            Io::Plain(tcp) => {
-                let (s, c) = http1::handshake(TokioIo::new(tcp))
-                    .await
-                    .map_err(|e| ProxyError::with_source(ErrorKind::ConnectFailed, e))?;
-                (s, ConnTask::H1Plain(Box::new(c)))
-            }
-            Io::Tls(tls) => {
-                let (s, c) = http1::handshake(TokioIo::new(*tls))
-                    .await
-                    .map_err(|e| ProxyError::with_source(ErrorKind::ConnectFailed, e))?;
-                (s, ConnTask::H1Tls(Box::new(c)))
-            }
+            _ => Some(conn),
         };
-        self.spawn_conn(conn, permit);
-        Ok(sender)
+        // A connection beyond `max_idle` closes (outside the lock), freeing its count.
+        drop(surplus);
+        self.settings.limits.signal();
     }
 
     async fn connect_http2(
@@ -287,13 +273,13 @@ impl Pool {
     ) -> Result<http2::SendRequest<Body>, ProxyError> {
         let io = self.connect_io().await?;
         let (sender, conn) = match io {
-            Io::Plain(tcp) => {
+            Transport::Plain(tcp) => {
                 let (s, c) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
                     .await
                     .map_err(|e| ProxyError::with_source(ErrorKind::ConnectFailed, e))?;
                 (s, ConnTask::H2Plain(Box::new(c)))
             }
-            Io::Tls(tls) => {
+            Transport::Tls(tls) => {
                 let (s, c) = http2::handshake(TokioExecutor::new(), TokioIo::new(*tls))
                     .await
                     .map_err(|e| ProxyError::with_source(ErrorKind::ConnectFailed, e))?;
@@ -305,26 +291,22 @@ impl Pool {
     }
 
     fn spawn_conn(&self, task: ConnTask, permit: Option<ConnPermit>) {
-        let open = Arc::clone(&self.open);
-        open.fetch_add(1, Ordering::Relaxed);
+        let ticket = ConnTicket::new(&self.open, permit);
         let addr = self.addr.clone();
         tokio::spawn(async move {
             let result = match task {
-                ConnTask::H1Plain(c) => (*c).await,
-                ConnTask::H1Tls(c) => (*c).await,
                 ConnTask::H2Plain(c) => (*c).await,
                 ConnTask::H2Tls(c) => (*c).await,
             };
-            open.fetch_sub(1, Ordering::Relaxed);
             // Frees the cluster-wide count and wakes requests waiting for a connection.
-            drop(permit);
+            drop(ticket);
             if let Err(e) = result {
                 tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended with error");
             }
         });
     }
 
-    async fn connect_io(&self) -> Result<Io, ProxyError> {
+    async fn connect_io(&self) -> Result<Transport, ProxyError> {
         let deadline = self.settings.connect_timeout;
         match tokio::time::timeout(deadline, self.connect_io_inner()).await {
             Ok(result) => result,
@@ -335,14 +317,14 @@ impl Pool {
         }
     }
 
-    async fn connect_io_inner(&self) -> Result<Io, ProxyError> {
+    async fn connect_io_inner(&self) -> Result<Transport, ProxyError> {
         let fail = |e: io::Error| ProxyError::with_source(ErrorKind::ConnectFailed, e);
         let tcp = TcpStream::connect((self.addr.host.as_str(), self.addr.port))
             .await
             .map_err(fail)?;
         tcp.set_nodelay(true).map_err(fail)?;
         let Some(tls) = &self.settings.tls else {
-            return Ok(Io::Plain(tcp));
+            return Ok(Transport::Plain(tcp));
         };
         let name = match &tls.server_name {
             Some(name) => name.clone(),
@@ -351,64 +333,61 @@ impl Pool {
             })?,
         };
         let stream = tls.connector.connect(name, tcp).await.map_err(fail)?;
-        Ok(Io::Tls(Box::new(stream)))
+        Ok(Transport::Tls(Box::new(stream)))
     }
-}
-
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
 
 enum ConnTask {
-    H1Plain(Box<http1::Connection<TokioIo<TcpStream>, Body>>),
-    H1Tls(Box<http1::Connection<TlsIo, Body>>),
     H2Plain(Box<http2::Connection<TokioIo<TcpStream>, Body, TokioExecutor>>),
     H2Tls(Box<http2::Connection<TlsIo, Body, TokioExecutor>>),
 }
 
 /// A response head from the upstream, with what is needed to finish the exchange.
-pub struct Sent {
-    /// The response; its body still streams from the upstream.
-    pub response: Response<Incoming>,
-    checkin: Option<http1::SendRequest<Body>>,
+pub enum Sent {
+    /// An HTTP/1.1 response; its body is read from the connection it came on.
+    Http1(Response<Http1Body>),
+    /// An HTTP/2 response; its body streams from the shared connection's task.
+    Http2(Response<Incoming>),
 }
 
-/// Sends `req` on `conn`. On failure, the error carries the request back if it
-/// was never written, so the caller can try again on a fresh connection.
+/// Sends `req` on `conn`. On failure, the error carries the request back if the
+/// upstream cannot have acted on it, so the caller can try again on a fresh connection.
 pub async fn send(conn: Conn, req: Request<Body>) -> Result<Sent, ProxyError> {
     match conn {
-        Conn::Http1 { mut sender, .. } => match sender.try_send_request(req).await {
-            Ok(response) => Ok(Sent {
-                response,
-                checkin: Some(sender),
-            }),
-            Err(mut e) => Err(send_error(e.take_message(), e.into_error())),
-        },
+        Conn::Http1 { conn, reused } => http1::send(conn, req, reused).await.map(Sent::Http1),
         Conn::Http2 { mut sender, .. } => match sender.try_send_request(req).await {
-            Ok(response) => Ok(Sent {
-                response,
-                checkin: None,
-            }),
+            Ok(response) => Ok(Sent::Http2(response)),
             Err(mut e) => Err(send_error(e.take_message(), e.into_error())),
         },
     }
 }
 
 impl Sent {
-    /// The response with a body that returns the connection to `pool` when it ends
-    /// and holds `guard` (the in-flight mark) until then.
+    /// The response status.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Self::Http1(r) => r.status(),
+            Self::Http2(r) => r.status(),
+        }
+    }
+
+    /// The response with a body that returns the HTTP/1.1 connection to `pool` when
+    /// it ends and holds `guard` (the in-flight mark) until then.
     pub fn into_response(self, pool: &Arc<Pool>, guard: Option<RequestGuard>) -> Response<Body> {
-        let checkin = self.checkin.map(|sender| (Arc::clone(pool), sender));
-        self.response.map(|inner| {
-            Body::new(PooledBody {
-                inner,
-                checkin,
-                _guard: guard,
-            })
-        })
+        match self {
+            Self::Http1(mut response) => {
+                response.body_mut().attach(pool, guard);
+                response.map(Body::new)
+            }
+            Self::Http2(response) => response.map(|inner| {
+                Body::new(GuardedBody {
+                    inner,
+                    _guard: guard,
+                })
+            }),
+        }
     }
 }
 
@@ -436,24 +415,13 @@ fn is_body_too_large(error: &hyper::Error) -> bool {
     false
 }
 
-/// The upstream response body: streams through, then returns the HTTP/1.1
-/// connection to the pool once the body has ended, and ends the request's
-/// in-flight mark when done or dropped.
-struct PooledBody {
+/// An HTTP/2 response body that holds the request's in-flight mark until it ends or drops.
+struct GuardedBody {
     inner: Incoming,
-    checkin: Option<(Arc<Pool>, http1::SendRequest<Body>)>,
     _guard: Option<RequestGuard>,
 }
 
-impl PooledBody {
-    fn finish(&mut self) {
-        if let Some((pool, sender)) = self.checkin.take() {
-            pool.checkin(sender);
-        }
-    }
-}
-
-impl http_body::Body for PooledBody {
+impl http_body::Body for GuardedBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -461,13 +429,9 @@ impl http_body::Body for PooledBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.finish(),
-            Poll::Ready(Some(Err(_))) => self.checkin = None,
-            _ => {}
-        }
-        polled.map(|frame| frame.map(|r| r.map_err(Into::into)))
+        std::pin::Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map(|frame| frame.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -476,16 +440,6 @@ impl http_body::Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // A body that was complete but never polled to its end (empty bodies, HEAD)
-        // still leaves a reusable connection; a partly read one does not.
-        if self.inner.is_end_stream() {
-            self.finish();
-        }
     }
 }
 

@@ -132,11 +132,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo {
-            listener: name.clone(),
-            client,
-            tls: false,
-        };
+        let conn = ConnInfo::new(name.clone(), client);
         let guard = open.enter(gauge.clone());
         let proxy = Arc::clone(&proxy);
         let drain_signal = drain_signal.clone();
