@@ -64,6 +64,8 @@ pub async fn handle(
 ) -> Response<Body> {
     let start = Instant::now();
     let (mut head, body) = req.into_parts();
+    // Room for the id and forwarding headers, so they don't each grow the map.
+    head.headers.reserve(4);
     let request_id = ensure_request_id(&mut head.headers);
     // Kept for the access log only; no copy when the log is off.
     let original_path = snapshot.config.server.access_log.then(|| {
@@ -265,9 +267,16 @@ fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     id
 }
 
+thread_local! {
+    /// A fast generator per thread, seeded from the OS-seeded thread RNG: request
+    /// ids must be unique, not unpredictable, and this path runs for every request.
+    static ID_RNG: std::cell::RefCell<rand::rngs::SmallRng> =
+        std::cell::RefCell::new(rand::SeedableRng::from_rng(&mut rand::rng()));
+}
+
 /// A random 128-bit id in UUID v4 text form.
 fn new_request_id() -> HeaderValue {
-    let n: u128 = rand::rng().random();
+    let n: u128 = ID_RNG.with(|rng| rng.borrow_mut().random());
     // Set the version (4) and variant (10) bits.
     let n = (n & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -346,7 +355,7 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
 }
 
 /// Whether `name` is hop-by-hop by definition (besides those a `Connection` header names).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
@@ -359,8 +368,14 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names, no hashing, no removal.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names finds what is there; most messages carry none, or
+    // only `Connection: keep-alive`.
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    if present.is_empty() {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -368,28 +383,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .map(str::trim)
+        // The common tokens name no header of their own.
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|t| HeaderName::try_from(t).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::TRAILER,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
+    for name in present {
+        // `TE: trailers` may pass; any other TE value is hop-by-hop.
+        if name == header::TE
+            && headers
+                .get(header::TE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        {
+            continue;
+        }
         headers.remove(name);
-    }
-    // `TE: trailers` may pass; any other TE value is hop-by-hop.
-    if headers
-        .get(header::TE)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    {
-        headers.remove(header::TE);
     }
 }
 
@@ -464,5 +475,8 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(&id.to_str().unwrap()[14..15], "4");
         assert_eq!(h[&X_REQUEST_ID], id);
+        let ids: std::collections::HashSet<HeaderValue> =
+            (0..10_000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 10_000, "made ids are distinct");
     }
 }

@@ -421,11 +421,31 @@ fn body_error(e: BoxError) -> ProxyError {
     ProxyError::with_source(kind, e)
 }
 
-/// A parsed response head.
+/// A parsed response head, without its hop-by-hop fields (what they said is kept
+/// in the flags).
 struct ResponseHead {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
+    /// `Transfer-Encoding` was sent: `Some(true)` when its last coding is `chunked`.
+    chunked: Option<bool>,
+    /// `Connection: close` was sent.
+    close: bool,
+    /// `Connection: keep-alive` was sent.
+    keep_alive: bool,
+}
+
+/// Hop-by-hop fields of a response that never reach the downstream (RFC 9110 §7.6.1).
+fn is_hop_by_hop_field(name: &str) -> bool {
+    const FIELDS: [&str; 6] = [
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-connection",
+    ];
+    FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
 }
 
 /// Parses a complete response head off the front of `buf`; `None` while incomplete.
@@ -446,26 +466,59 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, ProxyError> {
     } else {
         Version::HTTP_11
     };
+    let (mut chunked, mut close, mut keep_alive) = (None, false, false);
+    let mut named_by_connection: Vec<HeaderName> = Vec::new();
     // Header values are cut out of the head's bytes without copying.
     let base = buf.as_ptr() as usize;
     let mut fields: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else if let Ok(name) = HeaderName::from_bytes(token) {
+                    named_by_connection.push(name);
+                }
+            }
+            continue;
+        }
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .map(<[u8]>::trim_ascii);
+            chunked = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
+            continue;
+        }
+        if is_hop_by_hop_field(h.name) {
+            continue;
+        }
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| malformed(format!("bad upstream header name {:?}", h.name)))?;
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start, start + h.value.len()));
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // One spare slot: the proxy adds `x-request-id` on the way down.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 1);
     for (name, start, end) in fields {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| malformed(format!("bad upstream value for header {name}")))?;
         headers.append(name, value);
     }
+    for name in named_by_connection {
+        headers.remove(name);
+    }
     Ok(Some(ResponseHead {
         status,
         version,
         headers,
+        chunked,
+        close,
+        keep_alive,
     }))
 }
 
@@ -479,23 +532,10 @@ fn response_framing(head: &ResponseHead, head_request: bool) -> Result<Framing, 
     {
         return Ok(Framing::Length(0));
     }
-    if let Some(te) = head
-        .headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
-        let last = te
-            .as_bytes()
-            .rsplit(|b| *b == b',')
-            .next()
-            .map(<[u8]>::trim_ascii)
-            .unwrap_or_default();
-        return Ok(if last.eq_ignore_ascii_case(b"chunked") {
-            Framing::Chunked(ChunkState::Size)
-        } else {
-            Framing::UntilClose
-        });
+    match head.chunked {
+        Some(true) => return Ok(Framing::Chunked(ChunkState::Size)),
+        Some(false) => return Ok(Framing::UntilClose),
+        None => {}
     }
     let mut length: Option<u64> = None;
     for value in head.headers.get_all(header::CONTENT_LENGTH) {
@@ -515,16 +555,9 @@ fn response_framing(head: &ResponseHead, head_request: bool) -> Result<Framing, 
 
 /// Whether the upstream lets the connection carry another request.
 fn wants_keep_alive(head: &ResponseHead) -> bool {
-    let has = |token: &[u8]| {
-        head.headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
     match head.version {
-        Version::HTTP_11 => !has(b"close"),
-        _ => has(b"keep-alive"),
+        Version::HTTP_11 => !head.close,
+        _ => head.keep_alive && !head.close,
     }
 }
 

@@ -126,7 +126,11 @@ async fn a_response_read_whole_frees_its_connection_before_the_body_is_polled() 
     let sent = send(conn, get("/")).await.unwrap();
     // One write on loopback arrives whole: the head's read brought the body too.
     let response = sent.into_response(&p, None);
-    assert_eq!(p.idle_connections(), 1, "back in the pool before the body is read");
+    assert_eq!(
+        p.idle_connections(),
+        1,
+        "back in the pool before the body is read"
+    );
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"ok");
 }
@@ -135,7 +139,9 @@ async fn a_response_read_whole_frees_its_connection_before_the_body_is_polled() 
 async fn a_body_until_close_ends_with_the_connection_which_is_not_reused() {
     let addr = upstream(|mut s| async move {
         read_head(&mut s).await;
-        s.write_all(b"HTTP/1.1 200 OK\r\n\r\nall of it").await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\n\r\nall of it")
+            .await
+            .unwrap();
         // Dropping the stream closes it: that ends the body.
     })
     .await;
@@ -289,17 +295,41 @@ async fn request_bodies_are_sent_with_their_length_or_chunked() {
     let echo = String::from_utf8(echo).unwrap();
     assert!(echo.starts_with("POST /up HTTP/1.1\r\n"), "{echo}");
     assert!(echo.contains("content-length: 6\r\n"), "{echo}");
-    assert!(echo.contains("host: 127.0.0.1:"), "a Host is always sent: {echo}");
+    assert!(
+        echo.contains("host: 127.0.0.1:"),
+        "a Host is always sent: {echo}"
+    );
     assert!(echo.ends_with("\r\n\r\nabcdef"), "{echo}");
 
-    let chunks = futures_util::stream::iter(["abc", "def"].map(|c| {
-        Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(c)))
-    }));
-    let streamed = Request::post("/up").body(Body::new(StreamBody::new(chunks))).unwrap();
+    let chunks =
+        futures_util::stream::iter(["abc", "def"].map(|c| {
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(c)))
+        }));
+    let streamed = Request::post("/up")
+        .body(Body::new(StreamBody::new(chunks)))
+        .unwrap();
     let (_, echo) = fetch(&p, streamed).await.unwrap();
     let echo = String::from_utf8(echo).unwrap();
     assert!(echo.contains("transfer-encoding: chunked\r\n"), "{echo}");
-    assert!(echo.ends_with("\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n"), "{echo}");
+    assert!(
+        echo.ends_with("\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n"),
+        "{echo}"
+    );
+}
+
+#[test]
+fn hop_by_hop_fields_of_a_response_are_dropped_and_their_meaning_kept() {
+    let mut buf = bytes::BytesMut::from(
+        &b"HTTP/1.0 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+           X-Hop: 1\r\nX-End: 2\r\nTransfer-Encoding: gzip, chunked\r\n\r\nrest"[..],
+    );
+    let head = super::parse_head(&mut buf).unwrap().unwrap();
+    let names: Vec<&str> = head.headers.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["x-end"]);
+    assert_eq!(head.chunked, Some(true));
+    assert!(head.keep_alive && !head.close);
+    assert!(super::wants_keep_alive(&head), "HTTP/1.0 with keep-alive");
+    assert_eq!(&buf[..], b"rest", "the body's bytes stay in the buffer");
 }
 
 #[test]
@@ -320,4 +350,3 @@ fn content_length_digits_are_written_without_allocating() {
         u64::MAX.to_string().as_bytes()
     );
 }
-
