@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
@@ -501,7 +501,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, ProxyError> {
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start, start + h.value.len()));
     }
-    let head = buf.split_to(len).freeze();
+    // The head gets its own right-sized copy, so the connection's read buffer stays
+    // unshared and is reused in place by the next read instead of reallocated.
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    buf.advance(len);
     // One spare slot: the proxy adds `x-request-id` on the way down.
     let mut headers = HeaderMap::with_capacity(fields.len() + 1);
     for (name, start, end) in fields {
@@ -621,7 +624,7 @@ impl Http1Body {
                 // The body came with the head: hand the connection back before the
                 // downstream has even been written to.
                 let n = usize::try_from(n).unwrap_or(usize::MAX);
-                self.ready = Some(conn.buf.split_to(n).freeze());
+                self.ready = Some(take_bytes(&mut conn.buf, n));
                 self.framing = Framing::Length(0);
             }
         }
@@ -673,13 +676,14 @@ impl Http1Body {
                     }
                     let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
                     self.framing = Framing::Length(left - n as u64);
-                    return Ok(Step::Data(buf.split_to(n).freeze()));
+                    return Ok(Step::Data(take_bytes(buf, n)));
                 }
                 Framing::UntilClose => {
                     if buf.is_empty() {
                         return Ok(Step::NeedMore);
                     }
-                    return Ok(Step::Data(buf.split().freeze()));
+                    let n = buf.len();
+                    return Ok(Step::Data(take_bytes(buf, n)));
                 }
                 Framing::Chunked(ChunkState::Data(left)) => {
                     if buf.is_empty() {
@@ -692,7 +696,7 @@ impl Http1Body {
                     } else {
                         ChunkState::Data(rest)
                     });
-                    return Ok(Step::Data(buf.split_to(n).freeze()));
+                    return Ok(Step::Data(take_bytes(buf, n)));
                 }
                 Framing::Chunked(ChunkState::DataEnd) => {
                     let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else {
@@ -724,6 +728,22 @@ impl Http1Body {
                 }
             }
         }
+    }
+}
+
+/// Most body bytes copied out of the read buffer; larger pieces are split off it
+/// without copying (the buffer then reallocates on its next read).
+const COPY_MAX: usize = 4 * 1024;
+
+/// The first `n` bytes of `buf` as a frame: small ones copied, so the buffer stays
+/// unshared and reusable; large ones split off without copying.
+fn take_bytes(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n <= COPY_MAX {
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        data
+    } else {
+        buf.split_to(n).freeze()
     }
 }
 
