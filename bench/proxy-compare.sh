@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Throughput and latency of Floodgate against a direct connection and nginx, in one run.
 #
-#   bash bench/proxy-compare.sh [DURATION_SECONDS] [CONNECTIONS]
+#   bash bench/proxy-compare.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
 #
 # Starts, on loopback only: a fast upstream (nginx, 1 worker, `return 200`), nginx as a
 # reverse proxy (2 workers, keep-alive upstream pool), and Floodgate (2 worker threads,
 # access log off) in front of the same upstream. Then, for each path (direct, floodgate,
-# nginx), runs wrk twice: saturating (-c CONNECTIONS) for requests/s, and lightly loaded
-# (-c 4) for the median latency. Prints a table with the ratios, records Floodgate's idle
+# nginx), runs wrk saturating (-c CONNECTIONS) for requests/s, ROUNDS times in turn
+# (direct, floodgate, nginx, direct, ...) so that a slow spell of a shared machine hits
+# all three alike, and reports each path's median; then once lightly loaded (-c 4) for
+# the median latency. Prints a table with the ratios, records Floodgate's idle
 # RSS with configs/gateway.yaml, and writes everything to reports/bench-<time>/.
 # Every load run is bounded by DURATION_SECONDS and every process is stopped by PID.
 set -euo pipefail
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${1:-10}
 CONNS=${2:-64}
+ROUNDS=${3:-3}
 OUT="$ROOT/reports/bench-$(date +%Y%m%d-%H%M%S)"
 RUN="$OUT/run"
 mkdir -p "$RUN"
@@ -84,12 +87,23 @@ p50_ms() {
     v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v }'
 }
 
-declare -A R P
-for target in direct:$UP floodgate:$FG nginx:$NG; do
-  name=${target%%:*}; port=${target#*:}
-  wrk -t1 -c8 -d2s "http://127.0.0.1:$port/" >/dev/null   # warm pools
-  R[$name]=$(rps "$port")
-  P[$name]=$(p50_ms "$port")
+TARGETS="direct:$UP floodgate:$FG nginx:$NG"
+declare -A R P ALL
+for target in $TARGETS; do
+  wrk -t1 -c8 -d2s "http://127.0.0.1:${target#*:}/" >/dev/null   # warm pools
+done
+for round in $(seq "$ROUNDS"); do
+  for target in $TARGETS; do
+    name=${target%%:*}
+    ALL[$name]="${ALL[$name]:-} $(rps "${target#*:}")"
+  done
+done
+median() { python3 -c "import sys, statistics; print(f'{statistics.median(map(float, sys.argv[1:])):.0f}')" "$@"; }
+for target in $TARGETS; do
+  name=${target%%:*}
+  # shellcheck disable=SC2086
+  R[$name]=$(median ${ALL[$name]})
+  P[$name]=$(p50_ms "${target#*:}")
 done
 
 # Idle RSS with the gateway config (its listeners must be free; skipped otherwise).
@@ -104,11 +118,11 @@ fi
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 diff_ms() { python3 -c "import sys; print(f'{float(sys.argv[1])-float(sys.argv[2]):.3f}')" "$1" "$2"; }
 {
-  echo "# Floodgate vs direct vs nginx ($(nproc) cores, wrk -t2 -c$CONNS -d${DURATION}s; latency at wrk -c4)"
+  echo "# Floodgate vs direct vs nginx ($(nproc) cores, wrk -t2 -c$CONNS -d${DURATION}s, median of $ROUNDS rounds; latency at wrk -c4)"
   echo
-  echo "| path | requests/s | p50 latency (ms) at -c4 |"
-  echo "|---|---:|---:|"
-  for n in direct floodgate nginx; do echo "| $n | ${R[$n]} | ${P[$n]} |"; done
+  echo "| path | requests/s (median) | each round | p50 latency (ms) at -c4 |"
+  echo "|---|---:|---|---:|"
+  for n in direct floodgate nginx; do echo "| $n | ${R[$n]} |${ALL[$n]} | ${P[$n]} |"; done
   echo
   echo "- Floodgate / nginx requests/s: $(ratio "${R[floodgate]}" "${R[nginx]}")"
   echo "- Floodgate / direct requests/s: $(ratio "${R[floodgate]}" "${R[direct]}")"
