@@ -69,3 +69,15 @@ pub fn empty() -> Body {
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Body::new(Full::new(bytes.into()))
 }
+
+/// Whether `error`, or an error in its source chain, is the request body's size limit.
+pub fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}

@@ -401,19 +401,7 @@ async fn write_body(
 
 /// A request-body error is the downstream's: too large, or the client went away.
 fn body_error(e: BoxError) -> ProxyError {
-    let too_large = {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
-        let mut found = false;
-        while let Some(err) = source {
-            if err.is::<http_body_util::LengthLimitError>() {
-                found = true;
-                break;
-            }
-            source = err.source();
-        }
-        found
-    };
-    let kind = if too_large {
+    let kind = if crate::body::is_length_limit(e.as_ref()) {
         ErrorKind::BodyTooLarge
     } else {
         ErrorKind::BadRequest

@@ -392,7 +392,7 @@ impl Sent {
 }
 
 fn send_error(unsent: Option<Request<Body>>, error: hyper::Error) -> ProxyError {
-    let kind = if is_body_too_large(&error) {
+    let kind = if crate::body::is_length_limit(&error) {
         ErrorKind::BodyTooLarge
     } else {
         ErrorKind::UpstreamReset
@@ -402,17 +402,6 @@ fn send_error(unsent: Option<Request<Body>>, error: hyper::Error) -> ProxyError 
         Some(req) => err.with_unsent(req),
         None => err,
     }
-}
-
-fn is_body_too_large(error: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 /// An HTTP/2 response body that holds the request's in-flight mark until it ends or drops.
