@@ -6,7 +6,8 @@
 //! [`stack`] runs the route's layers (timeout, retry) → [`balance`] picks an
 //! endpoint of the cluster and sends the request on a pooled connection.
 //! [`health`] and outlier detection decide which endpoints are eligible;
-//! [`state`] holds the published snapshot that a reload swaps atomically.
+//! [`state`] holds the published snapshot that a reload swaps atomically;
+//! [`workers`] are the per-core runtimes that accept and serve connections.
 
 pub mod admin;
 pub mod balance;
@@ -22,3 +23,4 @@ pub mod router;
 pub mod stack;
 pub mod state;
 pub mod tls;
+pub mod workers;

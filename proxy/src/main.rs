@@ -10,8 +10,14 @@ use clap::{Parser, ValueEnum};
 use floodgate::admin::Admin;
 use floodgate::config::{self, Config};
 use floodgate::state::Proxy;
+use floodgate::workers::Workers;
 use floodgate::{observe, reload};
 use tracing_subscriber::EnvFilter;
+
+/// mimalloc: per-request allocations (boxed futures, header maps, bodies) come
+/// from thread-local pages instead of glibc's shared arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -30,7 +36,7 @@ struct Cli {
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Worker threads serving traffic (default: one per CPU core).
+    /// Worker threads serving traffic, each with its own runtime (default: one per CPU core).
     #[arg(long)]
     workers: Option<usize>,
     /// Log filter (tracing EnvFilter syntax); `floodgate::access=off` silences the access log.
@@ -82,18 +88,24 @@ fn main() -> ExitCode {
         LogFormat::Text => subscriber.init(),
         LogFormat::Json => subscriber.json().flatten_event(true).init(),
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cli.workers {
-        builder.worker_threads(n.max(1));
-    }
-    let runtime = match builder.enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+    // The control runtime (admin, health checks, reload, drain) runs on this thread;
+    // traffic is served by the workers, one current-thread runtime per core.
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let count = cli.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let (control, workers) = match (control, Workers::start(count)) {
+        (Ok(c), Ok(w)) => (c, Arc::new(w)),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("cannot start the runtimes: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.config, config)) {
+    let result = control.block_on(run(cli.config, config, Arc::clone(&workers)));
+    workers.stop();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -103,10 +115,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
+async fn run(path: PathBuf, config: Config, workers: Arc<Workers>) -> anyhow::Result<()> {
     observe::prometheus();
     let admin_addr = config.admin.listen;
-    let proxy = Proxy::start(config).context("starting listeners")?;
+    tracing::info!(workers = workers.handles().len(), "starting");
+    let proxy = Proxy::start_on(config, workers).context("starting listeners")?;
     let admin = Admin::bind(admin_addr)
         .await
         .with_context(|| format!("binding admin listener {admin_addr}"))?;

@@ -22,6 +22,7 @@ use crate::listener::{self, ListenerHandle};
 use crate::observe;
 use crate::router::{Arm, Route, Router};
 use crate::stack::{self, RouteState};
+use crate::workers::Workers;
 
 /// A listener's published part: its config, router and TLS acceptor.
 pub struct ListenerRuntime {
@@ -163,6 +164,9 @@ pub enum ApplyError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Not called from inside a tokio runtime.
+    #[error("no runtime to serve on: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// The result of a successful apply.
@@ -181,11 +185,19 @@ pub struct Proxy {
     apply_lock: Mutex<()>,
     next_version: AtomicU64,
     draining: AtomicBool,
+    workers: Arc<Workers>,
 }
 
 impl Proxy {
-    /// Builds the first snapshot, binds every listener and starts serving.
+    /// Builds the first snapshot, binds every listener and starts serving on the
+    /// caller's runtime (tests, embedding).
     pub fn start(config: Config) -> Result<Arc<Self>, ApplyError> {
+        let workers = Workers::current().map_err(ApplyError::Runtime)?;
+        Self::start_on(config, Arc::new(workers))
+    }
+
+    /// Builds the first snapshot, binds every listener and starts serving on `workers`.
+    pub fn start_on(config: Config, workers: Arc<Workers>) -> Result<Arc<Self>, ApplyError> {
         let snapshot = Snapshot::build(config, 1, None)?;
         let proxy = Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -193,11 +205,12 @@ impl Proxy {
             apply_lock: Mutex::new(()),
             next_version: AtomicU64::new(2),
             draining: AtomicBool::new(false),
+            workers,
         });
         let configs = proxy.snapshot().config.listeners.clone();
         let mut bound = HashMap::new();
         for lc in &configs {
-            bound.insert(Arc::from(lc.name.as_str()), bind(lc)?);
+            bound.insert(Arc::from(lc.name.as_str()), proxy.bind(lc)?);
         }
         proxy.start_listeners(bound);
         metrics::gauge!(observe::CONFIG_VERSION).set(1.0);
@@ -247,7 +260,7 @@ impl Proxy {
         let mut bound = HashMap::new();
         for (name, lc) in to_bind {
             // A listener moving to a new address must release the old one first if they clash.
-            bound.insert(name, bind(lc)?);
+            bound.insert(name, self.bind(lc)?);
         }
         let drain_timeout = next.config.server.drain_timeout;
         let keep: Vec<Arc<str>> = next.listeners.keys().cloned().collect();
@@ -279,7 +292,7 @@ impl Proxy {
         let mut running = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         for (name, socket) in bound {
             tracing::info!(listener = %name, addr = %socket.local_addr(), "listening");
-            let handle = listener::spawn(name.clone(), socket, Arc::clone(self));
+            let handle = listener::spawn(name.clone(), socket, Arc::clone(self), &self.workers);
             running.insert(name, handle);
         }
     }
@@ -331,10 +344,12 @@ impl Proxy {
     }
 }
 
-fn bind(lc: &ListenerConfig) -> Result<listener::Bound, ApplyError> {
-    listener::bind(lc).map_err(|source| ApplyError::Bind {
-        listener: lc.name.clone(),
-        addr: lc.listen,
-        source,
-    })
+impl Proxy {
+    fn bind(&self, lc: &ListenerConfig) -> Result<listener::Bound, ApplyError> {
+        listener::bind(lc, self.workers.handles().len()).map_err(|source| ApplyError::Bind {
+            listener: lc.name.clone(),
+            addr: lc.listen,
+            source,
+        })
+    }
 }

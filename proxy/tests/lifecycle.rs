@@ -1,5 +1,5 @@
 //! The real binary: `--check`, hot reload under load (file watch and SIGHUP),
-//! and graceful drain on SIGTERM.
+//! graceful drain on SIGTERM, and several workers sharing listeners and limits.
 
 mod common;
 
@@ -228,4 +228,51 @@ async fn sigterm_drains_in_flight_requests() {
         .expect("exits after draining")
         .unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// Every worker accepts on the listener and keeps its own idle upstream
+/// connections; under a cluster-wide `max_connections: 1`, a worker that has no
+/// connection closes the idle one another worker keeps instead of waiting for it.
+#[tokio::test]
+async fn workers_share_listeners_and_the_cluster_connection_limit() {
+    let app = upstream("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("floodgate.yaml");
+    let yaml = format!(
+        r#"
+admin: {{ listen: 127.0.0.1:0 }}
+server: {{ access_log: false }}
+listeners:
+  - name: public
+    listen: 127.0.0.1:0
+    routes:
+      - name: all
+        cluster: app
+        timeout: 2s
+clusters:
+  - name: app
+    endpoints: ["{}"]
+    circuit_breaker: {{ max_connections: 1 }}
+"#,
+        app.endpoint()
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let bin = Bin::start_with(&path, &["--workers", "3"]).await;
+    assert_eq!(
+        bin.log_lines("\"workers\":3").len(),
+        1,
+        "three workers start"
+    );
+    // Each request on a new downstream connection, so they land on different workers.
+    for i in 0..30 {
+        let r = get(&bin.url("public", &format!("/{i}"))).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    let clusters = get(&bin.admin_url("/clusters")).await.json();
+    let open = clusters["clusters"][0]["breaker"]["open_connections"].clone();
+    assert!(
+        open.as_u64().unwrap() <= 1,
+        "at most one upstream connection: {open}"
+    );
+    assert_eq!(app.hits(), 30);
 }

@@ -43,6 +43,8 @@ const MAX_HEADERS: usize = 100;
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Bytes read at a time while waiting for a head.
 const HEAD_READ: usize = 8 * 1024;
+/// Room set aside at a time for copies of response heads (see [`Http1Conn::heads`]).
+const HEADS_BLOCK: usize = 4 * 1024;
 /// Most bytes read at a time for a body.
 const BODY_READ: usize = 64 * 1024;
 
@@ -123,6 +125,10 @@ pub struct Http1Conn {
     io: Transport,
     /// Bytes read from the upstream and not yet consumed.
     buf: BytesMut,
+    /// Where request heads are written and response heads copied to: the header
+    /// values of a response share it, and by the next exchange they are gone, so
+    /// it is reused in place.
+    heads: BytesMut,
     /// `Host` sent when the request has none (the endpoint's address).
     host: HeaderValue,
     _ticket: ConnTicket,
@@ -134,6 +140,7 @@ impl Http1Conn {
         Self {
             io,
             buf: BytesMut::new(),
+            heads: BytesMut::new(),
             host,
             _ticket: ticket,
         }
@@ -185,9 +192,10 @@ pub async fn send(
     req: Request<Body>,
     reused: bool,
 ) -> Result<Response<Http1Body>, ProxyError> {
-    let (parts, mut body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
     let framing = request_framing(&parts.method, &parts.headers, &body);
-    let head = encode_head(&parts, framing, &conn.host);
+    let mut head = std::mem::take(&mut conn.heads);
+    encode_head(&mut head, &parts, framing, &conn.host);
 
     let mut written = 0;
     while written < head.len() {
@@ -204,9 +212,12 @@ pub async fn send(
             }
         }
     }
+    head.clear();
+    conn.heads = head;
     let bodiless = framing == RequestFraming::None;
     if !bodiless {
-        write_body(&mut conn.io, &mut body, framing).await?;
+        // Boxed: a body's streaming state is not carried by the common bodiless request.
+        Box::pin(write_body(&mut conn.io, &mut body, framing)).await?;
     }
     conn.io
         .flush()
@@ -216,7 +227,8 @@ pub async fn send(
     let head_request = parts.method == Method::HEAD;
     let mut received_any = false;
     let response = loop {
-        match parse_head(&mut conn.buf)? {
+        // The request's header map is not needed once a response comes: it holds the response's.
+        match parse_head(&mut conn.buf, &mut conn.heads, &mut parts.headers)? {
             Some(h) if h.status.is_informational() => {
                 if h.status == StatusCode::SWITCHING_PROTOCOLS {
                     return Err(reset("upstream switched protocols unasked"));
@@ -288,41 +300,40 @@ fn request_framing(method: &Method, headers: &HeaderMap, body: &Body) -> Request
     }
 }
 
-/// The request line and headers, with the framing header this proxy decides.
+/// Writes the request line and headers into `head`, with the framing header this proxy decides.
 fn encode_head(
+    head: &mut BytesMut,
     parts: &http::request::Parts,
     framing: RequestFraming,
     host: &HeaderValue,
-) -> Vec<u8> {
+) {
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let estimate = 64 + target.len() + parts.headers.len() * 48;
-    let mut head = Vec::with_capacity(estimate);
+    head.reserve(64 + target.len() + parts.headers.len() * 48);
     head.extend_from_slice(parts.method.as_str().as_bytes());
-    head.push(b' ');
+    head.put_u8(b' ');
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     if !parts.headers.contains_key(header::HOST) {
-        put_header(&mut head, header::HOST.as_str(), host.as_bytes());
+        put_header(head, header::HOST.as_str(), host.as_bytes());
     }
     for (name, value) in &parts.headers {
         // Framing is this proxy's to state; the downstream's framing was hop-by-hop.
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
-        put_header(&mut head, name.as_str(), value.as_bytes());
+        put_header(head, name.as_str(), value.as_bytes());
     }
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
-            put_header(&mut head, "content-length", itoa_buf(n).as_bytes());
+            put_header(head, "content-length", itoa_buf(n).as_bytes());
         }
-        RequestFraming::Chunked => put_header(&mut head, "transfer-encoding", b"chunked"),
+        RequestFraming::Chunked => put_header(head, "transfer-encoding", b"chunked"),
     }
     head.extend_from_slice(b"\r\n");
-    head
 }
 
-fn put_header(head: &mut Vec<u8>, name: &str, value: &[u8]) {
+fn put_header(head: &mut BytesMut, name: &str, value: &[u8]) {
     head.extend_from_slice(name.as_bytes());
     head.extend_from_slice(b": ");
     head.extend_from_slice(value);
@@ -437,7 +448,14 @@ fn is_hop_by_hop_field(name: &str) -> bool {
 }
 
 /// Parses a complete response head off the front of `buf`; `None` while incomplete.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, ProxyError> {
+/// The head is copied into `heads` and its header values share that copy; the
+/// header map is `storage`'s, cleared (a map the caller no longer needs, so that
+/// its allocation is reused).
+fn parse_head(
+    buf: &mut BytesMut,
+    heads: &mut BytesMut,
+    storage: &mut HeaderMap,
+) -> Result<Option<ResponseHead>, ProxyError> {
     let malformed = |why: String| ProxyError::with_source(ErrorKind::UpstreamReset, why);
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut slots);
@@ -454,11 +472,20 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, ProxyError> {
     } else {
         Version::HTTP_11
     };
+    // The head's own copy, so the connection's read buffer stays unshared and is
+    // reused in place by the next read; `heads` is reclaimed in place the same way.
+    if heads.capacity() < len {
+        heads.reserve(len.max(HEADS_BLOCK));
+    }
+    heads.extend_from_slice(&buf[..len]);
+    let head = heads.split().freeze();
+    let base = buf.as_ptr() as usize;
+    let mut headers = std::mem::take(storage);
+    headers.clear();
+    // One spare slot: the proxy adds `x-request-id` on the way down.
+    headers.reserve(parsed.headers.len() + 1);
     let (mut chunked, mut close, mut keep_alive) = (None, false, false);
     let mut named_by_connection: Vec<HeaderName> = Vec::new();
-    // Header values are cut out of the head's bytes without copying.
-    let base = buf.as_ptr() as usize;
-    let mut fields: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
@@ -486,20 +513,13 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, ProxyError> {
         }
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| malformed(format!("bad upstream header name {:?}", h.name)))?;
+        // Header values are cut out of the head's copy without copying again.
         let start = h.value.as_ptr() as usize - base;
-        fields.push((name, start, start + h.value.len()));
-    }
-    // The head gets its own right-sized copy, so the connection's read buffer stays
-    // unshared and is reused in place by the next read instead of reallocated.
-    let head = Bytes::copy_from_slice(&buf[..len]);
-    buf.advance(len);
-    // One spare slot: the proxy adds `x-request-id` on the way down.
-    let mut headers = HeaderMap::with_capacity(fields.len() + 1);
-    for (name, start, end) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+        let value = HeaderValue::from_maybe_shared(head.slice(start..start + h.value.len()))
             .map_err(|_| malformed(format!("bad upstream value for header {name}")))?;
         headers.append(name, value);
     }
+    buf.advance(len);
     for name in named_by_connection {
         headers.remove(name);
     }

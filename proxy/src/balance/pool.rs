@@ -67,7 +67,9 @@ struct IdleConn {
 pub struct Pool {
     addr: EndpointAddr,
     settings: Arc<PoolSettings>,
-    idle: Mutex<Vec<IdleConn>>,
+    /// Idle HTTP/1.1 connections, one list per worker slot: a connection's socket
+    /// is registered with the runtime that opened it, so only that worker reuses it.
+    idle: Box<[Mutex<Vec<IdleConn>>]>,
     h2: Mutex<Vec<http2::SendRequest<Body>>>,
     open: Arc<AtomicUsize>,
 }
@@ -105,7 +107,9 @@ impl Pool {
         Self {
             addr,
             settings,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..crate::workers::slots())
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             h2: Mutex::new(Vec::new()),
             open: Arc::new(AtomicUsize::new(0)),
         }
@@ -116,9 +120,17 @@ impl Pool {
         self.open.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// HTTP/1.1 connections idle in the pool.
+    /// HTTP/1.1 connections idle in the pool (all workers).
     pub fn idle_connections(&self) -> usize {
-        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+        self.idle
+            .iter()
+            .map(|list| list.lock().map(|idle| idle.len()).unwrap_or(0))
+            .sum()
+    }
+
+    /// The calling worker's idle list.
+    fn idle_here(&self) -> Option<&Mutex<Vec<IdleConn>>> {
+        self.idle.get(crate::workers::slot())
     }
 
     /// Takes a ready connection from the pool or opens a new one, never waiting
@@ -130,7 +142,7 @@ impl Pool {
             return Ok(conn);
         }
         let permit = self.settings.limits.try_open();
-        self.open_new(permit).await
+        Box::pin(self.open_new(permit)).await
     }
 
     /// Takes a connection for a request within the cluster's limits: an idle one,
@@ -154,7 +166,7 @@ impl Pool {
             }
             if let Some(permit) = limits.try_open() {
                 drop(waiting);
-                return self.open_new(Some(permit)).await;
+                return Box::pin(self.open_new(Some(permit))).await;
             }
             if waiting.is_none() {
                 waiting = Some(limits.enter_pending()?);
@@ -179,7 +191,9 @@ impl Pool {
         }
     }
 
-    /// Opens a new connection, counted by `permit` until it closes.
+    /// Opens a new connection, counted by `permit` until it closes. Callers box this
+    /// future: connecting (TCP, TLS, HTTP/2 handshake) needs several kilobytes of
+    /// state that the common path, reusing an idle connection, should not carry.
     async fn open_new(&self, permit: Option<ConnPermit>) -> Result<Conn, ProxyError> {
         match self.settings.protocol {
             UpstreamProtocol::Http1 => {
@@ -203,28 +217,35 @@ impl Pool {
         }
     }
 
-    /// At the cluster's connection limit, closes one idle connection of another
-    /// endpoint so that this one can open a connection.
+    /// At the cluster's connection limit, closes one idle connection that this
+    /// worker cannot use — another endpoint's, or one kept by another worker — so
+    /// that this request can open a connection.
     fn evict_idle_elsewhere(&self, limits: &ConnLimits) {
+        // This worker's own list for this endpoint is empty, or it would have been used.
         for pool in limits.pools().iter().filter_map(std::sync::Weak::upgrade) {
-            if !std::ptr::eq(Arc::as_ptr(&pool), self) && pool.drop_one_idle() {
+            if pool.drop_one_idle() {
                 return;
             }
         }
     }
 
-    /// Closes the oldest idle HTTP/1.1 connection; true if there was one.
+    /// Closes the oldest idle HTTP/1.1 connection of some worker; true if there was one.
     fn drop_one_idle(&self) -> bool {
-        let taken = match self.idle.lock() {
-            Ok(mut idle) if !idle.is_empty() => Some(idle.remove(0)),
-            _ => None,
-        };
-        // Dropped outside the lock: the connection task then ends and frees its permit.
-        taken.is_some()
+        for list in self.idle.iter() {
+            let taken = match list.lock() {
+                Ok(mut idle) if !idle.is_empty() => Some(idle.remove(0)),
+                _ => None,
+            };
+            // Dropped outside the lock, which frees its count and permit.
+            if taken.is_some() {
+                return true;
+            }
+        }
+        false
     }
 
     fn take_idle(&self) -> Option<Http1Conn> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.idle_here()?.lock().ok()?;
         let mut now = None;
         // LIFO: the most recently used connection is the likeliest to be alive and warm.
         while let Some(mut entry) = idle.pop() {
@@ -252,7 +273,13 @@ impl Pool {
 
     /// Returns a finished HTTP/1.1 connection for reuse, and wakes requests waiting for one.
     pub(super) fn checkin(&self, conn: Http1Conn) {
-        let surplus = match self.idle.lock() {
+        let Some(list) = self.idle_here() else {
+            // Not a thread this pool keeps connections for: close it.
+            drop(conn);
+            self.settings.limits.signal();
+            return;
+        };
+        let surplus = match list.lock() {
             Ok(mut idle) if idle.len() < self.settings.max_idle => {
                 idle.push(IdleConn {
                     conn,
@@ -357,10 +384,18 @@ pub enum Sent {
 pub async fn send(conn: Conn, req: Request<Body>) -> Result<Sent, ProxyError> {
     match conn {
         Conn::Http1 { conn, reused } => http1::send(conn, req, reused).await.map(Sent::Http1),
-        Conn::Http2 { mut sender, .. } => match sender.try_send_request(req).await {
-            Ok(response) => Ok(Sent::Http2(response)),
-            Err(mut e) => Err(send_error(e.take_message(), e.into_error())),
-        },
+        // Boxed: hyper's HTTP/2 send future is large, and HTTP/1.1 requests should not carry it.
+        Conn::Http2 { sender, .. } => Box::pin(send_http2(sender, req)).await,
+    }
+}
+
+async fn send_http2(
+    mut sender: http2::SendRequest<Body>,
+    req: Request<Body>,
+) -> Result<Sent, ProxyError> {
+    match sender.try_send_request(req).await {
+        Ok(response) => Ok(Sent::Http2(response)),
+        Err(mut e) => Err(send_error(e.take_message(), e.into_error())),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Listeners: bind, accept (bounded by `max_connections`), optional TLS, and serve
 //! HTTP/1.1 and HTTP/2 on the same port (h2c prior knowledge in plain text, ALPN
-//! over TLS); graceful drain on removal or shutdown.
+//! over TLS); graceful drain on removal or shutdown. Every worker runs an accept
+//! loop on each listener's socket (see [`crate::workers`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -16,10 +17,12 @@ use tokio::sync::{watch, Semaphore};
 use crate::config::{ListenerConfig, ListenerLimits};
 use crate::proxy::{self, ConnInfo};
 use crate::state::Proxy;
+use crate::workers::Workers;
 
-/// A bound socket not yet serving.
+/// A bound socket not yet serving: one descriptor of it per worker.
 pub struct Bound {
-    socket: TcpListener,
+    sockets: Vec<std::net::TcpListener>,
+    local: SocketAddr,
     configured: SocketAddr,
     max_connections: usize,
 }
@@ -27,21 +30,29 @@ pub struct Bound {
 impl Bound {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.socket.local_addr().unwrap_or(self.configured)
+        self.local
     }
 }
 
-/// Binds a listener's address (with `SO_REUSEADDR`, a deep accept backlog, non-blocking).
-pub fn bind(config: &ListenerConfig) -> std::io::Result<Bound> {
+/// Binds a listener's address (with `SO_REUSEADDR`, a deep accept backlog,
+/// non-blocking), with a descriptor of the socket for each of `workers` workers.
+pub fn bind(config: &ListenerConfig, workers: usize) -> std::io::Result<Bound> {
     let domain = socket2::Domain::for_address(config.listen);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&config.listen.into())?;
     socket.listen(4096)?;
-    let socket = TcpListener::from_std(socket.into())?;
+    let socket: std::net::TcpListener = socket.into();
+    let local = socket.local_addr()?;
+    let mut sockets = Vec::with_capacity(workers.max(1));
+    for _ in 1..workers.max(1) {
+        sockets.push(socket.try_clone()?);
+    }
+    sockets.push(socket);
     Ok(Bound {
-        socket,
+        sockets,
+        local,
         configured: config.listen,
         max_connections: config.limits.max_connections,
     })
@@ -52,8 +63,13 @@ pub struct ListenerHandle {
     name: Arc<str>,
     configured: SocketAddr,
     local: SocketAddr,
-    stop: watch::Sender<Option<Duration>>,
-    done: tokio::task::JoinHandle<()>,
+    /// Tells the accept loops to stop.
+    stop: watch::Sender<bool>,
+    /// One accept loop per worker.
+    loops: Vec<tokio::task::JoinHandle<()>>,
+    /// Tells open connections to finish gracefully.
+    draining: watch::Sender<bool>,
+    open: Arc<OpenConnections>,
 }
 
 impl ListenerHandle {
@@ -72,84 +88,119 @@ impl ListenerHandle {
         self.local
     }
 
-    /// Stops accepting, lets open connections finish their requests (HTTP/2 gets
-    /// GOAWAY, idle HTTP/1.1 keep-alive connections close) for up to `timeout`,
-    /// then closes what is left.
+    /// Stops accepting (the socket closes), then lets open connections finish
+    /// their requests (HTTP/2 gets GOAWAY, idle HTTP/1.1 keep-alive connections
+    /// close) for up to `timeout`.
     pub async fn drain(self, timeout: Duration) {
-        let _ = self.stop.send(Some(timeout));
-        let _ = self.done.await;
+        let _ = self.stop.send(true);
+        for accept_loop in self.loops {
+            let _ = accept_loop.await;
+        }
+        let _ = self.draining.send(true);
+        if tokio::time::timeout(timeout, self.open.all_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(listener = %self.name, ?timeout, "drain timed out; connections still open");
+        }
     }
 }
 
-/// Starts the accept loop of a bound listener.
-pub fn spawn(name: Arc<str>, bound: Bound, proxy: Arc<Proxy>) -> ListenerHandle {
-    let (stop, stopped) = watch::channel(None);
+/// What the accept loops of one listener share.
+struct Shared {
+    name: Arc<str>,
+    proxy: Arc<Proxy>,
+    /// `max_connections` across all workers.
+    permits: Arc<Semaphore>,
+    open: Arc<OpenConnections>,
+    gauge: metrics::Gauge,
+    drain_signal: watch::Receiver<bool>,
+}
+
+/// Starts serving a bound listener: one accept loop on each worker (as many as
+/// `bound` has descriptors), all on the same socket, so the kernel hands each new
+/// connection to one of them.
+pub fn spawn(name: Arc<str>, bound: Bound, proxy: Arc<Proxy>, workers: &Workers) -> ListenerHandle {
+    let (stop, stopped) = watch::channel(false);
+    let (draining, drain_signal) = watch::channel(false);
     let local = bound.local_addr();
-    let configured = bound.configured;
-    let done = tokio::spawn(accept_loop(name.clone(), bound, proxy, stopped));
+    let open = Arc::new(OpenConnections::default());
+    let shared = Arc::new(Shared {
+        gauge: metrics::gauge!(crate::observe::DOWNSTREAM_CONNECTIONS, "listener" => name.to_string()),
+        name: name.clone(),
+        proxy,
+        permits: Arc::new(Semaphore::new(bound.max_connections.max(1))),
+        open: Arc::clone(&open),
+        drain_signal,
+    });
+    let loops = workers
+        .handles()
+        .iter()
+        .zip(bound.sockets)
+        .map(|(worker, socket)| {
+            worker.spawn(accept_loop(Arc::clone(&shared), socket, stopped.clone()))
+        })
+        .collect();
     ListenerHandle {
         name,
-        configured,
+        configured: bound.configured,
         local,
         stop,
-        done,
+        loops,
+        draining,
+        open,
     }
 }
 
 async fn accept_loop(
-    name: Arc<str>,
-    bound: Bound,
-    proxy: Arc<Proxy>,
-    mut stopped: watch::Receiver<Option<Duration>>,
+    shared: Arc<Shared>,
+    socket: std::net::TcpListener,
+    mut stopped: watch::Receiver<bool>,
 ) {
-    // Connections watch `draining`; `open` counts them so the drain knows when all are gone.
-    let (draining, drain_signal) = watch::channel(false);
-    let open = Arc::new(OpenConnections::default());
-    let permits = Arc::new(Semaphore::new(bound.max_connections.max(1)));
-    let gauge =
-        metrics::gauge!(crate::observe::DOWNSTREAM_CONNECTIONS, "listener" => name.to_string());
-    let drain_after = loop {
+    // Registered with the reactor of the worker this loop runs on.
+    let socket = match TcpListener::from_std(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(listener = %shared.name, error = %e, "cannot serve the listener on this worker");
+            return;
+        }
+    };
+    let stop = stopped.wait_for(|stop| *stop);
+    tokio::pin!(stop);
+    loop {
         let permit = tokio::select! {
             biased;
-            _ = stopped.changed() => break *stopped.borrow(),
-            p = Arc::clone(&permits).acquire_owned() => match p {
+            _ = &mut stop => break,
+            p = Arc::clone(&shared.permits).acquire_owned() => match p {
                 Ok(p) => p,
-                Err(_) => break None,
+                Err(_) => break,
             },
         };
         let accepted = tokio::select! {
             biased;
-            _ = stopped.changed() => break *stopped.borrow(),
-            a = bound.socket.accept() => a,
+            _ = &mut stop => break,
+            a = socket.accept() => a,
         };
         let (stream, client) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tracing::warn!(listener = %shared.name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo::new(name.clone(), client);
-        let guard = open.enter(gauge.clone());
-        let proxy = Arc::clone(&proxy);
-        let drain_signal = drain_signal.clone();
+        let conn = ConnInfo::new(shared.name.clone(), client);
+        let guard = shared.open.enter(shared.gauge.clone());
+        let proxy = Arc::clone(&shared.proxy);
+        let drain_signal = shared.drain_signal.clone();
+        // On this worker's runtime: the connection stays on the thread that accepted it.
         tokio::spawn(async move {
             serve_connection(stream, conn, proxy, drain_signal).await;
             drop(guard);
             drop(permit);
         });
-    };
-    drop(bound);
-    let _ = draining.send(true);
-    let timeout = drain_after.unwrap_or(Duration::from_secs(30));
-    if tokio::time::timeout(timeout, open.all_closed())
-        .await
-        .is_err()
-    {
-        tracing::warn!(listener = %name, ?timeout, "drain timed out; closing remaining connections");
     }
 }
 

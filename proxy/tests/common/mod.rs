@@ -419,12 +419,18 @@ pub struct Bin {
 impl Bin {
     /// Starts `floodgate --config PATH --log-format json` and waits until it listens.
     pub async fn start(config: &std::path::Path) -> Bin {
+        Self::start_with(config, &[]).await
+    }
+
+    /// Like [`Bin::start`], with extra command-line arguments.
+    pub async fn start_with(config: &std::path::Path, args: &[&str]) -> Bin {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
             .arg("--config")
             .arg(config)
             .arg("--log-format")
             .arg("json")
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .kill_on_drop(true)

@@ -323,7 +323,11 @@ fn hop_by_hop_fields_of_a_response_are_dropped_and_their_meaning_kept() {
         &b"HTTP/1.0 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
            X-Hop: 1\r\nX-End: 2\r\nTransfer-Encoding: gzip, chunked\r\n\r\nrest"[..],
     );
-    let head = super::parse_head(&mut buf).unwrap().unwrap();
+    let mut heads = bytes::BytesMut::new();
+    let mut storage = http::HeaderMap::new();
+    let head = super::parse_head(&mut buf, &mut heads, &mut storage)
+        .unwrap()
+        .unwrap();
     let names: Vec<&str> = head.headers.keys().map(|n| n.as_str()).collect();
     assert_eq!(names, ["x-end"]);
     assert_eq!(head.chunked, Some(true));
