@@ -12,6 +12,7 @@ use floodgate::config::{self, Config};
 use floodgate::state::Proxy;
 use floodgate::workers::Workers;
 use floodgate::{observe, reload};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc: per-request allocations (boxed futures, header maps, bodies) come
@@ -116,6 +117,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(path: PathBuf, config: Config, workers: Arc<Workers>) -> anyhow::Result<()> {
+    // Signal handlers first: a signal that arrives once the process looks started
+    // must be handled, not meet the default action (which ends the process).
+    let shutdown = Shutdown::install()?;
+    let hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP");
+            None
+        }
+    };
     observe::prometheus();
     let admin_addr = config.admin.listen;
     tracing::info!(workers = workers.handles().len(), "starting");
@@ -125,9 +136,9 @@ async fn run(path: PathBuf, config: Config, workers: Arc<Workers>) -> anyhow::Re
         .with_context(|| format!("binding admin listener {admin_addr}"))?;
     tracing::info!(addr = %admin.local_addr()?, "admin listening");
     let admin_task = tokio::spawn(admin.serve(Arc::clone(&proxy)));
-    let reload_task = reload::spawn(Arc::clone(&proxy), path);
+    let reload_task = reload::spawn(Arc::clone(&proxy), path, hangup);
 
-    wait_for_shutdown().await?;
+    shutdown.wait().await;
     tracing::info!("shutdown signal received; draining");
     reload_task.abort();
     proxy.drain().await;
@@ -136,13 +147,25 @@ async fn run(path: PathBuf, config: Config, workers: Arc<Workers>) -> anyhow::Re
     Ok(())
 }
 
-async fn wait_for_shutdown() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// The SIGTERM and SIGINT handlers.
+struct Shutdown {
+    term: Signal,
+    int: Signal,
+}
+
+impl Shutdown {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    /// Waits for either signal.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

@@ -46,8 +46,14 @@ pub fn reload_file(proxy: &Arc<Proxy>, path: &Path) -> ReloadOutcome {
     }
 }
 
-/// Starts the file watcher and the SIGHUP handler for `path`.
-pub fn spawn(proxy: Arc<Proxy>, path: PathBuf) -> tokio::task::JoinHandle<()> {
+/// Starts the file watcher for `path` and reloads on its changes and on each
+/// signal from `hangup` (a SIGHUP stream the caller installed before serving, so
+/// that an early SIGHUP never meets the default action, which ends the process).
+pub fn spawn(
+    proxy: Arc<Proxy>,
+    path: PathBuf,
+    hangup: Option<tokio::signal::unix::Signal>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut watcher = match ConfigWatcher::spawn(path.clone(), WatchOptions::default()) {
             Ok(w) => Some(w),
@@ -56,14 +62,7 @@ pub fn spawn(proxy: Arc<Proxy>, path: PathBuf) -> tokio::task::JoinHandle<()> {
                 None
             }
         };
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP");
-                None
-            }
-        };
+        let mut hangup = hangup;
         loop {
             let trigger = tokio::select! {
                 Some(()) = async { match watcher.as_mut() { Some(w) => w.changed().await, None => None } } => "file change",

@@ -276,3 +276,22 @@ clusters:
     );
     assert_eq!(app.hits(), 30);
 }
+
+/// Signal handlers are installed before the first listener serves: a SIGHUP sent
+/// as soon as the process is listening reloads instead of ending it.
+#[tokio::test]
+async fn sighup_right_after_start_reloads() {
+    let app = upstream("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("floodgate.yaml");
+    std::fs::write(&path, config_text(&app.endpoint(), 1)).unwrap();
+    let mut bin = Bin::start(&path).await;
+    std::fs::write(&path, config_text(&app.endpoint(), 2)).unwrap();
+    bin.signal("HUP");
+    let url = bin.url("public", "/x");
+    eventually(Duration::from_secs(10), "v2 serves", || async {
+        get(&url).await.json()["path"] == "/v2/x"
+    })
+    .await;
+    assert!(bin.child.try_wait().unwrap().is_none(), "still running");
+}
