@@ -13,6 +13,7 @@
 //! with a no-op waker: an end of stream, a reset or stray bytes seen by then
 //! retire it, so a connection the upstream closed while idle is rarely handed out.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -187,16 +188,29 @@ enum RequestFraming {
 /// upstream cannot have acted on it — nothing was written, or (for an idempotent
 /// request without a body, on a `reused` connection) the upstream closed before
 /// answering a single byte — so the caller may try it again on a fresh connection.
-pub async fn send(
+pub fn send(
     mut conn: Http1Conn,
     req: Request<Body>,
     reused: bool,
-) -> Result<Response<Http1Body>, ProxyError> {
-    let (mut parts, mut body) = req.into_parts();
+) -> impl Future<Output = Result<Response<Http1Body>, ProxyError>> + Send {
+    // The head is encoded before the future is made, so the future keeps the
+    // request's parts once rather than the request and its parts.
+    let (parts, body) = req.into_parts();
     let framing = request_framing(&parts.method, &parts.headers, &body);
     let mut head = std::mem::take(&mut conn.heads);
     encode_head(&mut head, &parts, framing, &conn.host);
+    exchange(conn, parts, body, head, framing, reused)
+}
 
+/// Writes the encoded request `head` and the body, then reads the response head.
+async fn exchange(
+    mut conn: Http1Conn,
+    mut parts: http::request::Parts,
+    mut body: Body,
+    mut head: BytesMut,
+    framing: RequestFraming,
+    reused: bool,
+) -> Result<Response<Http1Body>, ProxyError> {
     let mut written = 0;
     while written < head.len() {
         match conn.io.write(&head[written..]).await {

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use crossbeam_utils::CachePadded;
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -69,7 +70,8 @@ pub struct Pool {
     settings: Arc<PoolSettings>,
     /// Idle HTTP/1.1 connections, one list per worker slot: a connection's socket
     /// is registered with the runtime that opened it, so only that worker reuses it.
-    idle: Box<[Mutex<Vec<IdleConn>>]>,
+    /// Each list has its own cache line, so workers do not contend for one.
+    idle: Box<[CachePadded<Mutex<Vec<IdleConn>>>]>,
     h2: Mutex<Vec<http2::SendRequest<Body>>>,
     open: Arc<AtomicUsize>,
 }
@@ -108,7 +110,7 @@ impl Pool {
             addr,
             settings,
             idle: (0..crate::workers::slots())
-                .map(|_| Mutex::new(Vec::new()))
+                .map(|_| CachePadded::new(Mutex::new(Vec::new())))
                 .collect(),
             h2: Mutex::new(Vec::new()),
             open: Arc::new(AtomicUsize::new(0)),
@@ -130,7 +132,7 @@ impl Pool {
 
     /// The calling worker's idle list.
     fn idle_here(&self) -> Option<&Mutex<Vec<IdleConn>>> {
-        self.idle.get(crate::workers::slot())
+        self.idle.get(crate::workers::slot()).map(|list| &**list)
     }
 
     /// Takes a ready connection from the pool or opens a new one, never waiting
@@ -381,11 +383,17 @@ pub enum Sent {
 
 /// Sends `req` on `conn`. On failure, the error carries the request back if the
 /// upstream cannot have acted on it, so the caller can try again on a fresh connection.
-pub async fn send(conn: Conn, req: Request<Body>) -> Result<Sent, ProxyError> {
+pub fn send(
+    conn: Conn,
+    req: Request<Body>,
+) -> impl std::future::Future<Output = Result<Sent, ProxyError>> + Send {
+    use futures_util::future::{Either, FutureExt as _};
     match conn {
-        Conn::Http1 { conn, reused } => http1::send(conn, req, reused).await.map(Sent::Http1),
+        Conn::Http1 { conn, reused } => {
+            Either::Left(http1::send(conn, req, reused).map(|r| r.map(Sent::Http1)))
+        }
         // Boxed: hyper's HTTP/2 send future is large, and HTTP/1.1 requests should not carry it.
-        Conn::Http2 { sender, .. } => Box::pin(send_http2(sender, req)).await,
+        Conn::Http2 { sender, .. } => Either::Right(Box::pin(send_http2(sender, req))),
     }
 }
 

@@ -278,6 +278,13 @@ async fn serve_connection(
     }
 }
 
+/// What the requests of one downstream connection share.
+struct ConnShared {
+    proxy: Arc<Proxy>,
+    conn: ConnInfo,
+    activity: Activity,
+}
+
 /// Requests in flight on one connection and when the last one finished, for the idle timeout.
 struct Activity {
     in_flight: std::sync::atomic::AtomicUsize,
@@ -320,28 +327,33 @@ async fn serve_io<I>(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(1024);
-    let activity = Arc::new(Activity {
-        in_flight: std::sync::atomic::AtomicUsize::new(0),
-        last_done_ns: std::sync::atomic::AtomicU64::new(0),
-        opened: Instant::now(),
+    // One reference per request to what the connection's requests share; its
+    // count is touched only by the worker serving the connection.
+    let shared = Arc::new(ConnShared {
+        proxy,
+        conn,
+        activity: Activity {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            last_done_ns: std::sync::atomic::AtomicU64::new(0),
+            opened: Instant::now(),
+        },
     });
-    let conn = Arc::new(conn);
     let service = {
-        let activity = Arc::clone(&activity);
+        let shared = Arc::clone(&shared);
         service_fn(move |req| {
-            let proxy = Arc::clone(&proxy);
-            let conn = Arc::clone(&conn);
-            let activity = Arc::clone(&activity);
+            let shared = Arc::clone(&shared);
             async move {
+                let activity = &shared.activity;
                 activity.in_flight.fetch_add(1, Ordering::Relaxed);
-                let snapshot = proxy.snapshot();
-                let response = proxy::handle(snapshot, &conn, req).await;
+                let snapshot = shared.proxy.snapshot();
+                let response = proxy::handle(snapshot, &shared.conn, req).await;
                 activity.in_flight.fetch_sub(1, Ordering::Relaxed);
                 activity.mark_done();
                 Ok::<_, std::convert::Infallible>(response)
             }
         })
     };
+    let activity = &shared.activity;
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let idle_timeout = limits.idle_timeout;
