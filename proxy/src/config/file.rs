@@ -315,7 +315,7 @@ pub struct FileCluster {
     pub connect_timeout: Option<Scalar>,
     /// Idle pooled connections are closed after this long.
     pub idle_timeout: Option<Scalar>,
-    /// Most idle pooled connections per endpoint.
+    /// Most idle pooled connections per endpoint, per worker.
     pub max_idle_per_endpoint: Option<usize>,
     /// Active health checking.
     pub health_check: Option<FileHealthCheck>,

@@ -261,7 +261,7 @@ pub struct ClusterConfig {
     /// Pooled idle connections are closed after this long (default 90s).
     #[serde(serialize_with = "serialize_duration")]
     pub idle_timeout: Duration,
-    /// Most idle connections kept per endpoint (default 256).
+    /// Most idle connections kept per endpoint by each worker (default 256).
     pub max_idle_per_endpoint: usize,
     /// Active HTTP health checking.
     pub health_check: Option<HealthCheckConfig>,
