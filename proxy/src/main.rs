@@ -16,7 +16,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc: per-request allocations (boxed futures, header maps, bodies) come
-/// from thread-local pages instead of glibc's shared arenas.
+/// from thread-local pages instead of glibc's shared arenas. Built without
+/// transparent huge pages, which would take 2 MB of memory per thread at idle.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
