@@ -275,14 +275,10 @@ impl Pool {
 
     /// Returns a finished HTTP/1.1 connection for reuse, and wakes requests waiting for one.
     pub(super) fn checkin(&self, conn: Http1Conn) {
-        let Some(list) = self.idle_here() else {
-            // Not a thread this pool keeps connections for: close it.
-            drop(conn);
-            self.settings.limits.signal();
-            return;
-        };
-        let surplus = match list.lock() {
-            Ok(mut idle) if idle.len() < self.settings.max_idle => {
+        // No list for this thread (not one this pool keeps connections for) or a
+        // full list: the connection closes.
+        let surplus = match self.idle_here().map(Mutex::lock) {
+            Some(Ok(mut idle)) if idle.len() < self.settings.max_idle => {
                 idle.push(IdleConn {
                     conn,
                     since: Instant::now(),
@@ -291,7 +287,7 @@ impl Pool {
             }
             _ => Some(conn),
         };
-        // A connection beyond `max_idle` closes (outside the lock), freeing its count.
+        // Closed outside the lock, freeing its count.
         drop(surplus);
         self.settings.limits.signal();
     }
