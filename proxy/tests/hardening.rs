@@ -87,6 +87,50 @@ async fn slow_headers_are_cut_off() {
 }
 
 #[tokio::test]
+async fn a_trickled_head_is_cut_off_and_later_requests_each_get_the_full_timeout() {
+    let app = upstream("app").await;
+    let p = start_proxy(&config(&app)).await;
+    let mut s = TcpStream::connect(p.addr("public")).await.unwrap();
+    // Whole requests 300 ms apart on one keep-alive connection: 1.5 s in all, three
+    // header timeouts, yet every head on its own arrives at once.
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..5 {
+        s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Then one head a byte every 100 ms (slowloris): the connection is closed
+    // within 1.5 × the header timeout of its first byte, well before it ends.
+    let start = Instant::now();
+    let head = b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut closed_after = None;
+    for byte in head {
+        if s.write_all(&[*byte]).await.is_err() {
+            closed_after = Some(start.elapsed());
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(start.elapsed());
+                break;
+            }
+            Ok(Ok(n)) => panic!("unexpected answer {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+    }
+    let closed_after = closed_after.expect("trickled head never cut off");
+    assert!(
+        closed_after >= Duration::from_millis(450),
+        "{closed_after:?}"
+    );
+    assert!(closed_after < Duration::from_secs(3), "{closed_after:?}");
+    assert_eq!(app.hits(), 5, "the trickled request never reached the app");
+}
+
+#[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
     let app = upstream("app").await;
     let p = start_proxy(&config(&app)).await;

@@ -3,21 +3,22 @@
 //! over TLS); graceful drain on removal or shutdown. Every worker runs an accept
 //! loop on each listener's socket (see [`crate::workers`]).
 
+mod deadline;
+mod serve;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::{ListenerConfig, ListenerLimits};
-use crate::proxy::{self, ConnInfo};
+use crate::config::ListenerConfig;
+use crate::proxy::ConnInfo;
 use crate::state::Proxy;
 use crate::workers::Workers;
+use serve::serve_connection;
 
 /// A bound socket not yet serving: one descriptor of it per worker.
 pub struct Bound {
@@ -242,148 +243,6 @@ impl Drop for OpenGuard {
         self.gauge.decrement(1.0);
         if self.open.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.open.idle.notify_waiters();
-        }
-    }
-}
-
-async fn serve_connection(
-    stream: TcpStream,
-    mut conn: ConnInfo,
-    proxy: Arc<Proxy>,
-    drain: watch::Receiver<bool>,
-) {
-    let snapshot = proxy.snapshot();
-    let Some(listener) = snapshot.listener(&conn.listener) else {
-        return;
-    };
-    let limits = listener.config.limits.clone();
-    let tls = listener.tls.clone();
-    drop(snapshot);
-    match tls {
-        None => serve_io(TokioIo::new(stream), conn, proxy, drain, &limits).await,
-        Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-            match handshake.await {
-                Ok(Ok(tls_stream)) => {
-                    conn.tls = true;
-                    serve_io(TokioIo::new(tls_stream), conn, proxy, drain, &limits).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(client = %conn.client, error = %e, "TLS handshake failed")
-                }
-                Err(_) => tracing::debug!(client = %conn.client, "TLS handshake timed out"),
-            }
-        }
-    }
-}
-
-/// What the requests of one downstream connection share.
-struct ConnShared {
-    proxy: Arc<Proxy>,
-    conn: ConnInfo,
-    activity: Activity,
-}
-
-/// Requests in flight on one connection and when the last one finished, for the idle timeout.
-struct Activity {
-    in_flight: std::sync::atomic::AtomicUsize,
-    /// When the last request finished, as nanoseconds since `opened`.
-    last_done_ns: std::sync::atomic::AtomicU64,
-    opened: Instant,
-}
-
-impl Activity {
-    fn mark_done(&self) {
-        let ns = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last_done_ns.store(ns, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_nanos(self.last_done_ns.load(Ordering::Relaxed));
-        self.opened.elapsed().saturating_sub(last)
-    }
-}
-
-async fn serve_io<I>(
-    io: I,
-    conn: ConnInfo,
-    proxy: Arc<Proxy>,
-    mut drain: watch::Receiver<bool>,
-    limits: &ListenerLimits,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .max_concurrent_streams(1024);
-    // One reference per request to what the connection's requests share; its
-    // count is touched only by the worker serving the connection.
-    let shared = Arc::new(ConnShared {
-        proxy,
-        conn,
-        activity: Activity {
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            last_done_ns: std::sync::atomic::AtomicU64::new(0),
-            opened: Instant::now(),
-        },
-    });
-    let service = {
-        let shared = Arc::clone(&shared);
-        service_fn(move |req| {
-            let shared = Arc::clone(&shared);
-            async move {
-                let activity = &shared.activity;
-                activity.in_flight.fetch_add(1, Ordering::Relaxed);
-                let snapshot = shared.proxy.snapshot();
-                let response = proxy::handle(snapshot, &shared.conn, req).await;
-                activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-                activity.mark_done();
-                Ok::<_, std::convert::Infallible>(response)
-            }
-        })
-    };
-    let activity = &shared.activity;
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
-    let idle_timeout = limits.idle_timeout;
-    let mut idle_check = tokio::time::interval(idle_timeout.max(Duration::from_millis(10)) / 2);
-    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut closing = *drain.borrow();
-    if closing {
-        connection.as_mut().graceful_shutdown();
-    }
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "downstream connection ended with error");
-                }
-                return;
-            }
-            changed = drain.changed(), if !closing => {
-                // A dropped sender also means the listener is gone: close gracefully either way.
-                let _ = changed;
-                closing = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            _ = idle_check.tick(), if !closing => {
-                let idle_for = activity.idle_for();
-                if activity.in_flight.load(Ordering::Relaxed) == 0 && idle_for >= idle_timeout {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-            }
         }
     }
 }

@@ -1,0 +1,322 @@
+//! A downstream connection's deadlines (request head, keep-alive idle), kept by
+//! one periodic watchdog per connection instead of a timer per request.
+//!
+//! hyper's own header-read timeout arms a fresh timer for every request head it
+//! waits for; on a busy worker that is a timer-wheel insert and removal per
+//! request and, often, a wake-up write to the runtime's event descriptor. Here
+//! the connection's reads mark when a request head starts to arrive, requests
+//! mark when they start and finish, and the watchdog ([`Watchdog::check`]),
+//! ticking a few times per timeout, decides. A slow head is cut off between
+//! `header_read_timeout` and 1.5 × `header_read_timeout` after its first byte.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The HTTP/2 connection preface begins with these bytes; an HTTP/1 request never does.
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
+/// Protocol of the connection, as far as its first bytes tell.
+const PROTO_UNKNOWN: u8 = 0;
+const PROTO_HTTP1: u8 = 1;
+const PROTO_HTTP2: u8 = 2;
+
+/// What a connection's requests and reads record for its watchdog. Touched only by
+/// the worker serving the connection (atomics only because hyper wants `Send`).
+#[derive(Debug)]
+pub struct Activity {
+    opened: Instant,
+    /// Requests handed to the proxy and not yet answered.
+    in_flight: AtomicUsize,
+    /// Requests started so far: tells one awaited head from the next.
+    started: AtomicU64,
+    /// When the last request was answered, in nanoseconds since `opened`.
+    last_done_ns: AtomicU64,
+    /// Bytes arrived while no request was in flight: a request head is on its way.
+    head_pending: AtomicBool,
+    /// `PROTO_*`; how many preface bytes matched so far while unknown, in `matched`.
+    proto: AtomicU8,
+    matched: AtomicU8,
+}
+
+impl Activity {
+    /// The activity of a connection opened now.
+    pub fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            last_done_ns: AtomicU64::new(0),
+            head_pending: AtomicBool::new(false),
+            proto: AtomicU8::new(PROTO_UNKNOWN),
+            matched: AtomicU8::new(0),
+        }
+    }
+
+    /// A request's head was parsed and the request handed to the proxy.
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.head_pending.store(false, Ordering::Relaxed);
+    }
+
+    /// A request was answered (its response head is on the way out).
+    pub fn request_done(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let ns = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_done_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// `bytes` arrived from the client.
+    fn received(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.proto.load(Ordering::Relaxed) == PROTO_UNKNOWN {
+            self.sniff(bytes);
+        }
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            self.head_pending.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Tells HTTP/2 (its preface) from HTTP/1 by the connection's first bytes.
+    fn sniff(&self, bytes: &[u8]) {
+        let done = usize::from(self.matched.load(Ordering::Relaxed));
+        let want = H2_PREFACE_START.get(done..).unwrap_or_default();
+        let n = want.len().min(bytes.len());
+        let proto = if want.get(..n) != bytes.get(..n) {
+            PROTO_HTTP1
+        } else if n == want.len() {
+            PROTO_HTTP2
+        } else {
+            // A prefix of the preface so far; the next bytes decide.
+            self.matched
+                .store(u8::try_from(done + n).unwrap_or(u8::MAX), Ordering::Relaxed);
+            return;
+        };
+        self.proto.store(proto, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_nanos(self.last_done_ns.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the watchdog decided about a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing overdue.
+    Keep,
+    /// No request for `idle_timeout`: close gracefully.
+    Idle,
+    /// A request head took longer than `header_read_timeout`: close now.
+    SlowHead,
+}
+
+/// Checks one connection's deadlines at each tick of [`Watchdog::period`].
+#[derive(Debug)]
+pub struct Watchdog {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    period: Duration,
+    /// The head being waited for (`Activity::started` when first seen) and the
+    /// ticks that have seen it pending.
+    head: Option<(u64, u32)>,
+}
+
+impl Watchdog {
+    /// A watchdog for the given limits.
+    pub fn new(header_read_timeout: Duration, idle_timeout: Duration) -> Self {
+        let period = (header_read_timeout.min(idle_timeout) / 2).max(Duration::from_millis(5));
+        Self {
+            header_read_timeout,
+            idle_timeout,
+            period,
+            head: None,
+        }
+    }
+
+    /// How often [`Watchdog::check`] should run.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// One tick: is anything overdue?
+    pub fn check(&mut self, activity: &Activity) -> Verdict {
+        if activity.in_flight.load(Ordering::Relaxed) != 0 {
+            self.head = None;
+            return Verdict::Keep;
+        }
+        let http2 = activity.proto.load(Ordering::Relaxed) == PROTO_HTTP2;
+        if !http2 && activity.head_pending.load(Ordering::Relaxed) {
+            let started = activity.started.load(Ordering::Relaxed);
+            let ticks = match self.head {
+                Some((seen, ticks)) if seen == started => ticks.saturating_add(1),
+                _ => 1,
+            };
+            self.head = Some((started, ticks));
+            // The head began after the tick before the first that saw it, so it
+            // has been arriving for at least (ticks - 1) periods.
+            if self.period.saturating_mul(ticks - 1) >= self.header_read_timeout {
+                return Verdict::SlowHead;
+            }
+        } else {
+            self.head = None;
+        }
+        if activity.idle_for() >= self.idle_timeout {
+            return Verdict::Idle;
+        }
+        Verdict::Keep
+    }
+}
+
+/// The client stream, reporting what it reads to the connection's [`Activity`].
+/// `A` is whatever owns the activity (the connection's shared state).
+pub struct Watched<S, A> {
+    inner: S,
+    activity: Arc<A>,
+}
+
+impl<S, A> Watched<S, A> {
+    /// Wraps `inner`; reads are reported to `activity`.
+    pub fn new(inner: S, activity: Arc<A>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<S: AsyncRead + Unpin, A: AsRef<Activity>> AsyncRead for Watched<S, A> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let new = buf.filled().get(before..).unwrap_or_default();
+            AsRef::<Activity>::as_ref(&*this.activity).received(new);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin, A> AsyncWrite for Watched<S, A> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_pending_head_is_cut_off_after_the_header_timeout() {
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(T, Duration::from_secs(600));
+        assert_eq!(dog.period(), T / 2);
+        assert_eq!(dog.check(&activity), Verdict::Keep, "no bytes yet");
+        activity.received(b"GET / HT");
+        // Seen pending at 1, 2 ticks: at least 0 and 1 period old; the third tick
+        // proves a full header_read_timeout.
+        assert_eq!(dog.check(&activity), Verdict::Keep);
+        assert_eq!(dog.check(&activity), Verdict::Keep);
+        assert_eq!(dog.check(&activity), Verdict::SlowHead);
+    }
+
+    #[test]
+    fn each_request_restarts_the_head_clock() {
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(T, Duration::from_secs(600));
+        for _ in 0..10 {
+            activity.received(b"GET / HTTP/1.1\r\n");
+            assert_eq!(dog.check(&activity), Verdict::Keep);
+            assert_eq!(dog.check(&activity), Verdict::Keep);
+            activity.request_started();
+            assert_eq!(dog.check(&activity), Verdict::Keep, "in flight");
+            activity.request_done();
+        }
+    }
+
+    #[test]
+    fn bytes_while_a_request_is_in_flight_start_no_head() {
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(T, Duration::from_secs(600));
+        activity.received(b"GET / HTTP/1.1\r\n\r\n");
+        activity.request_started();
+        activity.received(b"request body");
+        activity.request_done();
+        for _ in 0..5 {
+            assert_eq!(dog.check(&activity), Verdict::Keep);
+        }
+    }
+
+    #[test]
+    fn http2_connections_have_no_head_deadline() {
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(T, Duration::from_secs(600));
+        // The preface split over two reads still counts.
+        activity.received(b"PR");
+        activity.received(b"I * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        for _ in 0..5 {
+            assert_eq!(dog.check(&activity), Verdict::Keep);
+        }
+        let h1 = Activity::new();
+        h1.received(b"P");
+        h1.received(b"OST / HTTP/1.1\r\n");
+        assert_eq!(h1.proto.load(Ordering::Relaxed), PROTO_HTTP1);
+    }
+
+    #[test]
+    fn idle_connections_are_reported_idle() {
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(T, Duration::ZERO);
+        assert_eq!(dog.check(&activity), Verdict::Idle);
+        activity.request_started();
+        assert_eq!(
+            dog.check(&activity),
+            Verdict::Keep,
+            "a request is in flight"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! Serving one accepted connection: optional TLS handshake, then hyper-util's
+//! auto server (HTTP/1.1 or HTTP/2) handing each request to [`proxy::handle`],
+//! with the connection's deadlines kept by its watchdog ([`super::deadline`]).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use super::deadline::{Activity, Verdict, Watchdog, Watched};
+use crate::config::ListenerLimits;
+use crate::proxy::{self, ConnInfo};
+use crate::state::Proxy;
+
+/// Serves `stream` until the client leaves, a deadline passes, or the drain ends it.
+pub(super) async fn serve_connection(
+    stream: TcpStream,
+    mut conn: ConnInfo,
+    proxy: Arc<Proxy>,
+    drain: watch::Receiver<bool>,
+) {
+    let snapshot = proxy.snapshot();
+    let Some(listener) = snapshot.listener(&conn.listener) else {
+        return;
+    };
+    let limits = listener.config.limits.clone();
+    let tls = listener.tls.clone();
+    drop(snapshot);
+    match tls {
+        None => serve_io(stream, conn, proxy, drain, &limits).await,
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(tls_stream)) => {
+                    conn.tls = true;
+                    serve_io(tls_stream, conn, proxy, drain, &limits).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %conn.client, error = %e, "TLS handshake failed")
+                }
+                Err(_) => tracing::debug!(client = %conn.client, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// What the requests of one downstream connection share. Its reference count is
+/// touched only by the worker serving the connection.
+struct ConnShared {
+    proxy: Arc<Proxy>,
+    conn: ConnInfo,
+    activity: Activity,
+}
+
+impl AsRef<Activity> for ConnShared {
+    fn as_ref(&self) -> &Activity {
+        &self.activity
+    }
+}
+
+async fn serve_io<S>(
+    stream: S,
+    conn: ConnInfo,
+    proxy: Arc<Proxy>,
+    mut drain: watch::Receiver<bool>,
+    limits: &ListenerLimits,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No hyper header-read timer: the watchdog below keeps that deadline
+    // without a timer per request.
+    builder
+        .http1()
+        .header_read_timeout(None::<Duration>)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(1024);
+    let shared = Arc::new(ConnShared {
+        proxy,
+        conn,
+        activity: Activity::new(),
+    });
+    let service = {
+        let shared = Arc::clone(&shared);
+        service_fn(move |req| {
+            let shared = Arc::clone(&shared);
+            async move {
+                shared.activity.request_started();
+                let snapshot = shared.proxy.snapshot();
+                let response = proxy::handle(snapshot, &shared.conn, req).await;
+                shared.activity.request_done();
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let io = TokioIo::new(Watched::new(stream, Arc::clone(&shared)));
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut watchdog = Watchdog::new(limits.header_read_timeout, limits.idle_timeout);
+    let mut tick = tokio::time::interval(watchdog.period());
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut closing = *drain.borrow();
+    if closing {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "downstream connection ended with error");
+                }
+                return;
+            }
+            changed = drain.changed(), if !closing => {
+                // A dropped sender also means the listener is gone: close gracefully either way.
+                let _ = changed;
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick() => match watchdog.check(&shared.activity) {
+                Verdict::Keep => {}
+                Verdict::Idle if !closing => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                Verdict::Idle => {}
+                Verdict::SlowHead => {
+                    tracing::debug!(client = %shared.conn.client, "request head too slow; closing");
+                    return;
+                }
+            },
+        }
+    }
+}
