@@ -28,6 +28,8 @@ pub const CONFIG_RELOADS: &str = "floodgate_config_reloads_total";
 pub const CONFIG_VERSION: &str = "floodgate_config_version";
 /// Downstream connections open, by listener.
 pub const DOWNSTREAM_CONNECTIONS: &str = "floodgate_downstream_connections";
+/// Downstream connections each worker serves, by listener and worker.
+pub const WORKER_CONNECTIONS: &str = "floodgate_worker_connections";
 /// Requests the proxy turned away by itself, by cluster and reason (`overflow`, `circuit_open`, ...).
 pub const SHED_TOTAL: &str = "floodgate_shed_total";
 /// Circuit-breaker state by cluster: 0 closed, 1 open, 2 half-open.
@@ -105,6 +107,10 @@ fn describe() {
     describe_gauge!(
         DOWNSTREAM_CONNECTIONS,
         "Downstream connections open, by listener."
+    );
+    describe_gauge!(
+        WORKER_CONNECTIONS,
+        "Downstream connections each worker serves, by listener and worker."
     );
     describe_counter!(
         CACHE_REQUESTS_TOTAL,

@@ -106,8 +106,9 @@ pub async fn handle(
         Ok((arm, req)) => {
             let result = arm.service.clone().oneshot(req).await;
             let response = match result {
+                // The cluster answers with end-to-end fields only (hop-by-hop
+                // fields are dropped as the upstream's head is read).
                 Ok(mut response) => {
-                    strip_hop_by_hop(response.headers_mut());
                     response
                         .headers_mut()
                         .insert(X_REQUEST_ID, request_id.clone());
@@ -154,11 +155,14 @@ fn forward<'r>(
     }
     let arm = route.pick_arm().ok_or(ErrorKind::NoRoute)?;
 
-    let client_ip = client_ip(
-        conn.client.ip().to_canonical(),
-        &head.headers,
-        &listener.config.trusted_proxies,
-    );
+    // Worked out before the forwarding headers change, only for a stack that reads it.
+    let client_ip = route.needs_client_ip.then(|| {
+        client_ip(
+            conn.client.ip().to_canonical(),
+            &head.headers,
+            &listener.config.trusted_proxies,
+        )
+    });
     // The authority the client addressed: `Host`, or (HTTP/2) the URI's `:authority`.
     let original_host = head.headers.get(header::HOST).cloned().or_else(|| {
         head.uri
@@ -198,7 +202,9 @@ fn forward<'r>(
     if !route.config.preserve_host {
         req.extensions_mut().insert(UseEndpointHost);
     }
-    req.extensions_mut().insert(ClientIp(client_ip));
+    if let Some(ip) = client_ip {
+        req.extensions_mut().insert(ClientIp(ip));
+    }
     Ok((arm, req))
 }
 

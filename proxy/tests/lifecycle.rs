@@ -277,6 +277,38 @@ clusters:
     assert_eq!(app.hits(), 30);
 }
 
+/// Whichever worker the kernel wakes to accept, connections are placed evenly:
+/// the metric shows each worker serving its share.
+#[tokio::test]
+async fn connections_spread_evenly_over_workers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = upstream("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("floodgate.yaml");
+    std::fs::write(&path, config_text(&app.endpoint(), 1)).unwrap();
+    let bin = Bin::start_with(&path, &["--workers", "2"]).await;
+    let addr = bin.url("public", "").replace("http://", "");
+    // Eight keep-alive connections opened back to back, each with one answered request.
+    let mut open = Vec::new();
+    for i in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        open.push(s);
+    }
+    let page = get(&bin.admin_url("/metrics")).await.body;
+    for worker in ["1", "2"] {
+        let series =
+            format!("floodgate_worker_connections{{listener=\"public\",worker=\"{worker}\"}}");
+        assert_eq!(metric(&page, &series), 4.0, "worker {worker}:\n{page}");
+    }
+    drop(open);
+}
+
 /// Signal handlers are installed before the first listener serves: a SIGHUP sent
 /// as soon as the process is listening reloads instead of ending it.
 #[tokio::test]

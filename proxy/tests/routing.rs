@@ -1,5 +1,8 @@
 //! Routing end to end: host, path, method and header matches, first match wins,
-//! prefix rewrite, weighted split, forwarding headers, and the 404 for no route.
+//! prefix rewrite, weighted split, forwarding headers (and hop-by-hop ones dropped
+//! both ways), and the 404 for no route.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -185,4 +188,69 @@ async fn preserve_host_false_sends_the_endpoint_address() {
     let r = get_host(&p.url("/"), "code.example.gov").await;
     assert_eq!(r.json()["headers"]["host"], app.endpoint());
     assert_eq!(r.json()["headers"]["x-forwarded-host"], "code.example.gov");
+}
+
+/// An upstream that answers every request on a connection with `response`, verbatim.
+async fn raw_upstream(response: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    // Bodiless requests: one answer per complete head.
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if s.write_all(response).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_stay_with_the_upstream() {
+    let up = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-hop\r\n\
+          X-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\n\
+          Trailer: x-sum\r\nUpgrade: h2c\r\nX-End: kept\r\n\r\nok",
+    )
+    .await;
+    let yaml = format!(
+        r#"
+server: {{ access_log: false }}
+listeners:
+  - name: public
+    listen: 127.0.0.1:0
+    routes: [ {{ name: all, cluster: app }} ]
+clusters:
+  - {{ name: app, endpoints: ["{up}"] }}
+"#
+    );
+    let p = start_proxy(&yaml).await;
+    for _ in 0..3 {
+        let r = get(&p.url("/")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-end"), "kept");
+        for hop in [
+            "x-hop",
+            "keep-alive",
+            "proxy-authenticate",
+            "trailer",
+            "upgrade",
+        ] {
+            assert!(r.headers.get(hop).is_none(), "{hop} passed downstream");
+        }
+    }
 }

@@ -5,13 +5,14 @@
 
 mod deadline;
 mod serve;
+mod spread;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::ListenerConfig;
@@ -19,6 +20,7 @@ use crate::proxy::ConnInfo;
 use crate::state::Proxy;
 use crate::workers::Workers;
 use serve::serve_connection;
+use spread::WorkerLoad;
 
 /// A bound socket not yet serving: one descriptor of it per worker.
 pub struct Bound {
@@ -116,11 +118,15 @@ struct Shared {
     open: Arc<OpenConnections>,
     gauge: metrics::Gauge,
     drain_signal: watch::Receiver<bool>,
+    /// The runtimes of the workers, in slot order.
+    workers: Vec<tokio::runtime::Handle>,
+    /// Connections each worker serves, to place new ones evenly.
+    load: Arc<WorkerLoad>,
 }
 
 /// Starts serving a bound listener: one accept loop on each worker (as many as
-/// `bound` has descriptors), all on the same socket, so the kernel hands each new
-/// connection to one of them.
+/// `bound` has descriptors), all on the same socket; the worker that accepts a
+/// connection places it on the least busy worker ([`spread`]).
 pub fn spawn(name: Arc<str>, bound: Bound, proxy: Arc<Proxy>, workers: &Workers) -> ListenerHandle {
     let (stop, stopped) = watch::channel(false);
     let (draining, drain_signal) = watch::channel(false);
@@ -133,13 +139,21 @@ pub fn spawn(name: Arc<str>, bound: Bound, proxy: Arc<Proxy>, workers: &Workers)
         permits: Arc::new(Semaphore::new(bound.max_connections.max(1))),
         open: Arc::clone(&open),
         drain_signal,
+        workers: workers.handles().to_vec(),
+        load: Arc::new(WorkerLoad::new(&name, workers.handles().len())),
     });
     let loops = workers
         .handles()
         .iter()
         .zip(bound.sockets)
-        .map(|(worker, socket)| {
-            worker.spawn(accept_loop(Arc::clone(&shared), socket, stopped.clone()))
+        .enumerate()
+        .map(|(me, (worker, socket))| {
+            worker.spawn(accept_loop(
+                Arc::clone(&shared),
+                me,
+                socket,
+                stopped.clone(),
+            ))
         })
         .collect();
     ListenerHandle {
@@ -153,8 +167,10 @@ pub fn spawn(name: Arc<str>, bound: Bound, proxy: Arc<Proxy>, workers: &Workers)
     }
 }
 
+/// Accepts on worker `me` and places each connection on a worker.
 async fn accept_loop(
     shared: Arc<Shared>,
+    me: usize,
     socket: std::net::TcpListener,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -196,11 +212,27 @@ async fn accept_loop(
         let guard = shared.open.enter(shared.gauge.clone());
         let proxy = Arc::clone(&shared.proxy);
         let drain_signal = shared.drain_signal.clone();
-        // On this worker's runtime: the connection stays on the thread that accepted it.
-        tokio::spawn(async move {
+        let worker = shared.load.pick(me);
+        let placed = shared.load.enter(worker);
+        let serve = move |stream: TcpStream| async move {
             serve_connection(stream, conn, proxy, drain_signal).await;
+            drop(placed);
             drop(guard);
             drop(permit);
+        };
+        if worker == me {
+            tokio::spawn(serve(stream));
+            continue;
+        }
+        // Handed over: the socket leaves this worker's reactor for the other's.
+        let (Ok(stream), Some(runtime)) = (stream.into_std(), shared.workers.get(worker)) else {
+            continue;
+        };
+        runtime.spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve(stream).await,
+                Err(e) => tracing::debug!(error = %e, "cannot move a connection to its worker"),
+            }
         });
     }
 }

@@ -33,6 +33,9 @@ pub struct Route {
     pub arms: Vec<Arm>,
     /// Long-lived state (limiter, cache) a reload may carry over.
     pub state: RouteState,
+    /// Something in the stack reads the [`crate::proxy::ClientIp`] extension
+    /// (a rate limit keyed by client IP); otherwise it is not worked out.
+    pub needs_client_ip: bool,
     total_weight: u64,
 }
 
@@ -40,7 +43,13 @@ impl Route {
     /// A route from its config and arms (at least one with weight > 0, checked by validation).
     pub fn new(config: RouteConfig, arms: Vec<Arm>, state: RouteState) -> Self {
         let total_weight = arms.iter().map(|a| u64::from(a.weight)).sum();
+        let needs_client_ip = config
+            .rate_limit
+            .as_ref()
+            .and_then(|r| r.per_key.as_ref())
+            .is_some_and(|k| k.key == crate::config::RateKey::ClientIp);
         Self {
+            needs_client_ip,
             name: metrics::SharedString::from(config.name.clone()),
             config,
             arms,
@@ -113,15 +122,15 @@ impl Router {
 
     /// The first route matching the request head.
     pub fn find(&self, head: &Parts) -> Option<&Route> {
-        let host = request_host(&head.uri, &head.headers);
+        // Worked out once, and only when some route matches on the host.
+        let mut host: Option<Option<&str>> = None;
         self.routes.iter().find(|r| {
-            matches(
-                &r.config.matcher,
-                host,
-                head.uri.path(),
-                &head.method,
-                &head.headers,
-            )
+            let m = &r.config.matcher;
+            let host = match m.host {
+                Some(_) => *host.get_or_insert_with(|| request_host(&head.uri, &head.headers)),
+                None => None,
+            };
+            matches(m, host, head.uri.path(), &head.method, &head.headers)
         })
     }
 }

@@ -4,11 +4,13 @@
 //! exchange up to the response head, every try included) and under the retry
 //! layer for `per_try_timeout`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::body::Body;
@@ -51,31 +53,60 @@ pub struct Timeout<S> {
 impl<S> Service<Request<Body>> for Timeout<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>,
-    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = ProxyError;
-    type Future = BoxFuture<'static, Result<Response<Body>, ProxyError>>;
+    type Future = TimeoutFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let call = self.inner.call(req);
-        let (after, kind) = (self.after, self.kind);
-        Box::pin(async move {
-            let Some(after) = after else {
-                return call.await;
-            };
-            match tokio::time::timeout(after, call).await {
-                Ok(result) => result,
-                Err(_) => Err(ProxyError::with_source(
-                    kind,
-                    format!("no response within {after:?}"),
-                )),
-            }
-        })
+        TimeoutFuture {
+            deadline: self.after.map(tokio::time::sleep),
+            call: self.inner.call(req),
+            after: self.after,
+            kind: self.kind,
+        }
+    }
+}
+
+pin_project! {
+    /// The inner call raced against its deadline; no allocation of its own.
+    pub struct TimeoutFuture<F> {
+        #[pin]
+        call: F,
+        #[pin]
+        deadline: Option<tokio::time::Sleep>,
+        after: Option<Duration>,
+        kind: ErrorKind,
+    }
+}
+
+impl<F> Future for TimeoutFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, ProxyError>>,
+{
+    type Output = Result<Response<Body>, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.call.poll(cx) {
+            return Poll::Ready(result);
+        }
+        let expired = this
+            .deadline
+            .as_pin_mut()
+            .is_some_and(|deadline| deadline.poll(cx).is_ready());
+        if !expired {
+            return Poll::Pending;
+        }
+        let after = this.after.unwrap_or_default();
+        Poll::Ready(Err(ProxyError::with_source(
+            *this.kind,
+            format!("no response within {after:?}"),
+        )))
     }
 }
 
