@@ -2,8 +2,9 @@
 //!
 //! Every worker accepts on the same socket, and the kernel wakes whichever is
 //! waiting: a burst of new connections often lands mostly on one worker, which
-//! then does most of the work while the other cores idle (measured: a 64-connection
-//! benchmark split 47/17 ran 25% slower than one split 32/32). So the worker that
+//! then does most of the work while the other cores idle (measured on 2 cores: a
+//! run where one worker did 73% of the work served 25% fewer requests/s than an
+//! evenly split one). So the worker that
 //! accepts a connection hands it to the worker serving the fewest of this
 //! listener's connections (itself on a tie), like Envoy's exact connection
 //! balance. Connections then stay where they were placed.
