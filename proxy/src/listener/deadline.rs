@@ -173,6 +173,8 @@ impl Watchdog {
             if self.period.saturating_mul(ticks - 1) >= self.header_read_timeout {
                 return Verdict::SlowHead;
             }
+            // A head on its way is not idleness: the head deadline governs now.
+            return Verdict::Keep;
         } else {
             self.head = None;
         }
@@ -305,6 +307,14 @@ mod tests {
         h1.received(b"P");
         h1.received(b"OST / HTTP/1.1\r\n");
         assert_eq!(h1.proto.load(Ordering::Relaxed), PROTO_HTTP1);
+    }
+
+    #[test]
+    fn a_head_on_its_way_is_not_idle() {
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(T, Duration::ZERO);
+        activity.received(b"GET / HTTP/1.1\r\n");
+        assert_eq!(dog.check(&activity), Verdict::Keep);
     }
 
     #[test]

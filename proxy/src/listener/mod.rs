@@ -226,6 +226,7 @@ async fn accept_loop(
         }
         // Handed over: the socket leaves this worker's reactor for the other's.
         let (Ok(stream), Some(runtime)) = (stream.into_std(), shared.workers.get(worker)) else {
+            tracing::debug!(listener = %shared.name, "cannot move a connection to its worker");
             continue;
         };
         runtime.spawn(async move {
