@@ -227,17 +227,7 @@ async fn hop_by_hop_response_headers_stay_with_the_upstream() {
           Trailer: x-sum\r\nUpgrade: h2c\r\nX-End: kept\r\n\r\nok",
     )
     .await;
-    let yaml = format!(
-        r#"
-server: {{ access_log: false }}
-listeners:
-  - name: public
-    listen: 127.0.0.1:0
-    routes: [ {{ name: all, cluster: app }} ]
-clusters:
-  - {{ name: app, endpoints: ["{up}"] }}
-"#
-    );
+    let yaml = config_for_endpoints(&[up.to_string()], "", "");
     let p = start_proxy(&yaml).await;
     for _ in 0..3 {
         let r = get(&p.url("/")).await;

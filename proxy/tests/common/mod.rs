@@ -355,10 +355,18 @@ where
 /// cluster `app` at `endpoints`; `cluster_extra` and `route_extra` are YAML lines
 /// appended (already indented) to the cluster and the route.
 pub fn simple_config(endpoints: &[&Upstream], route_extra: &str, cluster_extra: &str) -> String {
-    let eps: Vec<String> = endpoints
-        .iter()
-        .map(|u| format!("\"{}\"", u.endpoint()))
-        .collect();
+    let eps: Vec<String> = endpoints.iter().map(|u| u.endpoint()).collect();
+    config_for_endpoints(&eps, route_extra, cluster_extra)
+}
+
+/// [`simple_config`] for endpoints given as `host:port` text (upstreams that are
+/// not an [`Upstream`], such as raw scripted servers).
+pub fn config_for_endpoints(
+    endpoints: &[String],
+    route_extra: &str,
+    cluster_extra: &str,
+) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
     format!(
         r#"
 server: {{ drain_timeout: 5s, access_log: false }}
