@@ -3,13 +3,16 @@
 #
 #   bash bench/proxy-compare.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
 #
-# Starts, on loopback only: a fast upstream (nginx, 1 worker, `return 200`), nginx as a
-# reverse proxy (2 workers, keep-alive upstream pool), and Floodgate (2 worker threads,
-# access log off) in front of the same upstream. Then, for each path (direct, floodgate,
-# nginx), runs wrk saturating (-c CONNECTIONS) for requests/s, ROUNDS times in turn
-# (direct, floodgate, nginx, direct, ...) so that a slow spell of a shared machine hits
-# all three alike, and reports each path's median; then once lightly loaded (-c 4) for
-# the median latency. Prints a table with the ratios, records Floodgate's idle
+# Starts, on loopback only: a fast upstream (nginx, 1 worker, `return 200`), Floodgate
+# (2 worker threads, access log off) in front of it, and nginx as a reverse proxy
+# (2 workers, keep-alive upstream pool) twice: `nginx` set up to do what Floodgate does
+# to every request by default (keep `Host`; add `x-forwarded-for/-proto/-host`; keep or
+# generate `x-request-id` and return it), and `nginx-bare` with nginx's defaults (none of
+# that). Then, for each path (direct, floodgate, nginx, nginx-bare), runs wrk
+# saturating (-c CONNECTIONS) for requests/s, ROUNDS times in turn (direct, floodgate,
+# nginx, nginx-bare, direct, ...) so that a slow spell of a shared machine hits all
+# alike, and reports each path's median; then once lightly loaded (-c 4) for the
+# median latency. Prints a table with the ratios, records Floodgate's idle
 # RSS with configs/gateway.yaml, and writes everything to reports/bench-<time>/.
 # Every load run is bounded by DURATION_SECONDS and every process is stopped by PID.
 set -euo pipefail
@@ -31,7 +34,7 @@ cargo build --release -q -p floodgate
 FLOODGATE="$ROOT/target/release/floodgate"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-UP=$(free_port); NG=$(free_port); FG=$(free_port); FGA=$(free_port)
+UP=$(free_port); NG=$(free_port); NB=$(free_port); FG=$(free_port); FGA=$(free_port)
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -57,8 +60,19 @@ http {
 CONF
 }
 nginx_conf upstream 1 "server { listen 127.0.0.1:$UP; location / { return 200 'ok\n'; } }"
+# The same request and response header work as Floodgate's defaults (docs/request-path.md).
 nginx_conf proxy 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
-  server { listen 127.0.0.1:$NG; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+  map \$http_x_request_id \$fg_request_id { default \$http_x_request_id; '' \$request_id; }
+  server { listen 127.0.0.1:$NG; location / {
+    proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";
+    proxy_set_header Host \$http_host;
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Forwarded-Host \$http_host;
+    proxy_set_header X-Request-Id \$fg_request_id;
+    add_header X-Request-Id \$fg_request_id always; } }"
+nginx_conf proxy-bare 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
+  server { listen 127.0.0.1:$NB; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 cat > "$RUN/floodgate.yaml" <<YAML
 admin: { listen: 127.0.0.1:$FGA }
 server: { access_log: false }
@@ -75,10 +89,15 @@ YAML
 
 nginx -c "$RUN/upstream.conf" & PIDS+=($!)
 nginx -c "$RUN/proxy.conf" & PIDS+=($!)
+nginx -c "$RUN/proxy-bare.conf" & PIDS+=($!)
 "$FLOODGATE" --config "$RUN/floodgate.yaml" --workers 2 > "$RUN/floodgate.log" 2>&1 & PIDS+=($!)
 
 wait_up() { for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not answering" >&2; exit 1; }
-wait_up "$UP"; wait_up "$NG"; wait_up "$FG"
+wait_up "$UP"; wait_up "$NG"; wait_up "$NB"; wait_up "$FG"
+# Both header-equivalent proxies answer with the request id they forwarded.
+for port in "$FG" "$NG"; do
+  curl -fsi "http://127.0.0.1:$port/" | grep -qi '^x-request-id: ' || { echo "no x-request-id from :$port" >&2; exit 1; }
+done
 
 # wrk prints "Requests/sec: N" and, with --latency, "50%  1.23ms".
 rps() { wrk -t2 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {print $2}'; }
@@ -87,7 +106,7 @@ p50_ms() {
     v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v }'
 }
 
-TARGETS="direct:$UP floodgate:$FG nginx:$NG"
+TARGETS="direct:$UP floodgate:$FG nginx:$NG nginx-bare:$NB"
 declare -A R P ALL
 for target in $TARGETS; do
   wrk -t1 -c8 -d2s "http://127.0.0.1:${target#*:}/" >/dev/null   # warm pools
@@ -122,10 +141,11 @@ diff_ms() { python3 -c "import sys; print(f'{float(sys.argv[1])-float(sys.argv[2
   echo
   echo "| path | requests/s (median) | each round | p50 latency (ms) at -c4 |"
   echo "|---|---:|---|---:|"
-  for n in direct floodgate nginx; do echo "| $n | ${R[$n]} |${ALL[$n]} | ${P[$n]} |"; done
+  for n in direct floodgate nginx nginx-bare; do echo "| $n | ${R[$n]} |${ALL[$n]} | ${P[$n]} |"; done
   echo
-  echo "- Floodgate / nginx requests/s: $(ratio "${R[floodgate]}" "${R[nginx]}")"
+  echo "- Floodgate / nginx requests/s: $(ratio "${R[floodgate]}" "${R[nginx]}") (nginx doing the same header work)"
+  echo "- Floodgate / nginx-bare requests/s: $(ratio "${R[floodgate]}" "${R[nginx-bare]}") (nginx adding no headers)"
   echo "- Floodgate / direct requests/s: $(ratio "${R[floodgate]}" "${R[direct]}")"
-  echo "- added median latency, Floodgate: $(diff_ms "${P[floodgate]}" "${P[direct]}") ms; nginx: $(diff_ms "${P[nginx]}" "${P[direct]}") ms"
+  echo "- added median latency, Floodgate: $(diff_ms "${P[floodgate]}" "${P[direct]}") ms; nginx: $(diff_ms "${P[nginx]}" "${P[direct]}") ms; nginx-bare: $(diff_ms "${P[nginx-bare]}" "${P[direct]}") ms"
   echo "- Floodgate idle RSS with configs/gateway.yaml: $RSS"
 } | tee "$OUT/results.md"

@@ -82,6 +82,9 @@ impl Workers {
                     let _ = ready.send(Ok(runtime.handle().clone()));
                     // Serves spawned tasks until stopped (or until `Workers` is dropped).
                     runtime.block_on(async {
+                        // Timers are pooled while this runtime serves; the pool is
+                        // emptied before the runtime shuts down.
+                        let _timers = crate::stack::timer_pool::enable();
                         let _ = stopped.await;
                     });
                     runtime.shutdown_timeout(STOP_GRACE);

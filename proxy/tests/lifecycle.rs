@@ -327,3 +327,43 @@ async fn sighup_right_after_start_reloads() {
     .await;
     assert!(bin.child.try_wait().unwrap().is_none(), "still running");
 }
+
+/// On worker threads the route deadline's timers are reused from request to
+/// request: a timer that fast requests kept pushing forward, and then one that has
+/// fired, still give a slow request its 504 at the route timeout and no sooner.
+#[tokio::test]
+async fn route_deadlines_fire_on_time_with_reused_worker_timers() {
+    let app = upstream("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("floodgate.yaml");
+    let config = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\n{}",
+        simple_config(&[&app], "        timeout: 400ms", "")
+    );
+    std::fs::write(&path, config).unwrap();
+    let bin = Bin::start_with(&path, &["--workers", "2"]).await;
+    let client = client();
+    let url = bin.url("public", "/code");
+    let fast = Behavior::default();
+    let slow = Behavior {
+        delay: Duration::from_secs(3),
+        ..Behavior::default()
+    };
+    for round in 0..2 {
+        app.set(fast.clone());
+        for _ in 0..5 {
+            let resp = send(&client, Request::get(&url).body(Full::default()).unwrap()).await;
+            assert_eq!(resp.status, 200, "round {round}");
+        }
+        app.set(slow.clone());
+        let started = Instant::now();
+        let resp = send(&client, Request::get(&url).body(Full::default()).unwrap()).await;
+        let took = started.elapsed();
+        assert_eq!(resp.status, 504, "round {round}: {}", resp.body);
+        assert_eq!(resp.header("x-floodgate-reason"), "request_timeout");
+        assert!(
+            took >= Duration::from_millis(390) && took < Duration::from_millis(2500),
+            "round {round}: 504 after {took:?}"
+        );
+    }
+}

@@ -5,6 +5,7 @@
 
 mod deadline;
 mod serve;
+mod side_wake;
 mod spread;
 
 use std::net::SocketAddr;

@@ -3,7 +3,10 @@
 //! with the connection's deadlines kept by its watchdog ([`super::deadline`]).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -15,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use super::deadline::{Activity, Verdict, Watchdog, Watched};
+use super::side_wake::SideWake;
 use crate::config::ListenerLimits;
 use crate::proxy::{self, ConnInfo};
 use crate::state::Proxy;
@@ -109,7 +113,7 @@ async fn serve_io<S>(
     };
     let io = TokioIo::new(Watched::new(stream, Arc::clone(&shared)));
     let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
+    let mut connection = pin!(connection);
     let mut watchdog = Watchdog::new(limits.header_read_timeout, limits.idle_timeout);
     let mut tick = tokio::time::interval(watchdog.period());
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -117,32 +121,35 @@ async fn serve_io<S>(
     if closing {
         connection.as_mut().graceful_shutdown();
     }
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "downstream connection ended with error");
-                }
-                return;
-            }
-            changed = drain.changed(), if !closing => {
-                // A dropped sender also means the listener is gone: close gracefully either way.
-                let _ = changed;
+    let mut drained = pin!(drain.changed());
+    // The drain signal and the watchdog are polled only when they woke the task,
+    // not on every readiness of the connection (see `side_wake`).
+    let side = SideWake::new();
+    let ended = std::future::poll_fn(|cx| {
+        if let Some(mut side_cx) = side.context(cx) {
+            // A dropped sender also means the listener is gone: close gracefully either way.
+            if !closing && drained.as_mut().poll(&mut side_cx).is_ready() {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }
-            _ = tick.tick() => match watchdog.check(&shared.activity) {
-                Verdict::Keep => {}
-                Verdict::Idle if !closing => {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
+            while tick.poll_tick(&mut side_cx).is_ready() {
+                match watchdog.check(&shared.activity) {
+                    Verdict::Keep => {}
+                    Verdict::Idle if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    Verdict::Idle => {}
+                    Verdict::SlowHead => return Poll::Ready(None),
                 }
-                Verdict::Idle => {}
-                Verdict::SlowHead => {
-                    tracing::debug!(client = %shared.conn.client, "request head too slow; closing");
-                    return;
-                }
-            },
+            }
         }
+        connection.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    match ended {
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::debug!(error = %e, "downstream connection ended with error"),
+        None => tracing::debug!(client = %shared.conn.client, "request head too slow; closing"),
     }
 }

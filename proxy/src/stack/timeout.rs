@@ -2,7 +2,8 @@
 //!
 //! Used twice in a route stack: outermost for the route `timeout` (the whole
 //! exchange up to the response head, every try included) and under the retry
-//! layer for `per_try_timeout`.
+//! layer for `per_try_timeout`. Its timers come from the worker's pool
+//! ([`super::timer_pool`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use tower::{Layer, Service};
 
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
+use crate::stack::timer_pool::Deadline;
 
 /// Wraps a service with [`Timeout`].
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +66,9 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         TimeoutFuture {
-            deadline: self.after.map(tokio::time::sleep),
+            deadline: self
+                .after
+                .map(|after| Deadline::at(tokio::time::Instant::now() + after)),
             call: self.inner.call(req),
             after: self.after,
             kind: self.kind,
@@ -77,8 +81,7 @@ pin_project! {
     pub struct TimeoutFuture<F> {
         #[pin]
         call: F,
-        #[pin]
-        deadline: Option<tokio::time::Sleep>,
+        deadline: Option<Deadline>,
         after: Option<Duration>,
         kind: ErrorKind,
     }
@@ -97,8 +100,8 @@ where
         }
         let expired = this
             .deadline
-            .as_pin_mut()
-            .is_some_and(|deadline| deadline.poll(cx).is_ready());
+            .as_mut()
+            .is_some_and(|deadline| Pin::new(deadline).poll(cx).is_ready());
         if !expired {
             return Poll::Pending;
         }
