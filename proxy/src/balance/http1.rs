@@ -154,8 +154,19 @@ impl Http1Conn {
         if !self.buf.is_empty() {
             return false;
         }
-        let mut cx = Context::from_waker(Waker::noop());
-        matches!(self.poll_fill(&mut cx, HEAD_READ), Poll::Pending)
+        match &self.io {
+            // Plain TCP: the readiness flag answers without a syscall or a waker
+            // registration; anything readable (the upstream's close, stray bytes)
+            // ends the connection's reuse.
+            Transport::Plain(tcp) => {
+                let mut probe = [0u8; 1];
+                matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Transport::Tls(_) => {
+                let mut cx = Context::from_waker(Waker::noop());
+                matches!(self.poll_fill(&mut cx, HEAD_READ), Poll::Pending)
+            }
+        }
     }
 
     /// Reads what the socket has into `buf` (at most `max` bytes); 0 is the end of stream.
