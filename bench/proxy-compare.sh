@@ -3,16 +3,21 @@
 #
 #   bash bench/proxy-compare.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
 #
-# Starts, on loopback only: a fast upstream (nginx, 1 worker, `return 200`), Floodgate
-# (2 worker threads, access log off) in front of it, and nginx as a reverse proxy
-# (2 workers, keep-alive upstream pool) twice: `nginx` set up to do what Floodgate does
-# to every request by default (keep `Host`; add `x-forwarded-for/-proto/-host`; keep or
-# generate `x-request-id` and return it), and `nginx-bare` with nginx's defaults (none of
-# that). Then, for each path (direct, floodgate, nginx, nginx-bare), runs wrk
-# saturating (-c CONNECTIONS) for requests/s, ROUNDS times in turn (direct, floodgate,
-# nginx, nginx-bare, direct, ...) so that a slow spell of a shared machine hits all
-# alike, and reports each path's median; then once lightly loaded (-c 4) for the
-# median latency. Prints a table with the ratios, records Floodgate's idle
+# Starts, on loopback only: a fast upstream (nginx, 1 worker, `return 200`) and, in
+# front of it, two pairs of proxies, each with 2 workers and a keep-alive upstream pool:
+#   floodgate, nginx           - what Floodgate does to every request by default: keep
+#                                `Host`; add `x-forwarded-for/-proto/-host`; keep or
+#                                generate `x-request-id` and return it (nginx configured
+#                                to do the same);
+#   floodgate-bare, nginx-bare - none of that header work (Floodgate's listener
+#                                `headers: {forwarded: false, request_id: false}`,
+#                                nginx's defaults).
+# Then, for each path (and direct to the upstream), runs wrk saturating (-c CONNECTIONS)
+# for requests/s, ROUNDS times in turn (direct, floodgate, nginx, ..., direct, ...) so
+# that a slow spell of a shared machine hits all alike, and reports each path's median
+# and, for each pair, the median of the per-round ratios (a round's paths run back to
+# back, so their ratio is steadier than a ratio of medians); then once lightly loaded
+# (-c 4) for the median latency. Prints a table with the ratios, records Floodgate's idle
 # RSS with configs/gateway.yaml, and writes everything to reports/bench-<time>/.
 # Every load run is bounded by DURATION_SECONDS and every process is stopped by PID.
 set -euo pipefail
@@ -35,6 +40,7 @@ FLOODGATE="$ROOT/target/release/floodgate"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 UP=$(free_port); NG=$(free_port); NB=$(free_port); FG=$(free_port); FGA=$(free_port)
+FB=$(free_port); FBA=$(free_port)
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -73,12 +79,14 @@ nginx_conf proxy 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
     add_header X-Request-Id \$fg_request_id always; } }"
 nginx_conf proxy-bare 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
   server { listen 127.0.0.1:$NB; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
-cat > "$RUN/floodgate.yaml" <<YAML
-admin: { listen: 127.0.0.1:$FGA }
+floodgate_conf() { # $1 name, $2 port, $3 admin port, $4 extra listener lines
+  cat > "$RUN/$1.yaml" <<YAML
+admin: { listen: 127.0.0.1:$3 }
 server: { access_log: false }
 listeners:
   - name: public
-    listen: 127.0.0.1:$FG
+    listen: 127.0.0.1:$2
+$4
     routes:
       - name: all
         cluster: app
@@ -86,17 +94,24 @@ clusters:
   - name: app
     endpoints: ["127.0.0.1:$UP"]
 YAML
+}
+floodgate_conf floodgate "$FG" "$FGA" ""
+floodgate_conf floodgate-bare "$FB" "$FBA" "    headers: { forwarded: false, request_id: false }"
 
 nginx -c "$RUN/upstream.conf" & PIDS+=($!)
 nginx -c "$RUN/proxy.conf" & PIDS+=($!)
 nginx -c "$RUN/proxy-bare.conf" & PIDS+=($!)
 "$FLOODGATE" --config "$RUN/floodgate.yaml" --workers 2 > "$RUN/floodgate.log" 2>&1 & PIDS+=($!)
+"$FLOODGATE" --config "$RUN/floodgate-bare.yaml" --workers 2 > "$RUN/floodgate-bare.log" 2>&1 & PIDS+=($!)
 
 wait_up() { for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not answering" >&2; exit 1; }
-wait_up "$UP"; wait_up "$NG"; wait_up "$NB"; wait_up "$FG"
-# Both header-equivalent proxies answer with the request id they forwarded.
+wait_up "$UP"; wait_up "$NG"; wait_up "$NB"; wait_up "$FG"; wait_up "$FB"
+# The first pair answers with the request id it forwarded; the bare pair adds none.
 for port in "$FG" "$NG"; do
   curl -fsi "http://127.0.0.1:$port/" | grep -qi '^x-request-id: ' || { echo "no x-request-id from :$port" >&2; exit 1; }
+done
+for port in "$FB" "$NB"; do
+  if curl -fsi "http://127.0.0.1:$port/" | grep -qi '^x-request-id: '; then echo "x-request-id from bare :$port" >&2; exit 1; fi
 done
 
 # wrk prints "Requests/sec: N" and, with --latency, "50%  1.23ms".
@@ -106,7 +121,7 @@ p50_ms() {
     v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v }'
 }
 
-TARGETS="direct:$UP floodgate:$FG nginx:$NG nginx-bare:$NB"
+TARGETS="direct:$UP floodgate:$FG nginx:$NG floodgate-bare:$FB nginx-bare:$NB"
 declare -A R P ALL
 for target in $TARGETS; do
   wrk -t1 -c8 -d2s "http://127.0.0.1:${target#*:}/" >/dev/null   # warm pools
@@ -134,6 +149,8 @@ if "$FLOODGATE" --config configs/gateway.yaml --check >/dev/null 2>&1; then
   kill "$GW" 2>/dev/null || true
 fi
 
+# Median of the per-round ratios of two paths' requests/s.
+paired() { python3 -c "import sys, statistics; a, b = sys.argv[1].split(), sys.argv[2].split(); r = [float(x) / float(y) for x, y in zip(a, b)]; print(f'{statistics.median(r):.2f} (rounds: ' + ' '.join(f'{x:.2f}' for x in r) + ')')" "$1" "$2"; }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 diff_ms() { python3 -c "import sys; print(f'{float(sys.argv[1])-float(sys.argv[2]):.3f}')" "$1" "$2"; }
 {
@@ -141,11 +158,11 @@ diff_ms() { python3 -c "import sys; print(f'{float(sys.argv[1])-float(sys.argv[2
   echo
   echo "| path | requests/s (median) | each round | p50 latency (ms) at -c4 |"
   echo "|---|---:|---|---:|"
-  for n in direct floodgate nginx nginx-bare; do echo "| $n | ${R[$n]} |${ALL[$n]} | ${P[$n]} |"; done
+  for n in direct floodgate nginx floodgate-bare nginx-bare; do echo "| $n | ${R[$n]} |${ALL[$n]} | ${P[$n]} |"; done
   echo
-  echo "- Floodgate / nginx requests/s: $(ratio "${R[floodgate]}" "${R[nginx]}") (nginx doing the same header work)"
-  echo "- Floodgate / nginx-bare requests/s: $(ratio "${R[floodgate]}" "${R[nginx-bare]}") (nginx adding no headers)"
+  echo "- Floodgate / nginx requests/s, forwarding headers and request id: medians $(ratio "${R[floodgate]}" "${R[nginx]}"), per round $(paired "${ALL[floodgate]}" "${ALL[nginx]}")"
+  echo "- Floodgate / nginx requests/s, no added headers (bare): medians $(ratio "${R[floodgate-bare]}" "${R[nginx-bare]}"), per round $(paired "${ALL[floodgate-bare]}" "${ALL[nginx-bare]}")"
   echo "- Floodgate / direct requests/s: $(ratio "${R[floodgate]}" "${R[direct]}")"
-  echo "- added median latency, Floodgate: $(diff_ms "${P[floodgate]}" "${P[direct]}") ms; nginx: $(diff_ms "${P[nginx]}" "${P[direct]}") ms; nginx-bare: $(diff_ms "${P[nginx-bare]}" "${P[direct]}") ms"
+  echo "- added median latency: Floodgate $(diff_ms "${P[floodgate]}" "${P[direct]}") ms, nginx $(diff_ms "${P[nginx]}" "${P[direct]}") ms; bare: Floodgate $(diff_ms "${P[floodgate-bare]}" "${P[direct]}") ms, nginx $(diff_ms "${P[nginx-bare]}" "${P[direct]}") ms"
   echo "- Floodgate idle RSS with configs/gateway.yaml: $RSS"
 } | tee "$OUT/results.md"

@@ -64,9 +64,25 @@ pub async fn handle(
 ) -> Response<Body> {
     let start = Instant::now();
     let (mut head, body) = req.into_parts();
+    let listener = snapshot.listener(&conn.listener);
+    let added = listener.map(|l| l.config.headers).unwrap_or_default();
     // Room for the id and forwarding headers, so they don't each grow the map.
     head.headers.reserve(4);
-    let request_id = ensure_request_id(&mut head.headers);
+    // The id the proxy answers with (and logs); without it, only a client's id is logged.
+    let request_id = if added.request_id {
+        Some(ensure_request_id(&mut head.headers))
+    } else {
+        None
+    };
+    let logged_id = match &request_id {
+        Some(id) => Some(id.clone()),
+        None => snapshot
+            .config
+            .server
+            .access_log
+            .then(|| head.headers.get(&X_REQUEST_ID).cloned())
+            .flatten(),
+    };
     // Kept for the access log only; no copy when the log is off.
     let original_path = snapshot.config.server.access_log.then(|| {
         head.uri
@@ -77,12 +93,11 @@ pub async fn handle(
     let downstream_version = head.version;
     let method = head.method.clone();
 
-    let listener = snapshot.listener(&conn.listener);
     let route = listener.and_then(|l| l.router.find(&head));
     let (route, listener) = match (route, listener) {
         (Some(route), Some(listener)) => (route, listener),
         _ => {
-            let response = error_response(ErrorKind::NoRoute, Some(&request_id));
+            let response = error_response(ErrorKind::NoRoute, request_id.as_ref());
             finish(
                 &snapshot,
                 conn,
@@ -92,7 +107,7 @@ pub async fn handle(
                     method: &method,
                     path: original_path.as_deref().unwrap_or("-"),
                     version: downstream_version,
-                    request_id: &request_id,
+                    request_id: logged_id.as_ref(),
                     start,
                     response: &response,
                 },
@@ -102,21 +117,21 @@ pub async fn handle(
     };
 
     let response = match forward(listener, route, &mut head, body, conn) {
-        Err(kind) => (error_response(kind, Some(&request_id)), None),
+        Err(kind) => (error_response(kind, request_id.as_ref()), None),
         Ok((arm, req)) => {
             let result = arm.service.clone().oneshot(req).await;
             let response = match result {
                 // The cluster answers with end-to-end fields only (hop-by-hop
                 // fields are dropped as the upstream's head is read).
                 Ok(mut response) => {
-                    response
-                        .headers_mut()
-                        .insert(X_REQUEST_ID, request_id.clone());
+                    if let Some(id) = &request_id {
+                        response.headers_mut().insert(X_REQUEST_ID, id.clone());
+                    }
                     response
                 }
                 Err(e) => {
                     tracing::debug!(route = %route.config.name, error = %e, "request failed");
-                    e.to_response(Some(&request_id))
+                    e.to_response(request_id.as_ref())
                 }
             };
             (response, Some(arm))
@@ -132,7 +147,7 @@ pub async fn handle(
             method: &method,
             path: original_path.as_deref().unwrap_or("-"),
             version: downstream_version,
-            request_id: &request_id,
+            request_id: logged_id.as_ref(),
             start,
             response: &response,
         },
@@ -170,18 +185,23 @@ fn forward<'r>(
             .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
     });
     strip_hop_by_hop(&mut head.headers);
+    let forwarded = listener.config.headers.forwarded;
     if let Some(host) = original_host {
         // Re-set only when missing (HTTP/2 request, or `Host` named in `Connection`).
         if !head.headers.contains_key(header::HOST) {
             head.headers.insert(header::HOST, host.clone());
         }
-        head.headers.insert(X_FORWARDED_HOST, host);
+        if forwarded {
+            head.headers.insert(X_FORWARDED_HOST, host);
+        }
     }
-    append_forwarded_for(&mut head.headers, &conn.client_text);
-    head.headers.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-    );
+    if forwarded {
+        append_forwarded_for(&mut head.headers, &conn.client_text);
+        head.headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        );
+    }
     let rewritten = route.rewrite(&head.uri);
     let uri = rewritten.as_ref().unwrap_or(&head.uri);
     // Upstream HTTP/1.1 wants origin-form; the cluster re-adds the authority for HTTP/2.
@@ -214,7 +234,7 @@ struct Done<'a> {
     method: &'a http::Method,
     path: &'a str,
     version: Version,
-    request_id: &'a HeaderValue,
+    request_id: Option<&'a HeaderValue>,
     start: Instant,
     response: &'a Response<Body>,
 }
@@ -242,7 +262,7 @@ fn finish(snapshot: &Snapshot, conn: &ConnInfo, d: &Done<'_>) {
                 .headers()
                 .get(REASON_HEADER)
                 .and_then(|v| v.to_str().ok()),
-            request_id: d.request_id.to_str().unwrap_or("-"),
+            request_id: d.request_id.and_then(|v| v.to_str().ok()).unwrap_or("-"),
             duration: elapsed,
         });
     }

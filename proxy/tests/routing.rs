@@ -151,6 +151,39 @@ clusters:
     assert_eq!(r.json()["path"], "/other");
 }
 
+/// A listener can leave out the forwarding headers and the request id, as a mesh
+/// sidecar's inbound side often does: the request goes up as the client sent it
+/// (a client's own `x-request-id` included) and nothing is added on the way down.
+#[tokio::test]
+async fn a_listener_can_add_no_forwarding_headers_and_no_request_id() {
+    let app = upstream("app").await;
+    let yaml = simple_config(&[&app], "", "").replace(
+        "    routes:\n",
+        "    headers: { forwarded: false, request_id: false }\n    routes:\n",
+    );
+    let p = start_proxy(&yaml).await;
+    let r = get(&p.url("/plain")).await;
+    assert_eq!(r.status, 200);
+    let h = &r.json()["headers"];
+    for added in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+    ] {
+        assert!(h.get(added).is_none(), "{added} was added: {h}");
+    }
+    assert!(r.headers.get("x-request-id").is_none());
+
+    let req = Request::get(p.url("/with-id"))
+        .header("x-request-id", "client-7")
+        .body(Full::default())
+        .unwrap();
+    let r = send(&client(), req).await;
+    assert_eq!(r.json()["headers"]["x-request-id"], "client-7");
+    assert!(r.headers.get("x-request-id").is_none(), "not echoed");
+}
+
 #[tokio::test]
 async fn weighted_clusters_split_traffic() {
     let stable = upstream("stable").await;

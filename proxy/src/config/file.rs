@@ -61,8 +61,20 @@ pub struct FileListener {
     pub limits: Option<FileLimits>,
     /// Peers (IPs or CIDRs) whose `x-forwarded-for` is believed.
     pub trusted_proxies: Option<Vec<String>>,
+    /// Headers the proxy adds to requests and responses.
+    pub headers: Option<FileHeaders>,
     /// Routes, first match wins.
     pub routes: Vec<FileRoute>,
+}
+
+/// `listeners[].headers:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHeaders {
+    /// Add `x-forwarded-for`, `x-forwarded-proto` and `x-forwarded-host`.
+    pub forwarded: Option<bool>,
+    /// Generate `x-request-id` when missing and return it on the response.
+    pub request_id: Option<bool>,
 }
 
 /// `listeners[].tls:` block.

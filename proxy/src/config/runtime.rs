@@ -70,8 +70,29 @@ pub struct ListenerConfig {
     /// Peers whose `x-forwarded-for` is believed when finding the client IP (default none).
     #[serde(serialize_with = "serialize_nets")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Headers the proxy adds to requests and responses.
+    pub headers: ListenerHeaders,
     /// Routes in file order; the first match wins.
     pub routes: Vec<RouteConfig>,
+}
+
+/// Headers a listener's proxy adds (both on by default, as Envoy and most edge proxies do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ListenerHeaders {
+    /// Append the client to `x-forwarded-for`; set `x-forwarded-proto` and `x-forwarded-host`.
+    pub forwarded: bool,
+    /// Generate `x-request-id` when the request has no usable one, and return the
+    /// request's id on the response; off, a client's `x-request-id` passes as sent.
+    pub request_id: bool,
+}
+
+impl Default for ListenerHeaders {
+    fn default() -> Self {
+        Self {
+            forwarded: true,
+            request_id: true,
+        }
+    }
 }
 
 /// Connection-level limits of a listener.

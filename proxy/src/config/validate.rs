@@ -14,15 +14,15 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use super::duration::parse_duration;
 use super::file::{
-    FileAdmin, FileBalancer, FileCert, FileCluster, FileConfig, FileHealthCheck, FileLimits,
-    FileListener, FileMatch, FileOutlier, FileProtocol, FileRetry, FileRoute, FileServer,
-    FileServerTls, FileUpstreamTls, Scalar,
+    FileAdmin, FileBalancer, FileCert, FileCluster, FileConfig, FileHeaders, FileHealthCheck,
+    FileLimits, FileListener, FileMatch, FileOutlier, FileProtocol, FileRetry, FileRoute,
+    FileServer, FileServerTls, FileUpstreamTls, Scalar,
 };
 use super::{
     AdminConfig, Backend, BalancerKind, CertConfig, ClusterConfig, Config, ConfigError,
-    ConfigErrors, EndpointAddr, HealthCheckConfig, HostMatch, ListenerConfig, ListenerLimits,
-    OutlierConfig, PathMatch, RetryOn, RetryPolicy, RouteConfig, RouteMatch, ServerConfig,
-    ServerTlsConfig, UpstreamProtocol, UpstreamTlsConfig, WeightedCluster,
+    ConfigErrors, EndpointAddr, HealthCheckConfig, HostMatch, ListenerConfig, ListenerHeaders,
+    ListenerLimits, OutlierConfig, PathMatch, RetryOn, RetryPolicy, RouteConfig, RouteMatch,
+    ServerConfig, ServerTlsConfig, UpstreamProtocol, UpstreamTlsConfig, WeightedCluster,
 };
 use crate::tls::{self, TlsError};
 
@@ -329,6 +329,7 @@ impl Validator<'_> {
                 tls: tls.flatten(),
                 limits,
                 trusted_proxies,
+                headers: listener_headers(l.headers.as_ref()),
                 routes,
             });
         }
@@ -1047,6 +1048,15 @@ impl Validator<'_> {
 }
 
 /// Whether two listen addresses would fight over the same socket (port 0 never does).
+/// `listeners[].headers`: each switch defaults to on.
+fn listener_headers(file: Option<&FileHeaders>) -> ListenerHeaders {
+    let on = ListenerHeaders::default();
+    ListenerHeaders {
+        forwarded: file.and_then(|h| h.forwarded).unwrap_or(on.forwarded),
+        request_id: file.and_then(|h| h.request_id).unwrap_or(on.request_id),
+    }
+}
+
 fn addrs_conflict(a: SocketAddr, b: SocketAddr) -> bool {
     if a.port() == 0 || b.port() == 0 || a.port() != b.port() {
         return false;

@@ -666,3 +666,24 @@ fn duplicate_sni_across_certs() {
     assert_eq!(err.errors[0].path, "listeners[0].tls.certs[1].sni[0]");
     assert!(err.errors[0].reason.contains("already served by certs[0]"));
 }
+
+#[test]
+fn listener_headers_default_on_and_can_be_turned_off() {
+    let config = check(BASE).unwrap();
+    assert_eq!(config.listeners[0].headers, ListenerHeaders::default());
+    assert!(config.listeners[0].headers.forwarded && config.listeners[0].headers.request_id);
+
+    let off = edit(
+        "    routes:\n",
+        "    headers: { forwarded: false, request_id: false }\n    routes:\n",
+    );
+    let headers = check(&off).unwrap().listeners[0].headers;
+    assert!(!headers.forwarded && !headers.request_id);
+
+    let typo = edit(
+        "    routes:\n",
+        "    headers: { forwarder: false }\n    routes:\n",
+    );
+    let err = check(&typo).unwrap_err();
+    assert_eq!(err.errors[0].path, "listeners[0].headers.forwarder");
+}
