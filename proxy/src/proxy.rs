@@ -281,16 +281,26 @@ fn unrouted_metrics() -> &'static observe::RequestMetrics {
 
 /// Keeps a sane client-sent `x-request-id`, or sets a new random one.
 fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
-        let ok =
-            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
-        if ok {
-            return v.clone();
+    // One lookup of the name for both the check and the insert.
+    match headers.entry(X_REQUEST_ID) {
+        header::Entry::Occupied(mut sent) => {
+            let v = sent.get();
+            let ok = !v.is_empty()
+                && v.len() <= 128
+                && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+            if ok {
+                return v.clone();
+            }
+            let id = new_request_id();
+            sent.insert(id.clone());
+            id
+        }
+        header::Entry::Vacant(slot) => {
+            let id = new_request_id();
+            slot.insert(id.clone());
+            id
         }
     }
-    let id = new_request_id();
-    headers.insert(X_REQUEST_ID, id.clone());
-    id
 }
 
 /// Ids made per allocation of a thread's id block.
@@ -392,24 +402,34 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
 
 /// Appends the client (`ip`, as header text) to `x-forwarded-for`, or sets it.
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
-    let prior = headers
-        .get(&X_FORWARDED_FOR)
-        .map(HeaderValue::as_bytes)
-        .filter(|p| !p.trim_ascii().is_empty());
-    let value = match prior {
-        None => ip.clone(),
-        Some(prior) => {
-            let mut joined = Vec::with_capacity(prior.len() + 2 + ip.len());
-            joined.extend_from_slice(prior);
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(ip.as_bytes());
-            match HeaderValue::from_bytes(&joined) {
-                Ok(v) => v,
-                Err(_) => ip.clone(),
-            }
+    // One lookup of the name for both the read and the write.
+    let mut sent = match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Vacant(slot) => {
+            slot.insert(ip.clone());
+            return;
         }
+        header::Entry::Occupied(sent) => sent,
     };
-    headers.insert(X_FORWARDED_FOR, value);
+    // Several lines of the field are one comma-separated list, in order.
+    let mut joined = Vec::with_capacity(64);
+    for line in sent.iter() {
+        let hops = line.as_bytes().trim_ascii();
+        if !hops.is_empty() {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(hops);
+        }
+    }
+    let value = if joined.is_empty() {
+        ip.clone()
+    } else {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(ip.as_bytes());
+        HeaderValue::from_bytes(&joined).unwrap_or_else(|_| ip.clone())
+    };
+    // The joined list replaces every earlier line of the field.
+    sent.insert(value);
 }
 
 /// Whether `name` is hop-by-hop by definition (besides those a `Connection` header names).
@@ -494,6 +514,24 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
         append_forwarded_for(&mut h, &conn("[::ffff:10.0.0.2]:5"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
+
+        // Several lines are one list, in order; blank lines add nothing.
+        let mut h = HeaderMap::new();
+        h.append(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2"),
+        );
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static(" "));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("3.3.3.3"));
+        append_forwarded_for(&mut h, &conn("10.0.0.1:5"));
+        let lines: Vec<_> = h.get_all(&X_FORWARDED_FOR).iter().collect();
+        assert_eq!(lines, ["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1"]);
+
+        // Only blank lines: the client starts the list.
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static(""));
+        append_forwarded_for(&mut h, &conn("10.0.0.1:5"));
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
     }
 
     #[test]
