@@ -74,15 +74,12 @@ pub async fn handle(
     } else {
         None
     };
-    let logged_id = match &request_id {
-        Some(id) => Some(id.clone()),
-        None => snapshot
-            .config
-            .server
-            .access_log
-            .then(|| head.headers.get(&X_REQUEST_ID).cloned())
-            .flatten(),
-    };
+    // A client's id is copied for the log (the headers move upstream) only when
+    // the proxy has no id of its own and the log is on.
+    let client_id = (request_id.is_none() && snapshot.config.server.access_log)
+        .then(|| head.headers.get(&X_REQUEST_ID).cloned())
+        .flatten();
+    let logged_id = request_id.as_ref().or(client_id.as_ref());
     // Kept for the access log only; no copy when the log is off.
     let original_path = snapshot.config.server.access_log.then(|| {
         head.uri
@@ -107,7 +104,7 @@ pub async fn handle(
                     method: &method,
                     path: original_path.as_deref().unwrap_or("-"),
                     version: downstream_version,
-                    request_id: logged_id.as_ref(),
+                    request_id: logged_id,
                     start,
                     response: &response,
                 },
@@ -147,7 +144,7 @@ pub async fn handle(
             method: &method,
             path: original_path.as_deref().unwrap_or("-"),
             version: downstream_version,
-            request_id: logged_id.as_ref(),
+            request_id: logged_id,
             start,
             response: &response,
         },
