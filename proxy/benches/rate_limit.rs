@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use floodgate::config::{KeyedRateConfig, Rate, RateKey, RateLimitConfig};
-use floodgate::proxy::ClientIp;
+use floodgate::headers::ClientIp;
 use floodgate::stack::rate_limit::RateLimiter;
 
 const KEYS: u32 = 10_000;

@@ -84,7 +84,7 @@ impl Workers {
                     runtime.block_on(async {
                         // Timers are pooled while this runtime serves; the pool is
                         // emptied before the runtime shuts down.
-                        let _timers = crate::stack::timer_pool::enable();
+                        let _timers = crate::time::timer_pool::enable();
                         let _ = stopped.await;
                     });
                     runtime.shutdown_timeout(STOP_GRACE);

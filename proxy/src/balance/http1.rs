@@ -459,19 +459,6 @@ struct ResponseHead {
     keep_alive: bool,
 }
 
-/// Hop-by-hop fields of a response that never reach the downstream (RFC 9110 §7.6.1).
-fn is_hop_by_hop_field(name: &str) -> bool {
-    const FIELDS: [&str; 6] = [
-        "keep-alive",
-        "te",
-        "trailer",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-connection",
-    ];
-    FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
-}
-
 /// Parses a complete response head off the front of `buf`; `None` while incomplete.
 /// The head is copied into `heads` and its header values share that copy; the
 /// header map is `storage`'s, cleared (a map the caller no longer needs, so that
@@ -533,7 +520,7 @@ fn parse_head(
             chunked = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
             continue;
         }
-        if is_hop_by_hop_field(h.name) {
+        if crate::headers::is_hop_by_hop_name(h.name) {
             continue;
         }
         let name = HeaderName::from_bytes(h.name.as_bytes())

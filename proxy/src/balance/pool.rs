@@ -401,7 +401,7 @@ async fn send_http2(
         Ok(mut response) => {
             // HTTP/2 forbids connection-specific fields, but `Trailer` and
             // `Proxy-Authenticate` may still come; HTTP/1.1 heads are cleaned as parsed.
-            crate::proxy::strip_hop_by_hop(response.headers_mut());
+            crate::headers::strip_hop_by_hop(response.headers_mut());
             Ok(Sent::Http2(response))
         }
         Err(mut e) => Err(send_error(e.take_message(), e.into_error())),

@@ -33,7 +33,7 @@ pub struct Route {
     pub arms: Vec<Arm>,
     /// Long-lived state (limiter, cache) a reload may carry over.
     pub state: RouteState,
-    /// Something in the stack reads the [`crate::proxy::ClientIp`] extension
+    /// Something in the stack reads the [`crate::headers::ClientIp`] extension
     /// (a rate limit keyed by client IP); otherwise it is not worked out.
     pub needs_client_ip: bool,
     total_weight: u64,

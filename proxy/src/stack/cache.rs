@@ -323,7 +323,7 @@ struct Entry {
 
 impl Entry {
     fn new(status: StatusCode, mut headers: HeaderMap, body: Bytes, policy: Policy) -> Self {
-        crate::proxy::strip_hop_by_hop(&mut headers);
+        crate::headers::strip_hop_by_hop(&mut headers);
         headers.remove(header::AGE);
         headers.remove(CACHE_HEADER);
         let header_bytes: usize = headers

@@ -10,7 +10,6 @@ pub mod cache;
 pub mod rate_limit;
 pub mod retry;
 pub mod timeout;
-pub mod timer_pool;
 
 use std::sync::Arc;
 

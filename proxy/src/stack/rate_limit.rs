@@ -41,8 +41,8 @@ use tower::{Layer, Service};
 use crate::body::Body;
 use crate::config::{Rate, RateKey, RateLimitConfig};
 use crate::error::{ErrorKind, ProxyError};
+use crate::headers::ClientIp;
 use crate::observe;
-use crate::proxy::ClientIp;
 
 /// `RateLimit-Policy` response field (draft-ietf-httpapi-ratelimit-headers-10).
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");

@@ -3,7 +3,7 @@
 //! Used twice in a route stack: outermost for the route `timeout` (the whole
 //! exchange up to the response head, every try included) and under the retry
 //! layer for `per_try_timeout`. Its timers come from the worker's pool
-//! ([`super::timer_pool`]).
+//! ([`crate::time::timer_pool`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +16,7 @@ use tower::{Layer, Service};
 
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
-use crate::stack::timer_pool::Deadline;
+use crate::time::timer_pool::Deadline;
 
 /// Wraps a service with [`Timeout`].
 #[derive(Debug, Clone, Copy)]

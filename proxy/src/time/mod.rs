@@ -1,0 +1,18 @@
+//! Time for the whole proxy: one clock that tests can pause, and pooled deadline timers.
+//!
+//! Every timestamp the proxy keeps (breaker windows, endpoint scores, pool idle
+//! times, admission latencies, cache ages, rate-limit cells) is a tokio
+//! [`Instant`]. Outside tests it is the monotonic system clock; under
+//! `#[tokio::test(start_paused = true)]` it stands still until the test advances it,
+//! so time-driven logic is tested exactly and fast. `std::time::Instant` is not
+//! used for state (only for a few log durations).
+
+pub mod timer_pool;
+
+pub use tokio::time::Instant;
+
+/// The current time on the proxy's clock (paused in tests that pause tokio's clock).
+#[inline]
+pub fn now() -> Instant {
+    Instant::now()
+}
