@@ -1,12 +1,12 @@
-//! The published state: an immutable [`Snapshot`] behind `ArcSwap`, and the one
-//! reload path ([`Proxy::apply`]) that file watch, SIGHUP and — later — the control
-//! plane all drive.
+//! The running proxy: the published [`Snapshot`] behind `ArcSwap`, the listeners
+//! serving it, and the one reload path ([`Proxy::apply`]) that file watch, SIGHUP
+//! and the control plane all drive.
 //!
-//! A reload builds a new snapshot from a validated [`Config`], reusing every
-//! cluster whose config did not change (pools, health and ejections survive) and
-//! every TLS acceptor whose certificates did not change; binds listeners that are
-//! new; then publishes with one pointer swap and drains listeners that went away.
-//! If anything fails before the swap, the running snapshot keeps serving.
+//! A reload builds a new snapshot from a validated [`Config`] (reusing what did
+//! not change, see [`crate::snapshot`]), binds listeners that are new, then
+//! publishes with one pointer swap, hands changed endpoint sets to the clusters
+//! that kept their state, and drains listeners that went away. If anything fails
+//! before the swap, the running snapshot keeps serving and nothing has changed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,146 +14,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use tokio_rustls::TlsAcceptor;
+use http::{Request, Response};
+use hyper::body::Incoming;
 
-use crate::balance::{Cluster, ClusterError, ClusterStatus};
+use crate::balance::ClusterStatus;
+use crate::body::Body;
 use crate::config::{Config, ListenerConfig};
-use crate::listener::{self, ListenerHandle};
+use crate::listener::{self, ConnInfo, ConnSettings, Handler, ListenerHandle};
 use crate::observe;
-use crate::router::{Arm, Route, Router};
-use crate::stack::{self, RouteState};
+use crate::snapshot::{BuildError, Snapshot};
 use crate::workers::Workers;
-
-/// A listener's published part: its config, router and TLS acceptor.
-pub struct ListenerRuntime {
-    /// The listener's config.
-    pub config: ListenerConfig,
-    /// Its route table.
-    pub router: Router,
-    /// TLS acceptor, when the listener terminates TLS.
-    pub tls: Option<TlsAcceptor>,
-}
-
-/// Everything a request needs, immutable once published.
-pub struct Snapshot {
-    /// Monotonic config version (1 for the first config).
-    pub version: u64,
-    /// The validated config this snapshot runs.
-    pub config: Arc<Config>,
-    listeners: HashMap<Arc<str>, Arc<ListenerRuntime>>,
-    clusters: Vec<Arc<Cluster>>,
-}
-
-impl Snapshot {
-    /// The listener named `name`.
-    pub fn listener(&self, name: &str) -> Option<&ListenerRuntime> {
-        self.listeners.get(name).map(|l| l.as_ref())
-    }
-
-    /// The clusters in config order.
-    pub fn clusters(&self) -> &[Arc<Cluster>] {
-        &self.clusters
-    }
-
-    /// Builds a snapshot, reusing from `previous` what did not change.
-    fn build(
-        config: Config,
-        version: u64,
-        previous: Option<&Snapshot>,
-    ) -> Result<Self, ApplyError> {
-        let mut clusters: Vec<Arc<Cluster>> = Vec::with_capacity(config.clusters.len());
-        for cc in &config.clusters {
-            let reused = previous
-                .and_then(|p| p.clusters.iter().find(|c| c.name() == cc.name))
-                .filter(|c| c.config() == cc)
-                .cloned();
-            clusters.push(match reused {
-                Some(c) => c,
-                None => Cluster::new(cc.clone())?,
-            });
-        }
-        let by_name: HashMap<&str, &Arc<Cluster>> =
-            clusters.iter().map(|c| (c.name(), c)).collect();
-
-        let mut listeners = HashMap::with_capacity(config.listeners.len());
-        for lc in &config.listeners {
-            let previous_listener = previous.and_then(|p| p.listeners.get(lc.name.as_str()));
-            let tls = match (&lc.tls, previous_listener) {
-                (None, _) => None,
-                (Some(t), Some(prev)) if prev.config.tls.as_ref() == Some(t) => prev.tls.clone(),
-                (Some(t), _) => Some(TlsAcceptor::from(crate::tls::server_config(t).map_err(
-                    |source| ApplyError::Tls {
-                        listener: lc.name.clone(),
-                        source,
-                    },
-                )?)),
-            };
-            let mut routes = Vec::with_capacity(lc.routes.len());
-            for rc in &lc.routes {
-                let previous_state = previous_listener
-                    .and_then(|l| l.router.route(&rc.name))
-                    .map(|r| &r.state);
-                let route_state = RouteState::new(rc, previous_state);
-                let mut arms = Vec::new();
-                for (name, weight) in rc.backend_arms() {
-                    let cluster = by_name
-                        .get(name)
-                        .ok_or_else(|| ApplyError::UnknownCluster {
-                            route: rc.name.clone(),
-                            cluster: name.to_owned(),
-                        })?;
-                    arms.push(Arm {
-                        cluster: cluster.label().clone(),
-                        weight,
-                        service: stack::route_stack(rc, &route_state, Arc::clone(cluster)),
-                        metrics: observe::RequestMetrics::new(
-                            metrics::SharedString::from(rc.name.clone()),
-                            cluster.label().clone(),
-                        ),
-                    });
-                }
-                routes.push(Route::new(rc.clone(), arms, route_state));
-            }
-            listeners.insert(
-                Arc::from(lc.name.as_str()),
-                Arc::new(ListenerRuntime {
-                    config: lc.clone(),
-                    router: Router::new(routes),
-                    tls,
-                }),
-            );
-        }
-        Ok(Self {
-            version,
-            config: Arc::new(config),
-            listeners,
-            clusters,
-        })
-    }
-}
 
 /// Why a validated config could not be applied; the running one keeps serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// A cluster could not be built.
+    /// The snapshot could not be built (a cluster, a listener's TLS, a route).
     #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    /// A listener's TLS settings failed.
-    #[error("listener {listener}: tls: {source}")]
-    Tls {
-        /// Listener name.
-        listener: String,
-        /// The TLS error.
-        source: crate::tls::TlsError,
-    },
-    /// A route names a cluster that does not exist (validation normally catches this).
-    #[error("route {route}: unknown cluster {cluster}")]
-    UnknownCluster {
-        /// Route name.
-        route: String,
-        /// Cluster name.
-        cluster: String,
-    },
+    Build(#[from] BuildError),
     /// A listener could not bind its address.
     #[error("listener {listener}: cannot bind {addr}: {source}")]
     Bind {
@@ -243,7 +120,7 @@ impl Proxy {
         version: u64,
         current: &Snapshot,
     ) -> Result<Applied, ApplyError> {
-        let next = Snapshot::build(config, version, Some(current))?;
+        let mut next = Snapshot::build(config, version, Some(current))?;
         // Bind new or moved listeners before publishing, so a bind failure rejects the config.
         let mut to_bind = HashMap::new();
         {
@@ -263,8 +140,14 @@ impl Proxy {
             bound.insert(name, self.bind(lc)?);
         }
         let drain_timeout = next.config.server.drain_timeout;
-        let keep: Vec<Arc<str>> = next.listeners.keys().cloned().collect();
+        let keep: Vec<Arc<str>> = next.listeners().map(|(name, _)| Arc::from(name)).collect();
+        let endpoint_changes = next.take_endpoint_changes();
         self.snapshot.store(Arc::new(next));
+        // Clusters that kept their state take their new endpoint sets now that the
+        // config is certain to apply.
+        for (cluster, set) in endpoint_changes {
+            cluster.set_endpoints(Some(set));
+        }
         metrics::gauge!(observe::CONFIG_VERSION).set(version as f64);
 
         let mut retired = Vec::new();
@@ -323,11 +206,7 @@ impl Proxy {
 
     /// The state of every cluster, for `/clusters` and load reports.
     pub fn cluster_status(&self) -> Vec<ClusterStatus> {
-        self.snapshot()
-            .clusters
-            .iter()
-            .map(|c| c.status())
-            .collect()
+        self.snapshot().clusters().map(|c| c.status()).collect()
     }
 
     /// Refreshes the gauges that are read from state rather than counted per request.
@@ -351,5 +230,24 @@ impl Proxy {
             addr: lc.listen,
             source,
         })
+    }
+}
+
+impl Handler for Proxy {
+    fn connection(&self, listener: &str) -> Option<ConnSettings> {
+        let snapshot = self.snapshot.load();
+        let listener = snapshot.listener(listener)?;
+        Some(ConnSettings {
+            limits: listener.config.limits.clone(),
+            tls: listener.tls.clone(),
+        })
+    }
+
+    fn call(
+        &self,
+        conn: &ConnInfo,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+        crate::forward::handle(self.snapshot(), conn, req)
     }
 }

@@ -3,13 +3,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::Serialize;
 
 use super::breaker::RequestSlot;
-use super::pool::Pool;
 use crate::config::EndpointAddr;
+use crate::time::Instant;
+use crate::upstream::Pool;
 
 /// An endpoint of a cluster.
 pub struct Endpoint {
@@ -146,7 +146,7 @@ impl Endpoint {
 
     /// Records a successful outcome: ends the failure streak, and once an ejection
     /// has expired, the ejection backoff too.
-    pub(crate) fn record_success(&self, now: Instant) {
+    pub(super) fn record_success(&self, now: Instant) {
         self.update_failure_ewma(now, false);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let until = self.ejected_until_ms.load(Ordering::Relaxed);
@@ -157,14 +157,14 @@ impl Endpoint {
     }
 
     /// Records a failed outcome; returns the new length of the failure streak.
-    pub(crate) fn record_failure(&self, now: Instant) -> u32 {
+    pub(super) fn record_failure(&self, now: Instant) -> u32 {
         self.update_failure_ewma(now, true);
         self.failures.fetch_add(1, Ordering::Relaxed);
         self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Ejects the endpoint for `duration`; returns how many ejections in a row this is.
-    pub(crate) fn eject(&self, now: Instant, duration: std::time::Duration) -> u32 {
+    pub(super) fn eject(&self, now: Instant, duration: std::time::Duration) -> u32 {
         let until = self.millis(now + duration).max(1);
         self.ejected_until_ms.store(until, Ordering::Relaxed);
         self.consecutive_failures.store(0, Ordering::Relaxed);
@@ -172,7 +172,7 @@ impl Endpoint {
     }
 
     /// Ejections in a row so far (the next ejection lasts one base longer).
-    pub(crate) fn ejections(&self) -> u32 {
+    pub(super) fn ejections(&self) -> u32 {
         self.ejections.load(Ordering::Relaxed)
     }
 
@@ -262,9 +262,8 @@ fn decay(ms: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::breaker::ConnLimits;
-    use crate::balance::PoolSettings;
     use crate::config::UpstreamProtocol;
+    use crate::upstream::{ConnLimits, PoolSettings, Siblings};
     use std::time::Duration;
 
     fn endpoint() -> (Arc<Endpoint>, Instant) {
@@ -279,6 +278,7 @@ mod tests {
             protocol: UpstreamProtocol::Http1,
             tls: None,
             limits: Arc::new(ConnLimits::unlimited()),
+            siblings: Siblings::default(),
         });
         let epoch = Instant::now();
         let pool = Arc::new(Pool::new(addr.clone(), settings));

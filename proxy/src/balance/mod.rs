@@ -1,38 +1,44 @@
-//! Load balancing: a cluster's endpoints, choosing one per request (power of two
-//! choices over an outcome-aware load score, or round robin) among those healthy
-//! and not ejected, and sending the request on that endpoint's pooled connection.
+//! A cluster at run time: its policy (balancer, circuit breaker, admission
+//! limit, outlier settings, connection settings) and its endpoint set, kept
+//! apart so that the set can change in place.
 //!
-//! The cluster's circuit breaker ([`breaker`]) acts first: it refuses requests
-//! while open or over its thresholds. Outcomes feed back into the breaker, into
-//! each endpoint's failure EWMA (so a fast-failing endpoint does not look like
-//! the least loaded one), and into passive outlier detection: consecutive
-//! failures (connect errors, resets, timeouts, 5xx) eject an endpoint for a
-//! backoff period, never more than `max_ejection_percent` of the cluster at once.
+//! A request meets the cluster's circuit breaker ([`breaker`]) first: it refuses
+//! while open or over its thresholds. Then the [`balancer`] picks an endpoint of
+//! the current set ([`endpoint`]) and the request goes out on that endpoint's
+//! pooled connection ([`crate::upstream`]). Outcomes feed back into the breaker,
+//! into each endpoint's failure EWMA (so a fast-failing endpoint does not look
+//! like the least loaded one), and into passive [`outlier`] detection.
+//!
+//! The endpoint set sits behind an `ArcSwap` (as pingora's `Backends` do): a
+//! reload or a registry change that only adds or removes endpoints swaps the set
+//! and keeps everything the cluster has learned — admission limit, breaker, and
+//! the pools, health verdicts and ejections of the endpoints that stayed. A new
+//! endpoint takes traffic at once; a removed one finishes its requests in flight.
 
+mod balancer;
 pub mod breaker;
 mod endpoint;
-mod http1;
-mod pool;
+mod outlier;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, Uri};
-use rand::Rng;
 use serde::Serialize;
 
-pub use breaker::{Breaker, BreakerStatus, ConnLimits};
+pub use breaker::{Breaker, BreakerStatus, BreakerTicket};
 pub use endpoint::{Endpoint, EndpointStatus, RequestGuard};
-pub use pool::{send as send_on, Conn, Pool, PoolSettings, Sent, UpstreamTls};
 
 use crate::body::Body;
-use crate::config::{BalancerKind, ClusterConfig, UpstreamProtocol};
+use crate::config::{BalancerKind, ClusterConfig, EndpointAddr, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError};
 use crate::observe;
 use crate::stack::admission::{Admission, AdmissionStatus};
+use crate::time;
+use crate::upstream::{self, ConnLimits, Pool, PoolSettings, Siblings, UpstreamTls};
 
 /// Why a cluster could not be built from its config.
 #[derive(Debug, thiserror::Error)]
@@ -59,50 +65,34 @@ pub enum ClusterError {
 #[derive(Debug, Clone, Copy)]
 pub struct UseEndpointHost;
 
-/// A cluster at run time: endpoints with their pools, health and ejection state.
+/// The endpoints of a cluster at one moment, in config order.
+pub type EndpointSet = Arc<[Arc<Endpoint>]>;
+
+/// A cluster at run time: its policy and its current endpoint set.
 ///
-/// A reload that leaves a cluster's config unchanged keeps this object, so its
-/// pools, health verdicts and ejections survive.
+/// A reload that leaves the cluster's policy unchanged keeps this object (see
+/// [`Cluster::can_update_to`]), so what it has learned survives, and gives it
+/// the new endpoint set with [`Cluster::prepare_endpoints`] /
+/// [`Cluster::set_endpoints`].
 pub struct Cluster {
-    config: ClusterConfig,
+    /// The policy: the cluster's config without its endpoint list (the endpoints
+    /// are in `endpoints`).
+    policy: ClusterConfig,
     name: metrics::SharedString,
-    endpoints: Vec<Arc<Endpoint>>,
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    /// What every endpoint's pool shares: connect and idle settings, TLS, limits.
+    pool_settings: Arc<PoolSettings>,
     next: AtomicUsize,
     ejections: metrics::Counter,
     breaker: Option<Arc<Breaker>>,
-    health_task: Mutex<Option<tokio::task::AbortHandle>>,
     admission: Option<Arc<Admission>>,
 }
 
 impl Cluster {
-    /// Builds the cluster (TLS client config, endpoint pools) and starts its health checks.
+    /// Builds the cluster (TLS client config, endpoint pools). Health checks are
+    /// started by whoever builds clusters (`crate::health::spawn`).
     pub fn new(config: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
-        let http2 = config.protocol == UpstreamProtocol::Http2;
-        let tls = match &config.upstream_tls {
-            None => None,
-            Some(t) => {
-                let client =
-                    crate::tls::client_config(t, http2).map_err(|source| ClusterError::Tls {
-                        cluster: config.name.clone(),
-                        source,
-                    })?;
-                let server_name = match &t.sni {
-                    None => None,
-                    Some(name) => Some(
-                        rustls_pki_types::ServerName::try_from(name.clone()).map_err(|_| {
-                            ClusterError::ServerName {
-                                cluster: config.name.clone(),
-                                name: name.clone(),
-                            }
-                        })?,
-                    ),
-                };
-                Some(UpstreamTls {
-                    connector: tokio_rustls::TlsConnector::from(client),
-                    server_name,
-                })
-            }
-        };
+        let tls = upstream_tls(&config)?;
         let breaker = config
             .circuit_breaker
             .as_ref()
@@ -111,50 +101,40 @@ impl Cluster {
             || Arc::new(ConnLimits::unlimited()),
             |b| Arc::clone(b.conn_limits()),
         );
-        let settings = Arc::new(PoolSettings {
+        let pool_settings = Arc::new(PoolSettings {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
             max_idle: config.max_idle_per_endpoint,
             protocol: config.protocol,
             tls,
-            limits: Arc::clone(&limits),
+            limits,
+            siblings: Siblings::default(),
         });
-        let epoch = Instant::now();
-        let endpoints: Vec<Arc<Endpoint>> = config
-            .endpoints
-            .iter()
-            .map(|addr| {
-                let pool = Arc::new(Pool::new(addr.clone(), Arc::clone(&settings)));
-                Arc::new(Endpoint::new(addr.clone(), pool, epoch))
-            })
-            .collect();
-        limits.register_pools(endpoints.iter().map(|e| Arc::downgrade(e.pool())).collect());
         let name = metrics::SharedString::from(config.name.clone());
         let admission = config
             .admission
             .as_ref()
             .map(|a| Arc::new(Admission::new(a, &name)));
+        let mut policy = config;
+        let addrs = std::mem::take(&mut policy.endpoints);
         let cluster = Arc::new(Self {
             admission,
             ejections: metrics::counter!(observe::OUTLIER_EJECTIONS, "cluster" => name.clone()),
             name,
-            config,
-            endpoints,
+            policy,
+            endpoints: ArcSwap::from_pointee(Vec::new()),
+            pool_settings,
             next: AtomicUsize::new(0),
             breaker,
-            health_task: Mutex::new(None),
         });
-        if let Some(task) = crate::health::spawn(&cluster) {
-            if let Ok(mut slot) = cluster.health_task.lock() {
-                *slot = Some(task);
-            }
-        }
+        let set = cluster.prepare_endpoints(&addrs);
+        cluster.set_endpoints(set);
         Ok(cluster)
     }
 
     /// The cluster's name.
     pub fn name(&self) -> &str {
-        &self.config.name
+        &self.policy.name
     }
 
     /// The cluster's name as a metrics label.
@@ -162,9 +142,20 @@ impl Cluster {
         &self.name
     }
 
-    /// The config this cluster was built from.
+    /// The cluster's policy: the config it was built from, without the endpoint
+    /// list (see [`Cluster::endpoints`]).
     pub fn config(&self) -> &ClusterConfig {
-        &self.config
+        &self.policy
+    }
+
+    /// Whether `config` differs from this cluster's at most in its endpoints, so
+    /// that this cluster can take it with its state kept.
+    pub fn can_update_to(&self, config: &ClusterConfig) -> bool {
+        let policy = ClusterConfig {
+            endpoints: Vec::new(),
+            ..config.clone()
+        };
+        policy == self.policy
     }
 
     /// The cluster's circuit breaker, when `circuit_breaker` is configured.
@@ -177,59 +168,67 @@ impl Cluster {
         self.admission.as_ref()
     }
 
-    /// The endpoints in config order.
-    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
-        &self.endpoints
+    /// The current endpoints in config order.
+    pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.endpoints.load_full()
+    }
+
+    /// The endpoint set for `addrs`, in that order: an endpoint already in the
+    /// current set is kept (its pool, health, ejection and load), the others are
+    /// new. `None` when the set would not change. Nothing changes until
+    /// [`Cluster::set_endpoints`].
+    pub fn prepare_endpoints(&self, addrs: &[EndpointAddr]) -> Option<Vec<Arc<Endpoint>>> {
+        let current = self.endpoints.load();
+        let same =
+            current.len() == addrs.len() && current.iter().zip(addrs).all(|(e, a)| e.addr() == a);
+        if same && !current.is_empty() {
+            return None;
+        }
+        let now = time::now();
+        let set = addrs
+            .iter()
+            .map(|addr| {
+                current
+                    .iter()
+                    .find(|e| e.addr() == addr)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        let pool =
+                            Arc::new(Pool::new(addr.clone(), Arc::clone(&self.pool_settings)));
+                        Arc::new(Endpoint::new(addr.clone(), pool, now))
+                    })
+            })
+            .collect();
+        Some(set)
+    }
+
+    /// Publishes an endpoint set made by [`Cluster::prepare_endpoints`]: new
+    /// requests are balanced over it; requests in flight on removed endpoints finish.
+    pub fn set_endpoints(&self, set: Option<Vec<Arc<Endpoint>>>) {
+        let Some(set) = set else {
+            return;
+        };
+        self.pool_settings
+            .siblings
+            .set(set.iter().map(|e| Arc::downgrade(e.pool())).collect());
+        let added: Vec<String> = {
+            let current = self.endpoints.load();
+            set.iter()
+                .filter(|e| !current.iter().any(|c| Arc::ptr_eq(c, e)))
+                .map(|e| e.addr().to_string())
+                .collect()
+        };
+        let count = set.len();
+        self.endpoints.store(Arc::new(set));
+        if !added.is_empty() {
+            tracing::info!(cluster = %self.policy.name, endpoints = count, added = ?added, "endpoint set changed");
+        }
     }
 
     /// Chooses an endpoint for a new request, or `None` if none is available.
     pub fn pick(&self) -> Option<Arc<Endpoint>> {
-        let now = Instant::now();
-        let eps = &self.endpoints;
-        let n = eps.len();
-        match (self.config.balancer, n) {
-            (_, 0) => None,
-            (_, 1) => eps.first().filter(|e| e.is_available(now)).cloned(),
-            (BalancerKind::RoundRobin, _) => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..n)
-                    .filter_map(|i| eps.get((start + i) % n))
-                    .find(|e| e.is_available(now))
-                    .cloned()
-            }
-            (BalancerKind::P2cLeastRequest, _) => {
-                let (a, b) = two_distinct(n);
-                match (eps.get(a), eps.get(b)) {
-                    (Some(ea), Some(eb)) => match (ea.is_available(now), eb.is_available(now)) {
-                        (true, true) => Some(Arc::clone(less_loaded(ea, eb, now))),
-                        (true, false) => Some(Arc::clone(ea)),
-                        (false, true) => Some(Arc::clone(eb)),
-                        (false, false) => self.pick_among_available(now),
-                    },
-                    _ => None,
-                }
-            }
-        }
-    }
-
-    /// The slow path of P2C when both random picks were unavailable.
-    fn pick_among_available(&self, now: Instant) -> Option<Arc<Endpoint>> {
-        let available: Vec<&Arc<Endpoint>> = self
-            .endpoints
-            .iter()
-            .filter(|e| e.is_available(now))
-            .collect();
-        match available.len() {
-            0 => None,
-            1 => available.first().map(|e| Arc::clone(e)),
-            n => {
-                let (a, b) = two_distinct(n);
-                match (available.get(a), available.get(b)) {
-                    (Some(ea), Some(eb)) => Some(Arc::clone(less_loaded(ea, eb, now))),
-                    _ => None,
-                }
-            }
-        }
+        let endpoints = self.endpoints.load();
+        balancer::pick(self.policy.balancer, &endpoints, &self.next, time::now())
     }
 
     /// Sends one request to one endpoint of this cluster.
@@ -238,14 +237,14 @@ impl Cluster {
         mut req: Request<Body>,
     ) -> Result<Response<Body>, ProxyError> {
         // The breaker first: open → 503 circuit_open, over max_requests → 503 overflow.
-        let admission = match &self.breaker {
+        let ticket = match &self.breaker {
             Some(b) => Some(b.admit()?),
             None => None,
         };
         let Some(endpoint) = self.pick() else {
             // Not the upstream's answer: neither success nor failure for the breaker.
-            if let Some(a) = admission {
-                a.finish(None);
+            if let Some(t) = ticket {
+                t.finish(None);
             }
             return Err(ProxyError::new(ErrorKind::NoHealthyEndpoint));
         };
@@ -254,9 +253,9 @@ impl Cluster {
                 req.headers_mut().insert(http::header::HOST, host);
             }
         }
-        if self.config.protocol == UpstreamProtocol::Http2 {
+        if self.policy.protocol == UpstreamProtocol::Http2 {
             *req.version_mut() = http::Version::HTTP_2;
-            set_absolute_uri(&mut req, &endpoint, self.config.upstream_tls.is_some());
+            set_absolute_uri(&mut req, &endpoint, self.policy.upstream_tls.is_some());
         }
         let mut guard = endpoint.start_request();
         let pool = endpoint.pool();
@@ -272,19 +271,19 @@ impl Cluster {
                     if failed {
                         self.record_outcome(&endpoint, false);
                     }
-                    if let Some(a) = admission {
-                        a.finish(failed.then_some(false));
+                    if let Some(t) = ticket {
+                        t.finish(failed.then_some(false));
                     }
                     return Err(e.with_unsent(req));
                 }
             };
             let reused = conn.is_reused();
-            match pool::send(conn, req).await {
+            match upstream::send::<RequestGuard>(conn, req).await {
                 Ok(sent) => {
                     let ok = !sent.status().is_server_error();
                     self.record_outcome(&endpoint, ok);
                     // The max_requests slot stays taken until the response body ends.
-                    guard.hold(admission.and_then(|a| a.finish(Some(ok))));
+                    guard.hold(ticket.and_then(|t| t.finish(Some(ok))));
                     return Ok(sent.into_response(pool, Some(guard)));
                 }
                 Err(mut e) => {
@@ -299,8 +298,8 @@ impl Cluster {
                     if failed {
                         self.record_outcome(&endpoint, false);
                     }
-                    if let Some(a) = admission {
-                        a.finish(failed.then_some(false));
+                    if let Some(t) = ticket {
+                        t.finish(failed.then_some(false));
                     }
                     return Err(e);
                 }
@@ -310,58 +309,38 @@ impl Cluster {
 
     /// Feeds one outcome into passive outlier detection.
     pub fn record_outcome(&self, endpoint: &Endpoint, success: bool) {
-        let now = Instant::now();
-        if success {
-            endpoint.record_success(now);
-            return;
-        }
-        let streak = endpoint.record_failure(now);
-        let Some(outlier) = &self.config.outlier else {
-            return;
-        };
-        if streak < outlier.consecutive_failures || endpoint.is_ejected(now) {
-            return;
-        }
-        let ejected = self.endpoints.iter().filter(|e| e.is_ejected(now)).count();
-        if ejected >= self.max_ejected() {
-            return;
-        }
-        let nth = endpoint.ejections().saturating_add(1);
-        let duration = outlier
-            .base_ejection
-            .saturating_mul(nth)
-            .min(outlier.max_ejection);
-        endpoint.eject(now, duration);
-        self.ejections.increment(1);
-        tracing::warn!(
-            cluster = %self.config.name,
-            endpoint = %endpoint.addr(),
-            failures = streak,
-            ejected_for_ms = duration.as_millis() as u64,
-            "endpoint ejected"
+        let endpoints = self.endpoints.load();
+        let verdict = outlier::record(
+            self.policy.outlier.as_ref(),
+            &endpoints,
+            endpoint,
+            success,
+            time::now(),
         );
-    }
-
-    /// How many endpoints may be ejected at once (at least one when the percentage is not 0).
-    fn max_ejected(&self) -> usize {
-        let percent = self
-            .config
-            .outlier
-            .as_ref()
-            .map_or(0, |o| o.max_ejection_percent) as usize;
-        if percent == 0 {
-            return 0;
+        if let outlier::Verdict::Ejected { duration, failures } = verdict {
+            self.ejections.increment(1);
+            tracing::warn!(
+                cluster = %self.policy.name,
+                endpoint = %endpoint.addr(),
+                failures,
+                ejected_for_ms = duration.as_millis() as u64,
+                "endpoint ejected"
+            );
         }
-        (self.endpoints.len() * percent / 100).max(1)
     }
 
     /// A point-in-time view for the admin `/clusters` page.
     pub fn status(&self) -> ClusterStatus {
-        let now = Instant::now();
-        let endpoints: Vec<EndpointStatus> = self.endpoints.iter().map(|e| e.status(now)).collect();
+        let now = time::now();
+        let endpoints: Vec<EndpointStatus> = self
+            .endpoints
+            .load()
+            .iter()
+            .map(|e| e.status(now))
+            .collect();
         ClusterStatus {
-            name: self.config.name.clone(),
-            balancer: self.config.balancer,
+            name: self.policy.name.clone(),
+            balancer: self.policy.balancer,
             available_endpoints: endpoints.iter().filter(|e| e.healthy && !e.ejected).count(),
             active_requests: endpoints.iter().map(|e| e.active_requests).sum(),
             open_connections: endpoints.iter().map(|e| e.open_connections).sum(),
@@ -372,14 +351,31 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Ok(mut slot) = self.health_task.lock() {
-            if let Some(task) = slot.take() {
-                task.abort();
-            }
-        }
-    }
+/// The TLS connector and server name of a cluster with `upstream_tls`.
+fn upstream_tls(config: &ClusterConfig) -> Result<Option<UpstreamTls>, ClusterError> {
+    let Some(t) = &config.upstream_tls else {
+        return Ok(None);
+    };
+    let http2 = config.protocol == UpstreamProtocol::Http2;
+    let client = crate::tls::client_config(t, http2).map_err(|source| ClusterError::Tls {
+        cluster: config.name.clone(),
+        source,
+    })?;
+    let server_name = match &t.sni {
+        None => None,
+        Some(name) => Some(
+            rustls_pki_types::ServerName::try_from(name.clone()).map_err(|_| {
+                ClusterError::ServerName {
+                    cluster: config.name.clone(),
+                    name: name.clone(),
+                }
+            })?,
+        ),
+    };
+    Ok(Some(UpstreamTls {
+        connector: tokio_rustls::TlsConnector::from(client),
+        server_name,
+    }))
 }
 
 /// A cluster's state as shown by the admin API and read by load reports.
@@ -403,26 +399,6 @@ pub struct ClusterStatus {
     pub admission: Option<AdmissionStatus>,
     /// Per-endpoint detail.
     pub endpoints: Vec<EndpointStatus>,
-}
-
-fn two_distinct(n: usize) -> (usize, usize) {
-    let mut rng = rand::rng();
-    let a = rng.random_range(0..n);
-    let mut b = rng.random_range(0..n - 1);
-    if b >= a {
-        b += 1;
-    }
-    (a, b)
-}
-
-/// The P2C comparison: the lower [`Endpoint::load_score`] wins (requests in flight
-/// weighted by recent failures), ties going to `a` (itself a random pick).
-fn less_loaded<'a>(a: &'a Arc<Endpoint>, b: &'a Arc<Endpoint>, now: Instant) -> &'a Arc<Endpoint> {
-    if b.load_score(now) < a.load_score(now) {
-        b
-    } else {
-        a
-    }
 }
 
 /// HTTP/2 needs the scheme and authority in the URI (`:scheme`, `:authority`).
@@ -475,21 +451,5 @@ impl tower::Service<Request<Body>> for ClusterService {
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         Box::pin(Arc::clone(&self.cluster).send(req))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn two_distinct_never_repeats() {
-        for n in 2..6 {
-            for _ in 0..200 {
-                let (a, b) = two_distinct(n);
-                assert_ne!(a, b);
-                assert!(a < n && b < n);
-            }
-        }
     }
 }

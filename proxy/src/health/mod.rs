@@ -3,6 +3,7 @@
 //! balancing; `healthy_threshold` passes in a row bring it back.
 //! (Passive outlier ejection lives with the balancer, in `balance`.)
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use http::{header, Request};
@@ -10,15 +11,26 @@ use http_body_util::BodyExt;
 
 use crate::balance::{Cluster, Endpoint};
 use crate::body;
-use crate::config::HealthCheckConfig;
+use crate::config::{EndpointAddr, HealthCheckConfig};
 
-/// Starts the health-check task of `cluster` if it has checks configured.
-/// The task holds only a weak reference and ends when the cluster is dropped.
-pub fn spawn(cluster: &Arc<Cluster>) -> Option<tokio::task::AbortHandle> {
+/// Starts the health-check task of `cluster` if it has checks configured; called
+/// by whoever builds clusters (the snapshot builder), which keeps the returned
+/// handle as long as the cluster serves. The task holds only a weak reference to
+/// the cluster, and ends when the handle is dropped or the cluster is gone.
+pub fn spawn(cluster: &Arc<Cluster>) -> Option<HealthChecks> {
     let config = cluster.config().health_check.clone()?;
     let weak = Arc::downgrade(cluster);
     let handle = tokio::spawn(run(weak, config));
-    Some(handle.abort_handle())
+    Some(HealthChecks(handle.abort_handle()))
+}
+
+/// A cluster's running health-check task; dropping it stops the checks.
+pub struct HealthChecks(tokio::task::AbortHandle);
+
+impl Drop for HealthChecks {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Consecutive results of one endpoint.
@@ -44,19 +56,22 @@ impl Streak {
 }
 
 async fn run(cluster: Weak<Cluster>, config: HealthCheckConfig) {
-    let mut streaks: Vec<Streak> = Vec::new();
+    // Keyed by endpoint (the set may change between rounds); an endpoint that
+    // left the set leaves its streak behind.
+    let mut streaks: HashMap<EndpointAddr, Streak> = HashMap::new();
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let (name, endpoints) = match cluster.upgrade() {
-            Some(c) => (c.name().to_owned(), c.endpoints().to_vec()),
+            Some(c) => (c.name().to_owned(), c.endpoints()),
             None => return,
         };
-        streaks.resize(endpoints.len(), Streak::default());
+        streaks.retain(|addr, _| endpoints.iter().any(|e| e.addr() == addr));
         let checks = endpoints.iter().map(|ep| check(ep, &config));
         let results = futures_util::future::join_all(checks).await;
-        for ((ep, passed), streak) in endpoints.iter().zip(results).zip(streaks.iter_mut()) {
+        for (ep, passed) in endpoints.iter().zip(results) {
+            let streak = streaks.entry(ep.addr().clone()).or_default();
             let Some(verdict) = streak.record(passed.is_ok(), ep.is_healthy(), &config) else {
                 continue;
             };
@@ -88,7 +103,7 @@ async fn check(endpoint: &Arc<Endpoint>, config: &HealthCheckConfig) -> Result<(
             .map_err(|e| e.to_string())?;
         let pool = endpoint.pool();
         let conn = pool.checkout().await.map_err(|e| e.to_string())?;
-        let sent = crate::balance::send_on(conn, req)
+        let sent = crate::upstream::send::<()>(conn, req)
             .await
             .map_err(|e| e.to_string())?;
         let response = sent.into_response(pool, None);

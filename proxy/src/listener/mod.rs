@@ -4,6 +4,7 @@
 //! loop on each listener's socket (see [`crate::workers`]).
 
 mod deadline;
+mod handler;
 mod serve;
 mod side_wake;
 mod spread;
@@ -17,9 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::ListenerConfig;
-use crate::proxy::ConnInfo;
-use crate::state::Proxy;
 use crate::workers::Workers;
+pub use handler::{ConnInfo, ConnSettings, Handler};
 use serve::serve_connection;
 use spread::WorkerLoad;
 
@@ -111,9 +111,9 @@ impl ListenerHandle {
 }
 
 /// What the accept loops of one listener share.
-struct Shared {
+struct Shared<H> {
     name: Arc<str>,
-    proxy: Arc<Proxy>,
+    handler: Arc<H>,
     /// `max_connections` across all workers.
     permits: Arc<Semaphore>,
     open: Arc<OpenConnections>,
@@ -128,7 +128,12 @@ struct Shared {
 /// Starts serving a bound listener: one accept loop on each worker (as many as
 /// `bound` has descriptors), all on the same socket; the worker that accepts a
 /// connection places it on the least busy worker ([`spread`]).
-pub fn spawn(name: Arc<str>, bound: Bound, proxy: Arc<Proxy>, workers: &Workers) -> ListenerHandle {
+pub fn spawn<H: Handler>(
+    name: Arc<str>,
+    bound: Bound,
+    handler: Arc<H>,
+    workers: &Workers,
+) -> ListenerHandle {
     let (stop, stopped) = watch::channel(false);
     let (draining, drain_signal) = watch::channel(false);
     let local = bound.local_addr();
@@ -136,7 +141,7 @@ pub fn spawn(name: Arc<str>, bound: Bound, proxy: Arc<Proxy>, workers: &Workers)
     let shared = Arc::new(Shared {
         gauge: metrics::gauge!(crate::observe::DOWNSTREAM_CONNECTIONS, "listener" => name.to_string()),
         name: name.clone(),
-        proxy,
+        handler,
         permits: Arc::new(Semaphore::new(bound.max_connections.max(1))),
         open: Arc::clone(&open),
         drain_signal,
@@ -169,8 +174,8 @@ pub fn spawn(name: Arc<str>, bound: Bound, proxy: Arc<Proxy>, workers: &Workers)
 }
 
 /// Accepts on worker `me` and places each connection on a worker.
-async fn accept_loop(
-    shared: Arc<Shared>,
+async fn accept_loop<H: Handler>(
+    shared: Arc<Shared<H>>,
     me: usize,
     socket: std::net::TcpListener,
     mut stopped: watch::Receiver<bool>,
@@ -211,12 +216,12 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo::new(shared.name.clone(), client);
         let guard = shared.open.enter(shared.gauge.clone());
-        let proxy = Arc::clone(&shared.proxy);
+        let handler = Arc::clone(&shared.handler);
         let drain_signal = shared.drain_signal.clone();
         let worker = shared.load.pick(me);
         let placed = shared.load.enter(worker);
         let serve = move |stream: TcpStream| async move {
-            serve_connection(stream, conn, proxy, drain_signal).await;
+            serve_connection(stream, conn, handler, drain_signal).await;
             drop(placed);
             drop(guard);
             drop(permit);

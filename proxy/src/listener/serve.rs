@@ -1,5 +1,5 @@
 //! Serving one accepted connection: optional TLS handshake, then hyper-util's
-//! auto server (HTTP/1.1 or HTTP/2) handing each request to [`proxy::handle`],
+//! auto server (HTTP/1.1 or HTTP/2) handing each request to the listener's [`Handler`],
 //! with the connection's deadlines kept by its watchdog ([`super::deadline`]).
 
 use std::convert::Infallible;
@@ -18,34 +18,29 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use super::deadline::{Activity, Verdict, Watchdog, Watched};
+use super::handler::{ConnInfo, ConnSettings, Handler};
 use super::side_wake::SideWake;
 use crate::config::ListenerLimits;
-use crate::proxy::{self, ConnInfo};
-use crate::state::Proxy;
 
 /// Serves `stream` until the client leaves, a deadline passes, or the drain ends it.
-pub(super) async fn serve_connection(
+pub(super) async fn serve_connection<H: Handler>(
     stream: TcpStream,
     mut conn: ConnInfo,
-    proxy: Arc<Proxy>,
+    handler: Arc<H>,
     drain: watch::Receiver<bool>,
 ) {
-    let snapshot = proxy.snapshot();
-    let Some(listener) = snapshot.listener(&conn.listener) else {
+    let Some(ConnSettings { limits, tls }) = handler.connection(&conn.listener) else {
         return;
     };
-    let limits = listener.config.limits.clone();
-    let tls = listener.tls.clone();
-    drop(snapshot);
     match tls {
-        None => serve_io(stream, conn, proxy, drain, &limits).await,
+        None => serve_io(stream, conn, handler, drain, &limits).await,
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
             match handshake.await {
                 Ok(Ok(tls_stream)) => {
                     conn.tls = true;
-                    serve_io(tls_stream, conn, proxy, drain, &limits).await;
+                    serve_io(tls_stream, conn, handler, drain, &limits).await;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(client = %conn.client, error = %e, "TLS handshake failed")
@@ -58,22 +53,22 @@ pub(super) async fn serve_connection(
 
 /// What the requests of one downstream connection share. Its reference count is
 /// touched only by the worker serving the connection.
-struct ConnShared {
-    proxy: Arc<Proxy>,
+struct ConnShared<H> {
+    handler: Arc<H>,
     conn: ConnInfo,
     activity: Activity,
 }
 
-impl AsRef<Activity> for ConnShared {
+impl<H> AsRef<Activity> for ConnShared<H> {
     fn as_ref(&self) -> &Activity {
         &self.activity
     }
 }
 
-async fn serve_io<S>(
+async fn serve_io<S, H: Handler>(
     stream: S,
     conn: ConnInfo,
-    proxy: Arc<Proxy>,
+    handler: Arc<H>,
     mut drain: watch::Receiver<bool>,
     limits: &ListenerLimits,
 ) where
@@ -94,7 +89,7 @@ async fn serve_io<S>(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(1024);
     let shared = Arc::new(ConnShared {
-        proxy,
+        handler,
         conn,
         activity: Activity::new(),
     });
@@ -104,8 +99,7 @@ async fn serve_io<S>(
             let shared = Arc::clone(&shared);
             async move {
                 shared.activity.request_started();
-                let snapshot = shared.proxy.snapshot();
-                let response = proxy::handle(snapshot, &shared.conn, req).await;
+                let response = shared.handler.call(&shared.conn, req).await;
                 shared.activity.request_done();
                 Ok::<_, Infallible>(response)
             }

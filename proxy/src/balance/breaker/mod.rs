@@ -20,17 +20,20 @@
 //! mutex guards state transitions only, never held across an `.await`. Every
 //! time-dependent method has an `_at(now)` form, so tests drive time exactly.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::{Duration, Instant};
+mod window;
+
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::Notify;
 
-use super::pool::Pool;
-use crate::config::{BreakerConfig, FailureRateConfig};
+use crate::config::BreakerConfig;
 use crate::error::{ErrorKind, ProxyError};
 use crate::observe;
+use crate::time::{self, Instant};
+use crate::upstream::limits::ConnLimits;
+use window::Window;
 
 /// `floodgate_breaker_state` value: closed.
 pub const STATE_CLOSED: u8 = 0;
@@ -88,7 +91,7 @@ impl Breaker {
         );
         let gauge = metrics::gauge!(observe::BREAKER_STATE, "cluster" => label.clone());
         gauge.set(f64::from(STATE_CLOSED));
-        let epoch = Instant::now();
+        let epoch = time::now();
         Arc::new(Self {
             window: config.failure_rate.as_ref().map(Window::new),
             conns: Arc::new(ConnLimits::new(
@@ -131,12 +134,12 @@ impl Breaker {
     }
 
     /// Admits a request now, or refuses it (`circuit_open` or `overflow`).
-    pub fn admit(self: &Arc<Self>) -> Result<Admission, ProxyError> {
-        self.admit_at(Instant::now())
+    pub fn admit(self: &Arc<Self>) -> Result<BreakerTicket, ProxyError> {
+        self.admit_at(time::now())
     }
 
     /// Admits a request at `now`, or refuses it (`circuit_open` or `overflow`).
-    pub fn admit_at(self: &Arc<Self>, now: Instant) -> Result<Admission, ProxyError> {
+    pub fn admit_at(self: &Arc<Self>, now: Instant) -> Result<BreakerTicket, ProxyError> {
         let probe = if self.code.load(Ordering::Acquire) == STATE_CLOSED {
             None
         } else {
@@ -149,7 +152,7 @@ impl Breaker {
             self.shed_overflow.increment(1);
             return Err(ProxyError::new(ErrorKind::Overflow));
         };
-        Ok(Admission {
+        Ok(BreakerTicket {
             breaker: Arc::clone(self),
             probe,
             slot: Some(slot),
@@ -356,7 +359,7 @@ impl Breaker {
 
     /// A point-in-time view for `/clusters`.
     pub fn status(&self) -> BreakerStatus {
-        self.status_at(Instant::now())
+        self.status_at(time::now())
     }
 
     /// A point-in-time view for `/clusters` at `now`.
@@ -421,18 +424,18 @@ pub struct BreakerStatus {
     pub max_connections: Option<usize>,
 }
 
-/// A request let through the breaker; report its outcome with [`Admission::finish`].
+/// A request let through the breaker; report its outcome with [`BreakerTicket::finish`].
 ///
 /// Dropped without an outcome (the try was cancelled before the response head,
 /// most often by a per-try or route timeout), it counts as a failure.
-pub struct Admission {
+pub struct BreakerTicket {
     breaker: Arc<Breaker>,
     probe: Option<u64>,
     slot: Option<RequestSlot>,
     done: bool,
 }
 
-impl Admission {
+impl BreakerTicket {
     /// Whether this request is a half-open probe.
     pub fn is_probe(&self) -> bool {
         self.probe.is_some()
@@ -441,10 +444,10 @@ impl Admission {
     /// Reports the outcome (`None`: neither, e.g. no endpoint or a local error) and
     /// hands back the `max_requests` slot, to be held until the response body ends.
     pub fn finish(self, outcome: Option<bool>) -> Option<RequestSlot> {
-        self.finish_at(Instant::now(), outcome)
+        self.finish_at(time::now(), outcome)
     }
 
-    /// [`Admission::finish`] at `now`.
+    /// [`BreakerTicket::finish`] at `now`.
     pub fn finish_at(mut self, now: Instant, outcome: Option<bool>) -> Option<RequestSlot> {
         self.done = true;
         match outcome {
@@ -459,10 +462,10 @@ impl Admission {
     }
 }
 
-impl Drop for Admission {
+impl Drop for BreakerTicket {
     fn drop(&mut self) {
         if !self.done {
-            self.breaker.record_at(Instant::now(), self.probe, false);
+            self.breaker.record_at(time::now(), self.probe, false);
         }
     }
 }
@@ -489,229 +492,10 @@ impl Drop for RetrySlot {
     }
 }
 
-/// Buckets of the rolling failure-rate window.
-const BUCKETS: u64 = 10;
-const COUNT_BITS: u32 = 20;
-const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
-const TICK_MASK: u64 = (1 << 24) - 1;
-
-/// A rolling window of request and failure counts: ten buckets, each one
-/// `AtomicU64` packing the bucket's tick (24 bits), requests and failures
-/// (20 bits each), updated by compare-and-swap.
-struct Window {
-    bucket_nanos: u64,
-    buckets: [AtomicU64; BUCKETS as usize],
-    threshold_percent: u64,
-    min_requests: u64,
-}
-
-impl Window {
-    fn new(config: &FailureRateConfig) -> Self {
-        let nanos = u64::try_from(config.window.as_nanos()).unwrap_or(u64::MAX);
-        Self {
-            bucket_nanos: (nanos / BUCKETS).max(1),
-            buckets: Default::default(),
-            threshold_percent: u64::from(config.threshold_percent),
-            min_requests: u64::from(config.min_requests),
-        }
-    }
-
-    fn tick(&self, epoch: Instant, now: Instant) -> u64 {
-        let nanos = u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(0);
-        (nanos / self.bucket_nanos) & TICK_MASK
-    }
-
-    fn bucket(&self, tick: u64) -> Option<&AtomicU64> {
-        self.buckets
-            .get(usize::try_from(tick % BUCKETS).unwrap_or(0))
-    }
-
-    fn record(&self, tick: u64, failed: bool) {
-        let Some(slot) = self.bucket(tick) else {
-            return;
-        };
-        let mut current = slot.load(Ordering::Relaxed);
-        loop {
-            let (t, requests, failures) = unpack(current);
-            let (requests, failures) = if t == tick {
-                (requests, failures)
-            } else {
-                (0, 0)
-            };
-            if requests >= COUNT_MAX {
-                return;
-            }
-            let next = pack(tick, requests + 1, failures + u64::from(failed));
-            match slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
-    /// Requests and failures over the buckets that belong to the window ending at `tick`.
-    fn totals(&self, tick: u64) -> (u64, u64) {
-        self.buckets.iter().fold((0, 0), |(r, f), b| {
-            let (t, requests, failures) = unpack(b.load(Ordering::Relaxed));
-            if tick.wrapping_sub(t) & TICK_MASK < BUCKETS {
-                (r + requests, f + failures)
-            } else {
-                (r, f)
-            }
-        })
-    }
-
-    fn over_threshold(&self, tick: u64) -> bool {
-        let (requests, failures) = self.totals(tick);
-        requests >= self.min_requests.max(1) && failures * 100 >= self.threshold_percent * requests
-    }
-
-    fn reset(&self) {
-        for b in &self.buckets {
-            // Tick 0 with zero counts: harmless whatever the current tick.
-            b.store(0, Ordering::Relaxed);
-        }
-    }
-}
-
-fn pack(tick: u64, requests: u64, failures: u64) -> u64 {
-    ((tick & TICK_MASK) << (2 * COUNT_BITS)) | (requests << COUNT_BITS) | failures.min(COUNT_MAX)
-}
-
-fn unpack(word: u64) -> (u64, u64, u64) {
-    (
-        word >> (2 * COUNT_BITS),
-        (word >> COUNT_BITS) & COUNT_MAX,
-        word & COUNT_MAX,
-    )
-}
-
-/// Cluster-wide connection limits shared by the pools of one cluster:
-/// `max_connections` open at once, `max_pending_requests` waiting for one.
-pub struct ConnLimits {
-    max_connections: Option<usize>,
-    max_pending: Option<usize>,
-    open: AtomicUsize,
-    pending: AtomicUsize,
-    freed: Notify,
-    pools: OnceLock<Vec<Weak<Pool>>>,
-    overflow: Option<metrics::Counter>,
-}
-
-impl ConnLimits {
-    /// Limits (`None`: unlimited), counting refusals on `overflow`.
-    pub fn new(
-        max_connections: Option<usize>,
-        max_pending: Option<usize>,
-        overflow: Option<metrics::Counter>,
-    ) -> Self {
-        Self {
-            max_connections,
-            max_pending,
-            open: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
-            freed: Notify::new(),
-            pools: OnceLock::new(),
-            overflow,
-        }
-    }
-
-    /// No limits (clusters without a circuit breaker).
-    pub fn unlimited() -> Self {
-        Self::new(None, None, None)
-    }
-
-    /// Whether `max_connections` is set (otherwise pools never wait).
-    pub fn is_limited(&self) -> bool {
-        self.max_connections.is_some()
-    }
-
-    /// Connections currently counted.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// Requests currently waiting for a connection.
-    pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
-    }
-
-    /// Registers the cluster's pools, so a waiter can close an idle connection of
-    /// another endpoint to make room.
-    pub fn register_pools(&self, pools: Vec<Weak<Pool>>) {
-        let _ = self.pools.set(pools);
-    }
-
-    pub(crate) fn pools(&self) -> &[Weak<Pool>] {
-        self.pools.get().map_or(&[], Vec::as_slice)
-    }
-
-    /// Takes a permit for one new connection, if under `max_connections`.
-    pub fn try_open(self: &Arc<Self>) -> Option<ConnPermit> {
-        let before = self.open.fetch_add(1, Ordering::AcqRel);
-        if self.max_connections.is_some_and(|max| before >= max) {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(ConnPermit {
-            limits: Arc::clone(self),
-        })
-    }
-
-    /// Joins the waiters for a connection, or refuses with `overflow` beyond `max_pending_requests`.
-    pub fn enter_pending(self: &Arc<Self>) -> Result<PendingGuard, ProxyError> {
-        let before = self.pending.fetch_add(1, Ordering::AcqRel);
-        if self.max_pending.is_some_and(|max| before >= max) {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
-            if let Some(c) = &self.overflow {
-                c.increment(1);
-            }
-            return Err(ProxyError::new(ErrorKind::Overflow));
-        }
-        Ok(PendingGuard {
-            limits: Arc::clone(self),
-        })
-    }
-
-    /// The signal a waiter listens on (a connection closed or went back to a pool).
-    pub(crate) fn freed(&self) -> &Notify {
-        &self.freed
-    }
-
-    /// Wakes the waiters, if there are any.
-    pub(crate) fn signal(&self) {
-        if self.pending.load(Ordering::Acquire) > 0 {
-            self.freed.notify_waiters();
-        }
-    }
-}
-
-/// One counted connection; released (and waiters woken) when the connection ends.
-pub struct ConnPermit {
-    limits: Arc<ConnLimits>,
-}
-
-impl Drop for ConnPermit {
-    fn drop(&mut self) {
-        self.limits.open.fetch_sub(1, Ordering::AcqRel);
-        self.limits.signal();
-    }
-}
-
-/// A request waiting for a connection; leaves the count when dropped.
-pub struct PendingGuard {
-    limits: Arc<ConnLimits>,
-}
-
-impl Drop for PendingGuard {
-    fn drop(&mut self) {
-        self.limits.pending.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::FailureRateConfig;
 
     fn config() -> BreakerConfig {
         BreakerConfig {
@@ -937,36 +721,5 @@ mod tests {
         );
         drop(busy);
         assert!(b.admit_at(at(&b, 5_001)).unwrap().is_probe());
-    }
-
-    #[test]
-    fn window_counts_pack_and_saturate() {
-        let w = Window::new(&FailureRateConfig {
-            threshold_percent: 50,
-            window: Duration::from_secs(1),
-            min_requests: 1,
-        });
-        w.record(3, true);
-        w.record(3, false);
-        w.record(4, false);
-        assert_eq!(w.totals(4), (3, 1));
-        assert_eq!(w.totals(13), (1, 0), "tick 3 has left the window");
-        assert_eq!(w.totals(14), (0, 0));
-        w.reset();
-        assert_eq!(w.totals(4), (0, 0));
-    }
-
-    #[test]
-    fn conn_limits_count_pending_and_overflow() {
-        let l = Arc::new(ConnLimits::new(Some(1), Some(1), None));
-        let p = l.try_open().unwrap();
-        assert!(l.try_open().is_none());
-        let waiting = l.enter_pending().unwrap();
-        assert_eq!(l.enter_pending().err().unwrap().kind(), ErrorKind::Overflow);
-        assert_eq!((l.open(), l.pending()), (1, 1));
-        drop(waiting);
-        drop(p);
-        assert_eq!((l.open(), l.pending()), (0, 0));
-        assert!(l.try_open().is_some());
     }
 }

@@ -1,36 +1,29 @@
 //! Per-endpoint connection pool: keep-alive HTTP/1.1 connections reused LIFO
-//! (driven by the request's task, see [`super::http1`]), or shared multiplexed
-//! HTTP/2 connections (hyper's client, one task per connection); plain TCP or TLS.
+//! per worker (driven by the request's task, see [`super::http1`]), or shared
+//! multiplexed HTTP/2 connections ([`super::http2`]); plain TCP or TLS
+//! ([`super::connect`]), within the cluster's connection limits ([`super::limits`]).
 //!
 //! Connecting is a separate step from sending, so a connect failure hands the
 //! request back untouched (safe to retry for any method), and a pooled
 //! connection that the upstream closed while idle is replaced transparently.
 
-use std::io;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use bytes::Bytes;
-use crossbeam_utils::CachePadded;
+use arc_swap::ArcSwap;
 use http::{Request, Response};
-use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
-use super::breaker::{ConnLimits, ConnPermit, PendingGuard};
-use super::endpoint::RequestGuard;
-use super::http1::{self, ConnTicket, Http1Body, Http1Conn, Transport};
-use crate::body::{Body, BoxError};
+use super::connect::{connect, Transport, UpstreamTls};
+use super::http1::{self, ConnTicket, Http1Body, Http1Conn, IdleConns};
+use super::http2::{self, GuardedBody, Sender};
+use super::limits::{ConnLimits, ConnPermit, PendingGuard};
+use crate::body::Body;
 use crate::config::{EndpointAddr, UpstreamProtocol};
-use crate::error::{ErrorKind, ProxyError};
+use crate::error::ProxyError;
 
-/// How a pool connects and how long it keeps connections.
+/// How a cluster's pools connect and how long they keep connections.
 pub struct PoolSettings {
     /// TCP plus TLS handshake deadline.
     pub connect_timeout: Duration,
@@ -44,35 +37,34 @@ pub struct PoolSettings {
     pub tls: Option<UpstreamTls>,
     /// Cluster-wide `max_connections` / `max_pending_requests`, shared by the cluster's pools.
     pub limits: Arc<ConnLimits>,
+    /// The cluster's pools, for making room at `max_connections`.
+    pub siblings: Siblings,
+}
+
+/// The pools of one cluster's endpoints, replaced whenever the endpoint set
+/// changes, so that a request waiting at `max_connections` can close an idle
+/// connection of another endpoint.
+#[derive(Default)]
+pub struct Siblings(ArcSwap<Vec<Weak<Pool>>>);
+
+impl Siblings {
+    /// Replaces the list with the pools of the current endpoint set.
+    pub fn set(&self, pools: Vec<Weak<Pool>>) {
+        self.0.store(Arc::new(pools));
+    }
 }
 
 /// How often a request waiting for a connection re-checks on its own, in case a
 /// freed connection went unsignalled (e.g. an uncounted health-check connection).
 const PENDING_RECHECK: Duration = Duration::from_millis(250);
 
-/// A TLS connector and the server name to verify.
-#[derive(Clone)]
-pub struct UpstreamTls {
-    /// The rustls connector (CA, client cert, ALPN).
-    pub connector: TlsConnector,
-    /// Name verified and sent as SNI; `None` uses the endpoint host.
-    pub server_name: Option<ServerName<'static>>,
-}
-
-struct IdleConn {
-    conn: Http1Conn,
-    since: Instant,
-}
-
 /// The connections to one endpoint.
 pub struct Pool {
     addr: EndpointAddr,
     settings: Arc<PoolSettings>,
-    /// Idle HTTP/1.1 connections, one list per worker slot: a connection's socket
-    /// is registered with the runtime that opened it, so only that worker reuses it.
-    /// Each list has its own cache line, so workers do not contend for one.
-    idle: Box<[CachePadded<Mutex<Vec<IdleConn>>>]>,
-    h2: Mutex<Vec<http2::SendRequest<Body>>>,
+    /// Idle HTTP/1.1 connections, per worker.
+    idle: Arc<IdleConns>,
+    h2: Mutex<Vec<Sender>>,
     open: Arc<AtomicUsize>,
 }
 
@@ -88,7 +80,7 @@ pub enum Conn {
     /// A shared HTTP/2 connection.
     Http2 {
         /// The request sender (a clone of the shared one).
-        sender: http2::SendRequest<Body>,
+        sender: Sender,
         /// True when the connection existed before this request.
         reused: bool,
     },
@@ -107,11 +99,13 @@ impl Pool {
     /// An empty pool for `addr`.
     pub fn new(addr: EndpointAddr, settings: Arc<PoolSettings>) -> Self {
         Self {
+            idle: Arc::new(IdleConns::new(
+                settings.idle_timeout,
+                settings.max_idle,
+                Arc::clone(&settings.limits),
+            )),
             addr,
             settings,
-            idle: (0..crate::workers::slots())
-                .map(|_| CachePadded::new(Mutex::new(Vec::new())))
-                .collect(),
             h2: Mutex::new(Vec::new()),
             open: Arc::new(AtomicUsize::new(0)),
         }
@@ -124,15 +118,7 @@ impl Pool {
 
     /// HTTP/1.1 connections idle in the pool (all workers).
     pub fn idle_connections(&self) -> usize {
-        self.idle
-            .iter()
-            .map(|list| list.lock().map(|idle| idle.len()).unwrap_or(0))
-            .sum()
-    }
-
-    /// The calling worker's idle list.
-    fn idle_here(&self) -> Option<&Mutex<Vec<IdleConn>>> {
-        self.idle.get(crate::workers::slot()).map(|list| &**list)
+        self.idle.len()
     }
 
     /// Takes a ready connection from the pool or opens a new one, never waiting
@@ -175,7 +161,7 @@ impl Pool {
                 // Check again now that the wait is counted (signals go only to counted waiters).
                 continue;
             }
-            self.evict_idle_elsewhere(&limits);
+            self.evict_idle_elsewhere();
             let _ = tokio::time::timeout(PENDING_RECHECK, freed).await;
         }
     }
@@ -184,7 +170,8 @@ impl Pool {
     fn take_existing(&self) -> Option<Conn> {
         match self.settings.protocol {
             UpstreamProtocol::Http1 => self
-                .take_idle()
+                .idle
+                .take()
                 .map(|conn| Conn::Http1 { conn, reused: true }),
             UpstreamProtocol::Http2 => self.shared_h2().map(|sender| Conn::Http2 {
                 sender,
@@ -197,9 +184,14 @@ impl Pool {
     /// future: connecting (TCP, TLS, HTTP/2 handshake) needs several kilobytes of
     /// state that the common path, reusing an idle connection, should not carry.
     async fn open_new(&self, permit: Option<ConnPermit>) -> Result<Conn, ProxyError> {
+        let io: Transport = connect(
+            &self.addr,
+            self.settings.tls.as_ref(),
+            self.settings.connect_timeout,
+        )
+        .await?;
         match self.settings.protocol {
             UpstreamProtocol::Http1 => {
-                let io = self.connect_io().await?;
                 let ticket = ConnTicket::new(&self.open, permit);
                 Ok(Conn::Http1 {
                     conn: Http1Conn::new(io, self.host_header(), ticket),
@@ -207,7 +199,7 @@ impl Pool {
                 })
             }
             UpstreamProtocol::Http2 => {
-                let sender = self.connect_http2(permit).await?;
+                let sender = http2::handshake(io, &self.addr, &self.open, permit).await?;
                 if let Ok(mut shared) = self.h2.lock() {
                     shared.push(sender.clone());
                 }
@@ -222,43 +214,14 @@ impl Pool {
     /// At the cluster's connection limit, closes one idle connection that this
     /// worker cannot use — another endpoint's, or one kept by another worker — so
     /// that this request can open a connection.
-    fn evict_idle_elsewhere(&self, limits: &ConnLimits) {
+    fn evict_idle_elsewhere(&self) {
         // This worker's own list for this endpoint is empty, or it would have been used.
-        for pool in limits.pools().iter().filter_map(std::sync::Weak::upgrade) {
-            if pool.drop_one_idle() {
+        let siblings = self.settings.siblings.0.load();
+        for pool in siblings.iter().filter_map(Weak::upgrade) {
+            if pool.idle.drop_one() {
                 return;
             }
         }
-    }
-
-    /// Closes the oldest idle HTTP/1.1 connection of some worker; true if there was one.
-    fn drop_one_idle(&self) -> bool {
-        for list in self.idle.iter() {
-            let taken = match list.lock() {
-                Ok(mut idle) if !idle.is_empty() => Some(idle.remove(0)),
-                _ => None,
-            };
-            // Dropped outside the lock, which frees its count and permit.
-            if taken.is_some() {
-                return true;
-            }
-        }
-        false
-    }
-
-    fn take_idle(&self) -> Option<Http1Conn> {
-        let mut idle = self.idle_here()?.lock().ok()?;
-        let mut now = None;
-        // LIFO: the most recently used connection is the likeliest to be alive and warm.
-        while let Some(mut entry) = idle.pop() {
-            let now = *now.get_or_insert_with(Instant::now);
-            if now.duration_since(entry.since) < self.settings.idle_timeout
-                && entry.conn.is_reusable()
-            {
-                return Some(entry.conn);
-            }
-        }
-        None
     }
 
     /// The `Host` sent when a request has none: the endpoint's address.
@@ -267,148 +230,41 @@ impl Pool {
             .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"))
     }
 
-    fn shared_h2(&self) -> Option<http2::SendRequest<Body>> {
+    fn shared_h2(&self) -> Option<Sender> {
         let mut shared = self.h2.lock().ok()?;
         shared.retain(|s| !s.is_closed());
         shared.iter().find(|s| s.is_ready()).cloned()
     }
-
-    /// Returns a finished HTTP/1.1 connection for reuse, and wakes requests waiting for one.
-    pub(super) fn checkin(&self, conn: Http1Conn) {
-        // No list for this thread (not one this pool keeps connections for) or a
-        // full list: the connection closes.
-        let surplus = match self.idle_here().map(Mutex::lock) {
-            Some(Ok(mut idle)) if idle.len() < self.settings.max_idle => {
-                idle.push(IdleConn {
-                    conn,
-                    since: Instant::now(),
-                });
-                None
-            }
-            _ => Some(conn),
-        };
-        // Closed outside the lock, freeing its count.
-        drop(surplus);
-        self.settings.limits.signal();
-    }
-
-    async fn connect_http2(
-        &self,
-        permit: Option<ConnPermit>,
-    ) -> Result<http2::SendRequest<Body>, ProxyError> {
-        let io = self.connect_io().await?;
-        let (sender, conn) = match io {
-            Transport::Plain(tcp) => {
-                let (s, c) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                    .await
-                    .map_err(|e| ProxyError::with_source(ErrorKind::ConnectFailed, e))?;
-                (s, ConnTask::H2Plain(Box::new(c)))
-            }
-            Transport::Tls(tls) => {
-                let (s, c) = http2::handshake(TokioExecutor::new(), TokioIo::new(*tls))
-                    .await
-                    .map_err(|e| ProxyError::with_source(ErrorKind::ConnectFailed, e))?;
-                (s, ConnTask::H2Tls(Box::new(c)))
-            }
-        };
-        self.spawn_conn(conn, permit);
-        Ok(sender)
-    }
-
-    fn spawn_conn(&self, task: ConnTask, permit: Option<ConnPermit>) {
-        let ticket = ConnTicket::new(&self.open, permit);
-        let addr = self.addr.clone();
-        tokio::spawn(async move {
-            let result = match task {
-                ConnTask::H2Plain(c) => (*c).await,
-                ConnTask::H2Tls(c) => (*c).await,
-            };
-            // Frees the cluster-wide count and wakes requests waiting for a connection.
-            drop(ticket);
-            if let Err(e) = result {
-                tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended with error");
-            }
-        });
-    }
-
-    async fn connect_io(&self) -> Result<Transport, ProxyError> {
-        let deadline = self.settings.connect_timeout;
-        match tokio::time::timeout(deadline, self.connect_io_inner()).await {
-            Ok(result) => result,
-            Err(_) => Err(ProxyError::with_source(
-                ErrorKind::ConnectTimeout,
-                format!("connect to {} timed out after {:?}", self.addr, deadline),
-            )),
-        }
-    }
-
-    async fn connect_io_inner(&self) -> Result<Transport, ProxyError> {
-        let fail = |e: io::Error| ProxyError::with_source(ErrorKind::ConnectFailed, e);
-        let tcp = TcpStream::connect((self.addr.host.as_str(), self.addr.port))
-            .await
-            .map_err(fail)?;
-        tcp.set_nodelay(true).map_err(fail)?;
-        let Some(tls) = &self.settings.tls else {
-            return Ok(Transport::Plain(tcp));
-        };
-        let name = match &tls.server_name {
-            Some(name) => name.clone(),
-            None => ServerName::try_from(self.addr.host.clone()).map_err(|e| {
-                ProxyError::with_source(ErrorKind::ConnectFailed, format!("bad TLS name: {e}"))
-            })?,
-        };
-        let stream = tls.connector.connect(name, tcp).await.map_err(fail)?;
-        Ok(Transport::Tls(Box::new(stream)))
-    }
 }
 
-type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-
-enum ConnTask {
-    H2Plain(Box<http2::Connection<TokioIo<TcpStream>, Body, TokioExecutor>>),
-    H2Tls(Box<http2::Connection<TlsIo, Body, TokioExecutor>>),
-}
-
-/// A response head from the upstream, with what is needed to finish the exchange.
-pub enum Sent {
+/// A response head from the upstream, with what is needed to finish the exchange;
+/// `G` is what the caller holds until the response body ends.
+pub enum Sent<G> {
     /// An HTTP/1.1 response; its body is read from the connection it came on.
-    Http1(Response<Http1Body>),
+    Http1(Response<Http1Body<G>>),
     /// An HTTP/2 response; its body streams from the shared connection's task.
     Http2(Response<Incoming>),
 }
 
 /// Sends `req` on `conn`. On failure, the error carries the request back if the
 /// upstream cannot have acted on it, so the caller can try again on a fresh connection.
-pub fn send(
+pub fn send<G: Send + 'static>(
     conn: Conn,
     req: Request<Body>,
-) -> impl std::future::Future<Output = Result<Sent, ProxyError>> + Send {
+) -> impl std::future::Future<Output = Result<Sent<G>, ProxyError>> + Send {
     use futures_util::future::{Either, FutureExt as _};
     match conn {
         Conn::Http1 { conn, reused } => {
             Either::Left(http1::send(conn, req, reused).map(|r| r.map(Sent::Http1)))
         }
         // Boxed: hyper's HTTP/2 send future is large, and HTTP/1.1 requests should not carry it.
-        Conn::Http2 { sender, .. } => Either::Right(Box::pin(send_http2(sender, req))),
+        Conn::Http2 { sender, .. } => Either::Right(Box::pin(
+            http2::send(sender, req).map(|r| r.map(Sent::Http2)),
+        )),
     }
 }
 
-async fn send_http2(
-    mut sender: http2::SendRequest<Body>,
-    req: Request<Body>,
-) -> Result<Sent, ProxyError> {
-    match sender.try_send_request(req).await {
-        Ok(mut response) => {
-            // HTTP/2 forbids connection-specific fields, but `Trailer` and
-            // `Proxy-Authenticate` may still come; HTTP/1.1 heads are cleaned as parsed.
-            crate::headers::strip_hop_by_hop(response.headers_mut());
-            Ok(Sent::Http2(response))
-        }
-        Err(mut e) => Err(send_error(e.take_message(), e.into_error())),
-    }
-}
-
-impl Sent {
+impl<G: Send + Unpin + 'static> Sent<G> {
     /// The response status.
     pub fn status(&self) -> http::StatusCode {
         match self {
@@ -419,67 +275,25 @@ impl Sent {
 
     /// The response with a body that returns the HTTP/1.1 connection to `pool` when
     /// it ends and holds `guard` (the in-flight mark) until then.
-    pub fn into_response(self, pool: &Arc<Pool>, guard: Option<RequestGuard>) -> Response<Body> {
+    pub fn into_response(self, pool: &Pool, guard: Option<G>) -> Response<Body> {
         match self {
             Self::Http1(mut response) => {
-                response.body_mut().attach(pool, guard);
+                response.body_mut().attach(&pool.idle, guard);
                 response.map(Body::new)
             }
-            Self::Http2(response) => response.map(|inner| {
-                Body::new(GuardedBody {
-                    inner,
-                    _guard: guard,
-                })
-            }),
+            Self::Http2(response) => {
+                response.map(|inner| Body::new(GuardedBody::new(inner, guard)))
+            }
         }
-    }
-}
-
-fn send_error(unsent: Option<Request<Body>>, error: hyper::Error) -> ProxyError {
-    let kind = if crate::body::is_length_limit(&error) {
-        ErrorKind::BodyTooLarge
-    } else {
-        ErrorKind::UpstreamReset
-    };
-    let err = ProxyError::with_source(kind, error);
-    match unsent {
-        Some(req) => err.with_unsent(req),
-        None => err,
-    }
-}
-
-/// An HTTP/2 response body that holds the request's in-flight mark until it ends or drops.
-struct GuardedBody {
-    inner: Incoming,
-    _guard: Option<RequestGuard>,
-}
-
-impl http_body::Body for GuardedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        std::pin::Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map(|frame| frame.map(|r| r.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
 
     /// An HTTP/1.1 server on 127.0.0.1:0 answering 200 after `delay`.
     async fn serve(delay: Duration) -> EndpointAddr {
@@ -504,24 +318,26 @@ mod tests {
         }
     }
 
+    fn settings(limits: &Arc<ConnLimits>) -> Arc<PoolSettings> {
+        Arc::new(PoolSettings {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            max_idle: 8,
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
+            limits: Arc::clone(limits),
+            siblings: Siblings::default(),
+        })
+    }
+
     fn pool(addr: EndpointAddr, limits: &Arc<ConnLimits>) -> Arc<Pool> {
-        Arc::new(Pool::new(
-            addr,
-            Arc::new(PoolSettings {
-                connect_timeout: Duration::from_secs(5),
-                idle_timeout: Duration::from_secs(60),
-                max_idle: 8,
-                protocol: UpstreamProtocol::Http1,
-                tls: None,
-                limits: Arc::clone(limits),
-            }),
-        ))
+        Arc::new(Pool::new(addr, settings(limits)))
     }
 
     /// Sends one GET on `conn` and reads the body, so the connection goes back to `pool`.
     async fn exchange(pool: &Arc<Pool>, conn: Conn) {
         let req = Request::get("/").body(crate::body::empty()).unwrap();
-        let sent = send(conn, req).await.unwrap();
+        let sent = send::<()>(conn, req).await.unwrap();
         let response = sent.into_response(pool, None);
         response.into_body().collect().await.unwrap();
     }
@@ -541,7 +357,6 @@ mod tests {
         let addr = serve(Duration::from_millis(50)).await;
         let limits = Arc::new(ConnLimits::new(Some(1), Some(1), None));
         let p = pool(addr, &limits);
-        limits.register_pools(vec![Arc::downgrade(&p)]);
         let first = p.acquire().await.unwrap();
         assert!(!first.is_reused());
         assert_eq!(limits.open(), 1);
@@ -590,9 +405,12 @@ mod tests {
         let a_addr = serve(Duration::ZERO).await;
         let b_addr = serve(Duration::ZERO).await;
         let limits = Arc::new(ConnLimits::new(Some(1), Some(4), None));
-        let a = pool(a_addr, &limits);
-        let b = pool(b_addr, &limits);
-        limits.register_pools(vec![Arc::downgrade(&a), Arc::downgrade(&b)]);
+        let shared = settings(&limits);
+        let a = Arc::new(Pool::new(a_addr, Arc::clone(&shared)));
+        let b = Arc::new(Pool::new(b_addr, Arc::clone(&shared)));
+        shared
+            .siblings
+            .set(vec![Arc::downgrade(&a), Arc::downgrade(&b)]);
         let conn = a.acquire().await.unwrap();
         exchange(&a, conn).await;
         assert_eq!((a.idle_connections(), limits.open()), (1, 1));

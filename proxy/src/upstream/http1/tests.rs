@@ -10,11 +10,19 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::super::breaker::ConnLimits;
-use super::super::pool::{send, Conn, Pool, PoolSettings};
 use crate::body::{self, Body};
 use crate::config::{EndpointAddr, UpstreamProtocol};
 use crate::error::ErrorKind;
+use crate::upstream::limits::ConnLimits;
+use crate::upstream::pool::{Conn, Pool, PoolSettings, Siblings};
+
+/// `pool::send` holding nothing until the body ends.
+fn send(
+    conn: Conn,
+    req: Request<Body>,
+) -> impl Future<Output = Result<crate::upstream::Sent<()>, crate::error::ProxyError>> {
+    crate::upstream::pool::send::<()>(conn, req)
+}
 
 /// An upstream that runs `script` on every accepted connection.
 async fn upstream<F, Fut>(script: F) -> EndpointAddr
@@ -59,6 +67,7 @@ fn pool(addr: EndpointAddr) -> Arc<Pool> {
             protocol: UpstreamProtocol::Http1,
             tls: None,
             limits: Arc::new(ConnLimits::unlimited()),
+            siblings: Siblings::default(),
         }),
     ))
 }
@@ -325,32 +334,35 @@ fn hop_by_hop_fields_of_a_response_are_dropped_and_their_meaning_kept() {
     );
     let mut heads = bytes::BytesMut::new();
     let mut storage = http::HeaderMap::new();
-    let head = super::parse_head(&mut buf, &mut heads, &mut storage)
+    let head = super::decode::parse_head(&mut buf, &mut heads, &mut storage)
         .unwrap()
         .unwrap();
     let names: Vec<&str> = head.headers.keys().map(|n| n.as_str()).collect();
     assert_eq!(names, ["x-end"]);
     assert_eq!(head.chunked, Some(true));
     assert!(head.keep_alive && !head.close);
-    assert!(super::wants_keep_alive(&head), "HTTP/1.0 with keep-alive");
+    assert!(
+        super::decode::wants_keep_alive(&head),
+        "HTTP/1.0 with keep-alive"
+    );
     assert_eq!(&buf[..], b"rest", "the body's bytes stay in the buffer");
 }
 
 #[test]
 fn chunk_sizes_parse_with_extensions_and_reject_junk() {
-    assert_eq!(super::parse_chunk_size(b"1A;name=value").unwrap(), 26);
-    assert_eq!(super::parse_chunk_size(b"0").unwrap(), 0);
-    assert!(super::parse_chunk_size(b"").is_err());
-    assert!(super::parse_chunk_size(b"zz").is_err());
-    assert!(super::parse_chunk_size(b"ffffffffffffffffff").is_err());
+    assert_eq!(super::body::parse_chunk_size(b"1A;name=value").unwrap(), 26);
+    assert_eq!(super::body::parse_chunk_size(b"0").unwrap(), 0);
+    assert!(super::body::parse_chunk_size(b"").is_err());
+    assert!(super::body::parse_chunk_size(b"zz").is_err());
+    assert!(super::body::parse_chunk_size(b"ffffffffffffffffff").is_err());
 }
 
 #[test]
 fn content_length_digits_are_written_without_allocating() {
-    assert_eq!(super::itoa_buf(0).as_bytes(), b"0");
-    assert_eq!(super::itoa_buf(1234567).as_bytes(), b"1234567");
+    assert_eq!(super::encode::itoa_buf(0).as_bytes(), b"0");
+    assert_eq!(super::encode::itoa_buf(1234567).as_bytes(), b"1234567");
     assert_eq!(
-        super::itoa_buf(u64::MAX).as_bytes(),
+        super::encode::itoa_buf(u64::MAX).as_bytes(),
         u64::MAX.to_string().as_bytes()
     );
 }

@@ -1,0 +1,191 @@
+//! The published snapshot: everything a request needs, immutable once built.
+//!
+//! [`Snapshot::build`] turns a validated [`Config`] into routers, route stacks and
+//! clusters, reusing from the running snapshot what did not change: a cluster whose
+//! policy is unchanged keeps its state (admission limit, breaker, pools, health and
+//! ejections) and takes the new endpoint set in place; a route whose rate-limit or
+//! cache settings are unchanged keeps its buckets and cached responses; a listener
+//! whose certificates are unchanged keeps its TLS acceptor. Health checks are
+//! started here, for the clusters that are new.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_rustls::TlsAcceptor;
+
+use crate::balance::{Cluster, ClusterError, Endpoint};
+use crate::config::{Config, ListenerConfig};
+use crate::health::{self, HealthChecks};
+use crate::observe;
+use crate::router::{Arm, Route, Router};
+use crate::stack::{self, RouteState};
+
+/// A listener's published part: its config, router and TLS acceptor.
+pub struct ListenerRuntime {
+    /// The listener's config.
+    pub config: ListenerConfig,
+    /// Its route table.
+    pub router: Router,
+    /// TLS acceptor, when the listener terminates TLS.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// A cluster as a snapshot holds it: the cluster and its health checks, which
+/// run as long as some snapshot holds the entry.
+#[derive(Clone)]
+struct ClusterEntry {
+    cluster: Arc<Cluster>,
+    _health: Option<Arc<HealthChecks>>,
+}
+
+/// Everything a request needs, immutable once published.
+pub struct Snapshot {
+    /// Monotonic config version (1 for the first config).
+    pub version: u64,
+    /// The validated config this snapshot runs.
+    pub config: Arc<Config>,
+    listeners: HashMap<Arc<str>, Arc<ListenerRuntime>>,
+    clusters: Vec<ClusterEntry>,
+    /// New endpoint sets of reused clusters, handed over once this snapshot is
+    /// published ([`Snapshot::take_endpoint_changes`]).
+    endpoint_changes: Vec<(Arc<Cluster>, Vec<Arc<Endpoint>>)>,
+}
+
+impl Snapshot {
+    /// The listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<&ListenerRuntime> {
+        self.listeners.get(name).map(|l| l.as_ref())
+    }
+
+    /// The listeners by name.
+    pub fn listeners(&self) -> impl Iterator<Item = (&str, &ListenerRuntime)> {
+        self.listeners.iter().map(|(n, l)| (n.as_ref(), l.as_ref()))
+    }
+
+    /// The clusters in config order.
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.iter().map(|e| &e.cluster)
+    }
+
+    /// Builds a snapshot of `config`, reusing from `previous` what did not change.
+    pub fn build(
+        config: Config,
+        version: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, BuildError> {
+        let mut clusters: Vec<ClusterEntry> = Vec::with_capacity(config.clusters.len());
+        let mut endpoint_changes = Vec::new();
+        for cc in &config.clusters {
+            let reused = previous
+                .and_then(|p| p.clusters.iter().find(|e| e.cluster.name() == cc.name))
+                .filter(|e| e.cluster.can_update_to(cc));
+            clusters.push(match reused {
+                Some(entry) => {
+                    if let Some(set) = entry.cluster.prepare_endpoints(&cc.endpoints) {
+                        endpoint_changes.push((Arc::clone(&entry.cluster), set));
+                    }
+                    entry.clone()
+                }
+                None => {
+                    let cluster = Cluster::new(cc.clone())?;
+                    let health = health::spawn(&cluster).map(Arc::new);
+                    ClusterEntry {
+                        cluster,
+                        _health: health,
+                    }
+                }
+            });
+        }
+        let by_name: HashMap<&str, &Arc<Cluster>> = clusters
+            .iter()
+            .map(|e| (e.cluster.name(), &e.cluster))
+            .collect();
+
+        let mut listeners = HashMap::with_capacity(config.listeners.len());
+        for lc in &config.listeners {
+            let previous_listener = previous.and_then(|p| p.listeners.get(lc.name.as_str()));
+            let tls = match (&lc.tls, previous_listener) {
+                (None, _) => None,
+                (Some(t), Some(prev)) if prev.config.tls.as_ref() == Some(t) => prev.tls.clone(),
+                (Some(t), _) => Some(TlsAcceptor::from(crate::tls::server_config(t).map_err(
+                    |source| BuildError::Tls {
+                        listener: lc.name.clone(),
+                        source,
+                    },
+                )?)),
+            };
+            let mut routes = Vec::with_capacity(lc.routes.len());
+            for rc in &lc.routes {
+                let previous_state = previous_listener
+                    .and_then(|l| l.router.route(&rc.name))
+                    .map(|r| &r.state);
+                let route_state = RouteState::new(rc, previous_state);
+                let mut arms = Vec::new();
+                for (name, weight) in rc.backend_arms() {
+                    let cluster = by_name
+                        .get(name)
+                        .ok_or_else(|| BuildError::UnknownCluster {
+                            route: rc.name.clone(),
+                            cluster: name.to_owned(),
+                        })?;
+                    arms.push(Arm {
+                        cluster: cluster.label().clone(),
+                        weight,
+                        service: stack::route_stack(rc, &route_state, Arc::clone(cluster)),
+                        metrics: observe::RequestMetrics::new(
+                            metrics::SharedString::from(rc.name.clone()),
+                            cluster.label().clone(),
+                        ),
+                    });
+                }
+                routes.push(Route::new(rc.clone(), arms, route_state));
+            }
+            listeners.insert(
+                Arc::from(lc.name.as_str()),
+                Arc::new(ListenerRuntime {
+                    config: lc.clone(),
+                    router: Router::new(routes),
+                    tls,
+                }),
+            );
+        }
+        Ok(Self {
+            version,
+            config: Arc::new(config),
+            listeners,
+            clusters,
+            endpoint_changes,
+        })
+    }
+
+    /// The endpoint sets that reused clusters are to take when this snapshot is
+    /// published; applying them before would change the running config's clusters
+    /// even if this one were then rejected.
+    pub fn take_endpoint_changes(&mut self) -> Vec<(Arc<Cluster>, Vec<Arc<Endpoint>>)> {
+        std::mem::take(&mut self.endpoint_changes)
+    }
+}
+
+/// Why a validated config could not be built into a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A cluster could not be built.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A listener's TLS settings failed.
+    #[error("listener {listener}: tls: {source}")]
+    Tls {
+        /// Listener name.
+        listener: String,
+        /// The TLS error.
+        source: crate::tls::TlsError,
+    },
+    /// A route names a cluster that does not exist (validation normally catches this).
+    #[error("route {route}: unknown cluster {cluster}")]
+    UnknownCluster {
+        /// Route name.
+        route: String,
+        /// Cluster name.
+        cluster: String,
+    },
+}
