@@ -47,8 +47,6 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// The whole request took longer than the route's `timeout`.
     RequestTimeout,
-    /// The proxy is shutting down and takes no new requests.
-    ShuttingDown,
     /// A rate limit refused the request.
     RateLimited,
     /// Admission control shed the request (queue full or queue deadline passed).
@@ -67,7 +65,6 @@ impl ErrorKind {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::NoHealthyEndpoint
-            | Self::ShuttingDown
             | Self::Overloaded
             | Self::CircuitOpen
             | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
@@ -91,7 +88,6 @@ impl ErrorKind {
             Self::UpstreamReset => "upstream_reset",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::RequestTimeout => "request_timeout",
-            Self::ShuttingDown => "shutting_down",
             Self::RateLimited => "rate_limited",
             Self::Overloaded => "overloaded",
             Self::CircuitOpen => "circuit_open",
@@ -106,7 +102,6 @@ impl ErrorKind {
             Self::NoRoute
             | Self::NoHealthyEndpoint
             | Self::RequestTimeout
-            | Self::ShuttingDown
             | Self::RateLimited
             | Self::Overloaded
             | Self::CircuitOpen
@@ -122,7 +117,6 @@ impl ErrorKind {
     pub fn retry_after(self) -> Option<Duration> {
         match self {
             Self::NoHealthyEndpoint
-            | Self::ShuttingDown
             | Self::RateLimited
             | Self::Overloaded
             | Self::CircuitOpen
@@ -131,15 +125,10 @@ impl ErrorKind {
         }
     }
 
-    /// True when the upstream endpoint is to blame (counts against it for outlier ejection).
+    /// True when the upstream endpoint is to blame (counts against it for outlier
+    /// ejection and in the breaker): the errors whose [`Origin`] is the upstream.
     pub fn is_endpoint_failure(self) -> bool {
-        matches!(
-            self,
-            Self::ConnectFailed
-                | Self::ConnectTimeout
-                | Self::UpstreamReset
-                | Self::UpstreamTimeout
-        )
+        self.origin() == Origin::Upstream
     }
 }
 
