@@ -2,7 +2,7 @@
 //!
 //! Every duration on the command line and in scenario files goes through [`parse`],
 //! which is Floodgate's own config grammar ([`floodgate::config::parse_duration`]), so
-//! the load generator and the proxy accept the same text. [`format`] writes the short
+//! the load generator and the proxy accept the same text. [`format()`] writes the short
 //! report form (`1m`, `2s`, `1500ms`), which that grammar reads back.
 
 use std::time::Duration;
