@@ -1,53 +1,15 @@
-//! Human durations: `250ms`, `2s`, `1m`, `1.5s`, `1h`, `500us`.
+//! Human durations: `250ms`, `2s`, `1m`, `1.5s`, `1h`, `500us`, a bare `0`.
 //!
-//! Every duration on the command line and in scenario files goes through [`parse`].
+//! Every duration on the command line and in scenario files goes through [`parse`],
+//! which is Floodgate's own config grammar ([`floodgate::config::parse_duration`]), so
+//! the load generator and the proxy accept the same text. [`format()`] writes the short
+//! report form (`1m`, `2s`, `1500ms`), which that grammar reads back.
 
 use std::time::Duration;
 
-/// Why a duration string was rejected.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid duration {input:?}: {reason} (expected e.g. 250ms, 2s, 1m)")]
-pub struct DurationError {
-    /// The text that was given.
-    pub input: String,
-    /// What is wrong with it.
-    pub reason: &'static str,
-}
+pub use floodgate::config::{parse_duration as parse, DurationError};
 
-/// Parses `<number><unit>` with unit `us`, `ms`, `s`, `m` or `h`; a bare `0` is zero.
-pub fn parse(input: &str) -> Result<Duration, DurationError> {
-    let err = |reason| DurationError {
-        input: input.to_string(),
-        reason,
-    };
-    let s = input.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| err("missing unit"))?;
-    let (num, unit) = s.split_at(split);
-    if num.is_empty() {
-        return Err(err("missing number"));
-    }
-    let value: f64 = num.parse().map_err(|_| err("bad number"))?;
-    let secs_per_unit = match unit.trim() {
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(err("unknown unit")),
-    };
-    let secs = value * secs_per_unit;
-    if !secs.is_finite() || secs > 1e9 {
-        return Err(err("too large"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// Formats a duration the way [`parse`] reads it (used in reports and messages).
+/// Formats a duration the way reports show it (`1m`, `2s`, `1500ms`); [`parse`] reads it.
 pub fn format(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
     if ms >= 60_000.0 && ms % 60_000.0 == 0.0 {
@@ -120,7 +82,7 @@ mod tests {
 
     #[test]
     fn format_round_trips() {
-        for s in ["250ms", "2s", "1m", "1500ms"] {
+        for s in ["250ms", "2s", "1m", "1500ms", "0.5ms"] {
             assert_eq!(format(parse(s).unwrap()), s);
         }
     }

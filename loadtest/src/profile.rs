@@ -28,7 +28,7 @@ pub enum ProfileError {
         /// The file.
         path: String,
         /// The YAML error.
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     /// A value is out of range.
     #[error("invalid profile: {0}")]
@@ -307,7 +307,7 @@ impl Scenario {
 
     /// Parses and validates scenario YAML.
     pub fn from_yaml(text: &str) -> Result<Self, ProfileError> {
-        let s: Scenario = serde_yaml::from_str(text).map_err(|source| ProfileError::Parse {
+        let s: Scenario = serde_norway::from_str(text).map_err(|source| ProfileError::Parse {
             path: "<inline>".into(),
             source,
         })?;

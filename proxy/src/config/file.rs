@@ -513,15 +513,15 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrderedMap<T> {
 /// the field path (`listeners[0].routes[1].retry.attempts`).
 pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
     // A first, untyped pass tells an empty file (or one of comments only) from a broken one.
-    match serde_yaml::from_str::<serde_yaml::Value>(text) {
-        Ok(serde_yaml::Value::Null) => {
+    match serde_norway::from_str::<serde_norway::Value>(text) {
+        Ok(serde_norway::Value::Null) => {
             return Err(ConfigError::at(
                 "",
                 "the config is empty: it needs at least `listeners` and `clusters` \
                  (see configs/demo.yaml for a starting point)",
             ))
         }
-        Ok(serde_yaml::Value::Mapping(_)) => {}
+        Ok(serde_norway::Value::Mapping(_)) => {}
         Ok(_) => {
             return Err(ConfigError {
                 line: Some(1),
@@ -532,7 +532,7 @@ pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
         }
         Err(e) => return Err(yaml_error("", &e)),
     }
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
@@ -540,9 +540,9 @@ pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// Turns a serde_yaml error into a [`ConfigError`] at `path`, moving the position from
-/// the message into `line`/`column` and dropping serde_yaml's own path prefix.
-fn yaml_error(path: &str, e: &serde_yaml::Error) -> ConfigError {
+/// Turns a serde_norway error into a [`ConfigError`] at `path`, moving the position from
+/// the message into `line`/`column` and dropping serde_norway's own path prefix.
+fn yaml_error(path: &str, e: &serde_norway::Error) -> ConfigError {
     let location = e.location();
     let mut reason = e.to_string();
     if let Some(loc) = &location {
@@ -551,7 +551,7 @@ fn yaml_error(path: &str, e: &serde_yaml::Error) -> ConfigError {
             "",
         );
     }
-    // serde_yaml prefixes type errors with its own path (`listeners[0].name: ...`);
+    // serde_norway prefixes type errors with its own path (`listeners[0].name: ...`);
     // ours comes from serde_path_to_error and is kept separately.
     if let Some((head, rest)) = reason.split_once(": ") {
         let looks_like_path = !head.is_empty()

@@ -4,18 +4,18 @@
 //! The same [`load_file`] runs for `floodgate --check`, at start-up, on hot reload
 //! (file watch and SIGHUP) and, later, in the control plane before it pushes a config.
 
-mod duration;
 mod error;
 pub mod file;
 mod runtime;
+pub mod units;
 mod validate;
 pub mod watch;
 
 use std::path::Path;
 
-pub use duration::{format_duration, parse_duration, DurationError};
 pub use error::{ConfigError, ConfigErrors};
 pub use runtime::*;
+pub use units::{format_duration, parse_duration, parse_size, DurationError};
 
 /// Reads, parses and validates a config file, reporting every error found.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {

@@ -14,8 +14,8 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use serde::Serialize;
 
-use super::duration::serialize_duration;
-use super::duration::serialize_opt_duration;
+use super::units::serialize_duration;
+use super::units::serialize_opt_duration;
 
 /// The whole validated configuration of one proxy process.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use super::super::{parse_str, Config, ConfigErrors};
-use super::*;
+use super::super::{
+    parse_size, parse_str, Backend, BalancerKind, Config, ConfigErrors, EndpointAddr, HostMatch,
+    ListenerHeaders, PathMatch, RetryOn, UpstreamProtocol, WeightedCluster,
+};
+use super::grammar::{endpoint, host_pattern};
 use crate::tls::test_certs::{write_pair, TestCa};
 
 /// A valid config that the table below breaks one line at a time.

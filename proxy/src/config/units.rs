@@ -1,4 +1,9 @@
-//! Human durations in config files: `250ms`, `2s`, `1m`, `1h`, `1.5s`.
+//! The workspace's one grammar for human durations and byte sizes.
+//!
+//! Durations (`500us`, `250ms`, `2s`, `1.5s`, `1m`, `1h`, a bare `0`) are read by
+//! [`parse_duration`] and written by [`format_duration`]; sizes (`65536`, `64KiB`,
+//! `10MB`) by [`parse_size`]. Config files, the load generator's flags and its scenario
+//! files all go through these functions, so they accept the same text.
 
 use std::time::Duration;
 
@@ -16,11 +21,17 @@ pub enum DurationError {
     Number(String),
 }
 
-/// Parses `250ms`, `2s`, `1m`, `1h` (a decimal number is allowed: `1.5s`).
+/// Parses `<number><unit>`: a non-negative decimal number (`2`, `1.5`) and a unit `us`
+/// (or `µs`), `ms`, `s`, `m` (or `min`) or `h`, spaces around and between allowed
+/// (`250ms`, `2s`, `1.5s`, `1m`, `1h`, `500us`). A bare `0` is zero; any other number
+/// needs a unit.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
     if t.is_empty() {
         return Err(DurationError::Empty);
+    }
+    if t == "0" {
+        return Ok(Duration::ZERO);
     }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -33,9 +44,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         return Err(DurationError::Number(t.to_owned()));
     }
     let secs = match unit.trim() {
+        "us" | "µs" => value / 1_000_000.0,
         "ms" => value / 1000.0,
         "s" => value,
-        "m" => value * 60.0,
+        "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         _ => return Err(DurationError::Unit(t.to_owned())),
     };
@@ -52,6 +64,30 @@ pub fn format_duration(d: Duration) -> String {
     } else {
         format!("{}s", d.as_secs_f64())
     }
+}
+
+/// Parses a byte size: a plain integer (`65536`) or an integer with a unit: `B`, `KiB`,
+/// `MiB`, `GiB` (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        format!("`{text}` is not a size: write bytes (`65536`) or a number with KiB, MiB, GiB, KB, MB or GB (`64KiB`)")
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// Serde helper writing a duration as `format_duration` text.
@@ -82,6 +118,11 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration(" 0s "), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
+        assert_eq!(parse_duration("500µs"), Ok(Duration::from_micros(500)));
+        assert_eq!(parse_duration("2min"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("2 s"), Ok(Duration::from_secs(2)));
     }
 
     #[test]
@@ -94,6 +135,9 @@ mod tests {
             parse_duration("1.2.3s"),
             Err(DurationError::Number(_))
         ));
+        for bad in ["5", "ms", "5x", "-1s", "0.0", "1e3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
+        }
     }
 
     #[test]

@@ -1,0 +1,236 @@
+//! Validation: file types → runtime types, reporting every error with its field path.
+//!
+//! One pass walks the whole file and collects every problem (like linkerd's
+//! `parse_config`): a bad value is reported, replaced by its default so the walk can go
+//! on, and the result is an error list if anything was reported. Each rule and default
+//! is documented on the function that applies it and in `docs/config.md`.
+//!
+//! This file holds the [`Validator`] core (error list, duration/size/name/file helpers,
+//! `admin`, `server`) and the entry point; one file per section does the rest:
+//! [`listener`] (listeners, server TLS, limits, headers), [`route`] (routes, matches,
+//! backends, retry), [`cluster`] (clusters, health check, outlier, upstream TLS) and
+//! [`protection`] (rate limit, cache, priority, breaker, admission). [`grammar`] has the
+//! small parsers they share (host pattern, DNS name, URL path, method, endpoint). Each
+//! section's defaults (`DEFAULT_*`) are public constants in its own file.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::file::{FileAdmin, FileConfig, FileServer, Scalar};
+use super::units::{parse_duration, parse_size};
+use super::{AdminConfig, Config, ConfigError, ConfigErrors, ServerConfig};
+use crate::tls::pem::{self as tls, TlsError};
+
+mod cluster;
+mod grammar;
+mod listener;
+mod protection;
+mod route;
+
+/// `admin.listen` default.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
+/// `server.drain_timeout` default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Converts file types into a runtime [`Config`], or reports every problem found.
+pub(super) fn validate(
+    file: FileConfig,
+    source: &str,
+    base_dir: &Path,
+) -> Result<Config, ConfigErrors> {
+    let mut v = Validator {
+        base_dir,
+        errors: Vec::new(),
+    };
+    let admin = v.admin(file.admin.as_ref());
+    let server = v.server(file.server.as_ref());
+    let mut known: Vec<&str> = Vec::with_capacity(file.clusters.len());
+    for c in &file.clusters {
+        if !known.contains(&c.name.as_str()) {
+            known.push(&c.name);
+        }
+    }
+    let listeners = v.listeners(&file.listeners, &known, admin.listen);
+    let clusters = v.clusters(&file.clusters);
+    if v.errors.is_empty() {
+        Ok(Config {
+            source: source.to_owned(),
+            admin,
+            server,
+            listeners,
+            clusters,
+        })
+    } else {
+        Err(ConfigErrors {
+            file: source.to_owned(),
+            errors: v.errors,
+        })
+    }
+}
+
+/// Walks the file types, collecting errors; each method returns a usable value (the
+/// default where the input was bad) so that the walk always reaches the end.
+struct Validator<'a> {
+    /// Folder that relative certificate paths are resolved against.
+    base_dir: &'a Path,
+    /// Every problem found so far, in file order.
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(ConfigError::at(path, reason));
+    }
+
+    /// A duration field (`250ms`, `2s`, `1m`, `1h`); `default` when absent.
+    fn duration(&mut self, path: &str, value: Option<&Scalar>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(text) => parse_duration(text.as_str()).unwrap_or_else(|e| {
+                self.err(path, e.to_string());
+                default
+            }),
+        }
+    }
+
+    /// A duration field that must be greater than zero.
+    fn positive_duration(
+        &mut self,
+        path: &str,
+        value: Option<&Scalar>,
+        default: Duration,
+    ) -> Duration {
+        let d = self.duration(path, value, default);
+        if d.is_zero() {
+            self.err(path, "must be greater than 0");
+            return default;
+        }
+        d
+    }
+
+    /// A byte-size field: an integer or `64KiB`, `10MiB` (see [`parse_size`]).
+    fn size(&mut self, path: &str, value: Option<&Scalar>, default: u64) -> u64 {
+        match value {
+            None => default,
+            Some(text) => parse_size(text.as_str()).unwrap_or_else(|e| {
+                self.err(path, e);
+                default
+            }),
+        }
+    }
+
+    /// Checks a name used in logs and metrics: non-empty, letters, digits, `-`, `_`, `.`.
+    fn name(&mut self, path: &str, name: &str) {
+        if name.is_empty() {
+            self.err(path, "must not be empty");
+        } else if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            self.err(
+                path,
+                format!("`{name}` may contain only letters, digits, `-`, `_` and `.`"),
+            );
+        }
+    }
+
+    /// Reads a file named in the config, relative paths resolved against `base_dir`.
+    /// Returns the resolved path and the bytes (`None` after reporting an error).
+    fn read(&mut self, path: &str, file: &Path) -> (PathBuf, Option<Vec<u8>>) {
+        let resolved = self.base_dir.join(file);
+        match std::fs::read(&resolved) {
+            Ok(bytes) => (resolved, Some(bytes)),
+            Err(e) => {
+                self.err(path, format!("cannot read `{}`: {e}", resolved.display()));
+                (resolved, None)
+            }
+        }
+    }
+
+    /// Checks a certificate and key pair with the TLS module, naming the files; the error
+    /// lands on the field that is most likely wrong.
+    fn cert_and_key(&mut self, path: &str, cert: (&Path, &[u8]), key: (&Path, &[u8])) {
+        if let Err(e) = tls::check_cert_and_key(cert.1, key.1) {
+            let (field, reason) = match &e {
+                TlsError::NoCertificate | TlsError::InvalidCertificate(_) => {
+                    ("cert", format!("`{}`: {e}", cert.0.display()))
+                }
+                TlsError::NoPrivateKey | TlsError::InvalidKey(_) => {
+                    ("key", format!("`{}`: {e}", key.0.display()))
+                }
+                TlsError::KeyMismatch => (
+                    "key",
+                    format!(
+                        "`{}` does not belong to certificate `{}`: {e}",
+                        key.0.display(),
+                        cert.0.display()
+                    ),
+                ),
+                _ => (
+                    "",
+                    format!("`{}` / `{}`: {e}", cert.0.display(), key.0.display()),
+                ),
+            };
+            let at = if field.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
+            self.err(at, reason);
+        }
+    }
+
+    /// `admin`: `listen` defaults to [`DEFAULT_ADMIN_LISTEN`] (`127.0.0.1:9901`).
+    fn admin(&mut self, admin: Option<&FileAdmin>) -> AdminConfig {
+        let listen = match admin.and_then(|a| a.listen.as_deref()) {
+            None => DEFAULT_ADMIN_LISTEN,
+            Some(text) => self
+                .socket_addr("admin.listen", text)
+                .unwrap_or(DEFAULT_ADMIN_LISTEN),
+        };
+        AdminConfig { listen }
+    }
+
+    /// `server`: `drain_timeout` (default 30s, `0s` allowed: no drain) and `access_log`
+    /// (default true).
+    fn server(&mut self, server: Option<&FileServer>) -> ServerConfig {
+        let drain_timeout = self.duration(
+            "server.drain_timeout",
+            server.and_then(|s| s.drain_timeout.as_ref()),
+            DEFAULT_DRAIN_TIMEOUT,
+        );
+        ServerConfig {
+            drain_timeout,
+            access_log: server.and_then(|s| s.access_log).unwrap_or(true),
+        }
+    }
+
+    /// Parses an `ip:port` socket address.
+    fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        match text.trim().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                let hint = if text.trim().starts_with(':') {
+                    format!(
+                        " (write `0.0.0.0{}` to listen on every address)",
+                        text.trim()
+                    )
+                } else {
+                    String::new()
+                };
+                self.err(
+                    path,
+                    format!(
+                        "`{text}` is not an ip:port address such as `0.0.0.0:8080` or `[::]:8080`{hint}"
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+//! Validation of `listeners[].routes`: matches, backends and retry policies.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+
+use super::grammar::{host_pattern, method, url_path};
+use super::protection::priority;
+use super::Validator;
+use crate::config::file::{FileMatch, FileRetry, FileRoute};
+use crate::config::{
+    format_duration, Backend, PathMatch, RetryOn, RetryPolicy, RouteConfig, RouteMatch,
+    WeightedCluster,
+};
+
+/// `routes[].timeout` default.
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+/// `routes[].retry.attempts` default.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+/// `routes[].retry.attempts` upper bound.
+pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+/// `routes[].retry.budget_percent` default.
+pub const DEFAULT_RETRY_BUDGET_PERCENT: f64 = 20.0;
+/// `routes[].retry.min_retries_per_sec` default.
+pub const DEFAULT_MIN_RETRIES_PER_SEC: u32 = 10;
+/// `routes[].retry.backoff` default.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(25);
+
+impl Validator<'_> {
+    /// `listeners[].routes`: at least one per listener, names unique within the listener.
+    pub(super) fn routes(
+        &mut self,
+        listener: &str,
+        routes: &[FileRoute],
+        clusters: &[&str],
+    ) -> Vec<RouteConfig> {
+        if routes.is_empty() {
+            self.err(
+                format!("{listener}.routes"),
+                "at least one route is required",
+            );
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(routes.len());
+        for (i, r) in routes.iter().enumerate() {
+            let path = format!("{listener}.routes[{i}]");
+            self.name(&format!("{path}.name"), &r.name);
+            if let Some(first) = names.insert(&r.name, i) {
+                self.err(
+                    format!("{path}.name"),
+                    format!(
+                        "duplicate route name `{}` in this listener (also routes[{first}])",
+                        r.name
+                    ),
+                );
+            }
+            out.push(self.route(&path, r, clusters));
+        }
+        out
+    }
+
+    /// One route. Exactly one of `cluster` and `weighted`; `rewrite_prefix` needs a prefix
+    /// match (the default `/` counts) and starts with `/`; `timeout` defaults to 15s and
+    /// must be > 0; `preserve_host` defaults to true; `retry` is absent unless written.
+    fn route(&mut self, path: &str, r: &FileRoute, clusters: &[&str]) -> RouteConfig {
+        let matcher = self.route_match(&format!("{path}.match"), r.matcher.as_ref());
+        let backend = self.backend(path, r, clusters);
+        if let Some(rewrite) = &r.rewrite_prefix {
+            let rpath = format!("{path}.rewrite_prefix");
+            if let Err(e) = url_path(rewrite) {
+                self.err(&rpath, e);
+            }
+            if let PathMatch::Exact(_) = matcher.path {
+                self.err(
+                    &rpath,
+                    "needs a `path_prefix` match; this route matches an exact `path`",
+                );
+            }
+        }
+        let timeout = self.positive_duration(
+            &format!("{path}.timeout"),
+            r.timeout.as_ref(),
+            DEFAULT_ROUTE_TIMEOUT,
+        );
+        let retry = r
+            .retry
+            .as_ref()
+            .map(|retry| self.retry(&format!("{path}.retry"), retry, timeout));
+        RouteConfig {
+            name: r.name.clone(),
+            matcher,
+            backend,
+            rewrite_prefix: r.rewrite_prefix.clone(),
+            timeout: Some(timeout),
+            retry,
+            preserve_host: r.preserve_host.unwrap_or(true),
+            rate_limit: r
+                .rate_limit
+                .as_ref()
+                .and_then(|rl| self.rate_limit(&format!("{path}.rate_limit"), rl)),
+            cache: r
+                .cache
+                .as_ref()
+                .map(|c| self.cache(&format!("{path}.cache"), c)),
+            priority: priority(r.priority),
+        }
+    }
+
+    /// `match`: `host` (see [`host_pattern`]), `path_prefix` or `path` (not both; default
+    /// prefix `/`; must start with `/`), `method` (one or a list of upper-case method
+    /// tokens), `headers` (name → exact value).
+    fn route_match(&mut self, path: &str, m: Option<&FileMatch>) -> RouteMatch {
+        let Some(m) = m else {
+            return RouteMatch {
+                host: None,
+                path: PathMatch::Prefix("/".to_owned()),
+                methods: Vec::new(),
+                headers: Vec::new(),
+            };
+        };
+        let host = match m.host.as_deref().map(host_pattern) {
+            None => None,
+            Some(Ok(h)) => h,
+            Some(Err(e)) => {
+                self.err(format!("{path}.host"), e);
+                None
+            }
+        };
+        let path_match = match (&m.path_prefix, &m.path) {
+            (Some(_), Some(_)) => {
+                self.err(path, "set either `path_prefix` or `path` (exact), not both");
+                PathMatch::Prefix("/".to_owned())
+            }
+            (Some(p), None) => {
+                if let Err(e) = url_path(p) {
+                    self.err(format!("{path}.path_prefix"), e);
+                }
+                PathMatch::Prefix(p.clone())
+            }
+            (None, Some(p)) => {
+                if let Err(e) = url_path(p) {
+                    self.err(format!("{path}.path"), e);
+                }
+                PathMatch::Exact(p.clone())
+            }
+            (None, None) => PathMatch::Prefix("/".to_owned()),
+        };
+        let mut methods: Vec<Method> = Vec::new();
+        for (i, text) in m.method.iter().flat_map(|l| l.0.iter()).enumerate() {
+            let mpath = format!("{path}.method[{i}]");
+            match method(text) {
+                Ok(mth) if methods.contains(&mth) => {
+                    self.err(mpath, format!("`{text}` is listed twice"));
+                }
+                Ok(mth) => methods.push(mth),
+                Err(e) => self.err(mpath, e),
+            }
+        }
+        let mut headers = Vec::new();
+        for (name, value) in m.headers.iter().flat_map(|h| h.0.iter()) {
+            let hpath = format!("{path}.headers.{name}");
+            let n = HeaderName::from_bytes(name.as_bytes());
+            let v = HeaderValue::from_str(value.as_str());
+            match (n, v) {
+                (Ok(n), Ok(v)) => {
+                    if headers.iter().any(|(existing, _)| *existing == n) {
+                        self.err(
+                            hpath,
+                            format!("header `{n}` is listed twice (names are case-insensitive)"),
+                        );
+                    } else {
+                        headers.push((n, v));
+                    }
+                }
+                (Err(_), _) => self.err(hpath, format!("`{name}` is not a valid header name")),
+                (_, Err(_)) => self.err(
+                    hpath,
+                    format!(
+                        "`{value}` is not a valid header value (visible ASCII and spaces only)"
+                    ),
+                ),
+            }
+        }
+        RouteMatch {
+            host,
+            path: path_match,
+            methods,
+            headers,
+        }
+    }
+
+    /// Exactly one of `cluster` and `weighted`. Every named cluster must exist; a weighted
+    /// split lists each cluster once and at least one weight must be > 0.
+    fn backend(&mut self, path: &str, r: &FileRoute, clusters: &[&str]) -> Backend {
+        match (&r.cluster, &r.weighted) {
+            (Some(_), Some(_)) => {
+                self.err(path, "set either `cluster` or `weighted`, not both");
+                Backend::Cluster(String::new())
+            }
+            (None, None) => {
+                self.err(
+                    path,
+                    "needs a destination: `cluster: NAME` or `weighted: [...]`",
+                );
+                Backend::Cluster(String::new())
+            }
+            (Some(c), None) => {
+                self.cluster_ref(&format!("{path}.cluster"), c, clusters);
+                Backend::Cluster(c.clone())
+            }
+            (None, Some(arms)) => {
+                let wpath = format!("{path}.weighted");
+                if arms.is_empty() {
+                    self.err(&wpath, "must list at least one cluster");
+                }
+                let mut seen: HashMap<&str, usize> = HashMap::new();
+                for (i, arm) in arms.iter().enumerate() {
+                    let cpath = format!("{wpath}[{i}].cluster");
+                    self.cluster_ref(&cpath, &arm.cluster, clusters);
+                    if let Some(first) = seen.insert(&arm.cluster, i) {
+                        self.err(
+                            cpath,
+                            format!("cluster `{}` is listed twice (also [{first}])", arm.cluster),
+                        );
+                    }
+                }
+                if !arms.is_empty() && arms.iter().all(|a| a.weight == 0) {
+                    self.err(&wpath, "at least one weight must be greater than 0");
+                }
+                Backend::Weighted(
+                    arms.iter()
+                        .map(|a| WeightedCluster {
+                            cluster: a.cluster.clone(),
+                            weight: a.weight,
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    /// A reference to a cluster by name, which must exist.
+    fn cluster_ref(&mut self, path: &str, name: &str, clusters: &[&str]) {
+        if !clusters.contains(&name) {
+            self.err(
+                path,
+                format!(
+                    "unknown cluster \"{name}\" (known: {})",
+                    clusters.join(", ")
+                ),
+            );
+        }
+    }
+
+    /// `retry`: `attempts` (2, 1..=10), `on` (default `[connect_failure]`, see
+    /// [`retry_on`]), `per_try_timeout` (none; > 0 and ≤ the route timeout),
+    /// `budget_percent` (20, 0..=100), `min_retries_per_sec` (10), `backoff` (25ms).
+    fn retry(&mut self, path: &str, r: &FileRetry, route_timeout: Duration) -> RetryPolicy {
+        let attempts = r.attempts.unwrap_or(DEFAULT_RETRY_ATTEMPTS);
+        if !(1..=MAX_RETRY_ATTEMPTS).contains(&attempts) {
+            self.err(
+                format!("{path}.attempts"),
+                format!("must be between 1 and {MAX_RETRY_ATTEMPTS} (tries including the first); got {attempts}"),
+            );
+        }
+        let on = match &r.on {
+            None => RetryOn {
+                connect_failure: true,
+                ..RetryOn::default()
+            },
+            Some(list) => {
+                if list.0.is_empty() {
+                    self.err(
+                        format!("{path}.on"),
+                        "must list at least one condition (or omit `on` for `[connect_failure]`)",
+                    );
+                }
+                let mut on = RetryOn::default();
+                for (i, item) in list.0.iter().enumerate() {
+                    if let Err(e) = retry_on(&mut on, item.as_str()) {
+                        self.err(format!("{path}.on[{i}]"), e);
+                    }
+                }
+                on.statuses.sort();
+                on.statuses.dedup();
+                on
+            }
+        };
+        let ptpath = format!("{path}.per_try_timeout");
+        let per_try_timeout = r.per_try_timeout.as_ref().map(|t| {
+            let d = self.positive_duration(&ptpath, Some(t), route_timeout);
+            if d > route_timeout {
+                self.err(
+                    &ptpath,
+                    format!(
+                        "{} is longer than the route timeout {}",
+                        format_duration(d),
+                        format_duration(route_timeout)
+                    ),
+                );
+            }
+            d
+        });
+        let budget_percent = r.budget_percent.unwrap_or(DEFAULT_RETRY_BUDGET_PERCENT);
+        if !(0.0..=100.0).contains(&budget_percent) {
+            self.err(
+                format!("{path}.budget_percent"),
+                format!("must be between 0 and 100; got {budget_percent}"),
+            );
+        }
+        let backoff = self.duration(
+            &format!("{path}.backoff"),
+            r.backoff.as_ref(),
+            DEFAULT_RETRY_BACKOFF,
+        );
+        RetryPolicy {
+            attempts,
+            on,
+            per_try_timeout,
+            budget_percent,
+            min_retries_per_sec: r.min_retries_per_sec.unwrap_or(DEFAULT_MIN_RETRIES_PER_SEC),
+            backoff,
+        }
+    }
+}
+
+/// Adds one `retry.on` condition: `connect_failure`, `reset`, `timeout`, `5xx` (every
+/// status 500–599), `gateway_error` (502, 503, 504) or one status code 100–599.
+fn retry_on(on: &mut RetryOn, item: &str) -> Result<(), String> {
+    let status_range = |range: std::ops::RangeInclusive<u16>| {
+        range
+            .filter_map(|c| StatusCode::from_u16(c).ok())
+            .collect::<Vec<_>>()
+    };
+    match item.trim() {
+        "connect_failure" => on.connect_failure = true,
+        "reset" => on.reset = true,
+        "timeout" => on.timeout = true,
+        "5xx" => on.statuses.extend(status_range(500..=599)),
+        "gateway_error" => on.statuses.extend(status_range(502..=504)),
+        other => {
+            let unknown = || {
+                format!(
+                    "unknown retry condition `{other}` (expected connect_failure, reset, timeout, \
+                     5xx, gateway_error or a status code 100-599)"
+                )
+            };
+            let code: u16 = other.parse().map_err(|_| unknown())?;
+            if !(100..=599).contains(&code) {
+                return Err(format!("status code {code} is outside 100-599"));
+            }
+            on.statuses
+                .push(StatusCode::from_u16(code).map_err(|_| unknown())?);
+        }
+    }
+    Ok(())
+}
