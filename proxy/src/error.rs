@@ -64,10 +64,9 @@ impl ErrorKind {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::NoHealthyEndpoint
-            | Self::Overloaded
-            | Self::CircuitOpen
-            | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHealthyEndpoint | Self::Overloaded | Self::CircuitOpen | Self::Overflow => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::ConnectFailed | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout | Self::UpstreamTimeout | Self::RequestTimeout => {

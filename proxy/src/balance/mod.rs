@@ -3,11 +3,11 @@
 //! apart so that the set can change in place.
 //!
 //! A request meets the cluster's circuit breaker ([`breaker`]) first: it refuses
-//! while open or over its thresholds. Then the [`balancer`] picks an endpoint of
-//! the current set ([`endpoint`]) and the request goes out on that endpoint's
+//! while open or over its thresholds. Then the balancer (`balancer.rs`) picks an endpoint of
+//! the current set (`endpoint.rs`) and the request goes out on that endpoint's
 //! pooled connection ([`crate::upstream`]). Outcomes feed back into the breaker,
 //! into each endpoint's failure EWMA (so a fast-failing endpoint does not look
-//! like the least loaded one), and into passive [`outlier`] detection.
+//! like the least loaded one), and into passive outlier detection (`outlier.rs`).
 //!
 //! The endpoint set sits behind an `ArcSwap` (as pingora's `Backends` do): a
 //! reload or a registry change that only adds or removes endpoints swaps the set

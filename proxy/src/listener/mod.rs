@@ -127,7 +127,7 @@ struct Shared<H> {
 
 /// Starts serving a bound listener: one accept loop on each worker (as many as
 /// `bound` has descriptors), all on the same socket; the worker that accepts a
-/// connection places it on the least busy worker ([`spread`]).
+/// connection places it on the least busy worker (`spread.rs`).
 pub fn spawn<H: Handler>(
     name: Arc<str>,
     bound: Bound,

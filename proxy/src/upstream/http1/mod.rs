@@ -9,9 +9,9 @@
 //! the pool. Framing follows RFC 9112: `Content-Length`, `chunked`, or the end of
 //! the connection; interim 1xx responses are skipped.
 //!
-//! The exchange lives here; the request head's encoding in [`encode`], the
-//! response head's parsing in [`decode`], the response body and its framing in
-//! [`body`], and the per-worker idle connections in [`idle`].
+//! The exchange lives here; the request head's encoding in `encode.rs`, the
+//! response head's parsing in `decode.rs`, the response body and its framing in
+//! `body.rs`, and the per-worker idle connections in `idle.rs`.
 //!
 //! An idle connection is not watched by any task. Before reuse it is polled once
 //! with a no-op waker: an end of stream, a reset or stray bytes seen by then
