@@ -10,6 +10,7 @@
 //! [`workers`] are the per-core runtimes that accept and serve connections.
 
 pub mod admin;
+pub mod admission;
 pub mod balance;
 pub mod body;
 pub mod config;

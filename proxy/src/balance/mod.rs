@@ -28,11 +28,11 @@ pub use breaker::{Breaker, BreakerStatus, ConnLimits};
 pub use endpoint::{Endpoint, EndpointStatus, RequestGuard};
 pub use pool::{send as send_on, Conn, Pool, PoolSettings, Sent, UpstreamTls};
 
+use crate::admission::{AdmissionControl, AdmissionStatus};
 use crate::body::Body;
 use crate::config::{BalancerKind, ClusterConfig, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError};
 use crate::observe;
-use crate::stack::admission::{Admission, AdmissionStatus};
 
 /// Why a cluster could not be built from its config.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,7 @@ pub struct Cluster {
     ejections: metrics::Counter,
     breaker: Option<Arc<Breaker>>,
     health_task: Mutex<Option<tokio::task::AbortHandle>>,
-    admission: Option<Arc<Admission>>,
+    admission: Option<Arc<AdmissionControl>>,
 }
 
 impl Cluster {
@@ -133,7 +133,7 @@ impl Cluster {
         let admission = config
             .admission
             .as_ref()
-            .map(|a| Arc::new(Admission::new(a, &name)));
+            .map(|a| Arc::new(AdmissionControl::new(a, &name)));
         let cluster = Arc::new(Self {
             admission,
             ejections: metrics::counter!(observe::OUTLIER_EJECTIONS, "cluster" => name.clone()),
@@ -173,7 +173,7 @@ impl Cluster {
     }
 
     /// The cluster's admission state, when `admission` is configured.
-    pub fn admission(&self) -> Option<&Arc<Admission>> {
+    pub fn admission(&self) -> Option<&Arc<AdmissionControl>> {
         self.admission.as_ref()
     }
 

@@ -99,7 +99,7 @@ pub fn route_stack(route: &RouteConfig, state: &RouteState, cluster: Arc<Cluster
             cluster
                 .admission()
                 .cloned()
-                .map(|a| AdmissionLayer::new(Some(a), route.priority, route.timeout)),
+                .map(|a| AdmissionLayer::new(a, route.priority, route.timeout)),
         )
         // Retries repeat only what is safe, inside the budget, within the deadline;
         // the cluster's breaker caps retries in flight (max_retries).
@@ -109,4 +109,11 @@ pub fn route_stack(route: &RouteConfig, state: &RouteState, cluster: Arc<Cluster
         // Innermost: breaker check, then an endpoint of the cluster on a pooled connection.
         .service(ClusterService::new(cluster));
     BoxCloneSyncService::new(service)
+}
+
+/// Takes the service that `poll_ready` drove to readiness, leaving a fresh clone in
+/// its place (tower's take-the-ready idiom for services that call from a future).
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
 }
