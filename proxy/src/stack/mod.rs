@@ -91,7 +91,7 @@ pub fn route_stack(route: &RouteConfig, state: &RouteState, cluster: Arc<Cluster
         .option_layer(
             route
                 .timeout
-                .map(|t| TimeoutLayer::new(Some(t), ErrorKind::RequestTimeout)),
+                .map(|t| TimeoutLayer::new(t, ErrorKind::RequestTimeout)),
         )
         // Admission inside the deadline (queueing counts against it), outside retry
         // (an admitted request's retries don't queue again).
@@ -103,9 +103,9 @@ pub fn route_stack(route: &RouteConfig, state: &RouteState, cluster: Arc<Cluster
         )
         // Retries repeat only what is safe, inside the budget, within the deadline;
         // the cluster's breaker caps retries in flight (max_retries).
-        .option_layer(retry.map(|r| RetryLayer::new(&label, Some(r), cluster.breaker().cloned())))
+        .option_layer(retry.map(|r| RetryLayer::new(&label, r, cluster.breaker().cloned())))
         // Each try has its own deadline, so one stuck endpoint cannot eat the route's.
-        .option_layer(per_try.map(|t| TimeoutLayer::new(Some(t), ErrorKind::UpstreamTimeout)))
+        .option_layer(per_try.map(|t| TimeoutLayer::new(t, ErrorKind::UpstreamTimeout)))
         // Innermost: breaker check, then an endpoint of the cluster on a pooled connection.
         .service(ClusterService::new(cluster));
     BoxCloneSyncService::new(service)
