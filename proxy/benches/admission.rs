@@ -8,17 +8,18 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
 
+use floodgate::admission::AdmissionControl;
 use floodgate::config::{AdaptiveLimit, AdmissionConfig, ConcurrencyLimit, Priority};
-use floodgate::stack::admission::Admission;
+use floodgate::time;
 
-fn admission(limit: ConcurrencyLimit) -> Arc<Admission> {
+fn admission(limit: ConcurrencyLimit) -> Arc<AdmissionControl> {
     let config = AdmissionConfig {
         limit,
         max_queue: 1000,
         queue_timeout: Duration::from_secs(1),
         priority_header: None,
     };
-    Arc::new(Admission::new(
+    Arc::new(AdmissionControl::new(
         &config,
         &metrics::SharedString::from("bench"),
     ))
@@ -31,7 +32,7 @@ fn fast_path(c: &mut Criterion) {
     });
     c.bench_function("admission/acquire+drop (fixed)", |b| {
         b.iter(|| {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            let deadline = time::now() + Duration::from_secs(1);
             let permit = fixed.acquire(Priority::Normal, deadline).now_or_never();
             drop(black_box(permit));
         })
@@ -46,7 +47,7 @@ fn fast_path(c: &mut Criterion) {
     }));
     c.bench_function("admission/acquire+complete (adaptive)", |b| {
         b.iter(|| {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            let deadline = time::now() + Duration::from_secs(1);
             if let Some(Ok(permit)) = adaptive.acquire(Priority::Normal, deadline).now_or_never() {
                 permit.complete(Some(Duration::from_millis(20)));
             }

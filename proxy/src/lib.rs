@@ -65,6 +65,7 @@
 //! ```
 
 pub mod admin;
+pub mod admission;
 pub mod balance;
 pub mod body;
 pub mod config;

@@ -36,7 +36,7 @@ use crate::body::Body;
 use crate::config::{BalancerKind, ClusterConfig, EndpointAddr, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError};
 use crate::observe;
-use crate::stack::admission::{Admission, AdmissionStatus};
+use crate::admission::{AdmissionControl, AdmissionStatus};
 use crate::time;
 use crate::upstream::{self, ConnLimits, Pool, PoolSettings, Siblings, UpstreamTls};
 
@@ -85,7 +85,7 @@ pub struct Cluster {
     next: AtomicUsize,
     ejections: metrics::Counter,
     breaker: Option<Arc<Breaker>>,
-    admission: Option<Arc<Admission>>,
+    admission: Option<Arc<AdmissionControl>>,
 }
 
 impl Cluster {
@@ -114,7 +114,7 @@ impl Cluster {
         let admission = config
             .admission
             .as_ref()
-            .map(|a| Arc::new(Admission::new(a, &name)));
+            .map(|a| Arc::new(AdmissionControl::new(a, &name)));
         let mut policy = config;
         let addrs = std::mem::take(&mut policy.endpoints);
         let cluster = Arc::new(Self {
@@ -164,7 +164,7 @@ impl Cluster {
     }
 
     /// The cluster's admission state, when `admission` is configured.
-    pub fn admission(&self) -> Option<&Arc<Admission>> {
+    pub fn admission(&self) -> Option<&Arc<AdmissionControl>> {
         self.admission.as_ref()
     }
 

@@ -91,7 +91,7 @@ pub fn route_stack(route: &RouteConfig, state: &RouteState, cluster: Arc<Cluster
         .option_layer(
             route
                 .timeout
-                .map(|t| TimeoutLayer::new(Some(t), ErrorKind::RequestTimeout)),
+                .map(|t| TimeoutLayer::new(t, ErrorKind::RequestTimeout)),
         )
         // Admission inside the deadline (queueing counts against it), outside retry
         // (an admitted request's retries don't queue again).
@@ -99,14 +99,21 @@ pub fn route_stack(route: &RouteConfig, state: &RouteState, cluster: Arc<Cluster
             cluster
                 .admission()
                 .cloned()
-                .map(|a| AdmissionLayer::new(Some(a), route.priority, route.timeout)),
+                .map(|a| AdmissionLayer::new(a, route.priority, route.timeout)),
         )
         // Retries repeat only what is safe, inside the budget, within the deadline;
         // the cluster's breaker caps retries in flight (max_retries).
-        .option_layer(retry.map(|r| RetryLayer::new(&label, Some(r), cluster.breaker().cloned())))
+        .option_layer(retry.map(|r| RetryLayer::new(&label, r, cluster.breaker().cloned())))
         // Each try has its own deadline, so one stuck endpoint cannot eat the route's.
-        .option_layer(per_try.map(|t| TimeoutLayer::new(Some(t), ErrorKind::UpstreamTimeout)))
+        .option_layer(per_try.map(|t| TimeoutLayer::new(t, ErrorKind::UpstreamTimeout)))
         // Innermost: breaker check, then an endpoint of the cluster on a pooled connection.
         .service(ClusterService::new(cluster));
     BoxCloneSyncService::new(service)
+}
+
+/// Takes the service that `poll_ready` drove to readiness, leaving a fresh clone in
+/// its place (tower's take-the-ready idiom for services that call from a future).
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
 }

@@ -30,9 +30,10 @@ use crate::observe;
 /// Wraps a service with [`Retry`].
 #[derive(Clone)]
 pub struct RetryLayer {
-    shared: Option<Arc<Shared>>,
+    shared: Arc<Shared>,
 }
 
+/// A route's retry policy, budget and metrics, shared by every clone of the service.
 struct Shared {
     policy: RetryPolicy,
     budget: TpsBudget,
@@ -42,25 +43,24 @@ struct Shared {
 }
 
 impl RetryLayer {
-    /// Retries per `policy` (none: never), counting metrics under `route`; each
-    /// retry takes one of `breaker`'s `max_retries` slots, when a breaker is given.
+    /// Retries per `policy` (at most `attempts` tries), counting metrics under
+    /// `route`; each retry takes one of `breaker`'s `max_retries` slots, when a
+    /// breaker is given.
     pub fn new(
         route: &metrics::SharedString,
-        policy: Option<RetryPolicy>,
+        policy: RetryPolicy,
         breaker: Option<Arc<Breaker>>,
     ) -> Self {
-        let shared = policy.filter(|p| p.attempts > 1).map(|policy| {
-            let percent = (policy.budget_percent / 100.0).clamp(0.0, 1000.0) as f32;
-            let floor = policy.min_retries_per_sec.min(1_000_000);
-            Arc::new(Shared {
-                budget: TpsBudget::new(Duration::from_secs(10), floor, percent),
-                retries: metrics::counter!(observe::RETRIES_TOTAL, "route" => route.clone()),
-                exhausted: metrics::counter!(
-                    observe::RETRY_BUDGET_EXHAUSTED, "route" => route.clone()
-                ),
-                policy,
-                breaker,
-            })
+        let percent = (policy.budget_percent / 100.0).clamp(0.0, 1000.0) as f32;
+        let floor = policy.min_retries_per_sec.min(1_000_000);
+        let shared = Arc::new(Shared {
+            budget: TpsBudget::new(Duration::from_secs(10), floor, percent),
+            retries: metrics::counter!(observe::RETRIES_TOTAL, "route" => route.clone()),
+            exhausted: metrics::counter!(
+                observe::RETRY_BUDGET_EXHAUSTED, "route" => route.clone()
+            ),
+            policy,
+            breaker,
         });
         Self { shared }
     }
@@ -72,7 +72,7 @@ impl<S> Layer<S> for RetryLayer {
     fn layer(&self, inner: S) -> Retry<S> {
         Retry {
             inner,
-            shared: self.shared.clone(),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -81,7 +81,7 @@ impl<S> Layer<S> for RetryLayer {
 #[derive(Clone)]
 pub struct Retry<S> {
     inner: S,
-    shared: Option<Arc<Shared>>,
+    shared: Arc<Shared>,
 }
 
 impl<S> Service<Request<Body>> for Retry<S>
@@ -101,12 +101,8 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        // The clone is the one that was driven to readiness (tower's take-the-ready idiom).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Some(shared) = self.shared.clone() else {
-            return Box::pin(inner.call(req));
-        };
+        let mut inner = super::take_ready(&mut self.inner);
+        let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             shared.budget.deposit();
             let head = Head::of(&req);
@@ -212,8 +208,12 @@ impl Head {
     }
 }
 
-/// RFC 9110 idempotent methods.
-pub fn is_idempotent(method: &Method) -> bool {
+/// RFC 9110 idempotent methods (§9.2.2): GET, HEAD, OPTIONS, TRACE, PUT, DELETE.
+///
+/// Kept apart from `http::Method::is_idempotent` on purpose: since http 1.5 that
+/// one also counts the draft `QUERY` method, which would make sent QUERY requests
+/// retryable; retries stay limited to the RFC's list until QUERY is a standard.
+fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -275,7 +275,7 @@ mod tests {
     #[tokio::test]
     async fn connect_failure_is_retried_even_for_post_with_body() {
         let calls = Arc::new(AtomicU32::new(0));
-        let svc = RetryLayer::new(&route(), Some(policy(3)), None).layer(flaky(
+        let svc = RetryLayer::new(&route(), policy(3), None).layer(flaky(
             2,
             ErrorKind::ConnectFailed,
             true,
@@ -289,7 +289,7 @@ mod tests {
     #[tokio::test]
     async fn sent_post_is_not_retried() {
         let calls = Arc::new(AtomicU32::new(0));
-        let svc = RetryLayer::new(&route(), Some(policy(3)), None).layer(flaky(
+        let svc = RetryLayer::new(&route(), policy(3), None).layer(flaky(
             1,
             ErrorKind::UpstreamReset,
             false,
@@ -303,7 +303,7 @@ mod tests {
     #[tokio::test]
     async fn sent_get_without_body_is_retried() {
         let calls = Arc::new(AtomicU32::new(0));
-        let svc = RetryLayer::new(&route(), Some(policy(2)), None).layer(flaky(
+        let svc = RetryLayer::new(&route(), policy(2), None).layer(flaky(
             1,
             ErrorKind::UpstreamReset,
             false,
@@ -317,7 +317,7 @@ mod tests {
     #[tokio::test]
     async fn attempts_cap_tries() {
         let calls = Arc::new(AtomicU32::new(0));
-        let svc = RetryLayer::new(&route(), Some(policy(2)), None).layer(flaky(
+        let svc = RetryLayer::new(&route(), policy(2), None).layer(flaky(
             10,
             ErrorKind::ConnectFailed,
             true,
@@ -334,7 +334,7 @@ mod tests {
         p.min_retries_per_sec = 0;
         p.budget_percent = 10.0;
         let calls = Arc::new(AtomicU32::new(0));
-        let layer = RetryLayer::new(&route(), Some(p), None);
+        let layer = RetryLayer::new(&route(), p, None);
         let svc = layer.layer(flaky(
             u32::MAX,
             ErrorKind::ConnectFailed,
@@ -368,7 +368,7 @@ mod tests {
         };
         let breaker = Breaker::new("retry-test", &config);
         let calls = Arc::new(AtomicU32::new(0));
-        let svc = RetryLayer::new(&route(), Some(policy(3)), Some(breaker.clone())).layer(flaky(
+        let svc = RetryLayer::new(&route(), policy(3), Some(breaker.clone())).layer(flaky(
             u32::MAX,
             ErrorKind::ConnectFailed,
             true,
@@ -385,6 +385,22 @@ mod tests {
         assert!(svc.oneshot(req).await.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(breaker.status().retries_in_flight, 0);
+    }
+
+    #[test]
+    fn idempotent_methods_are_rfc_9110_s() {
+        for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            assert!(
+                is_idempotent(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
+        }
+        for m in ["POST", "PATCH", "CONNECT", "QUERY", "PURGE"] {
+            assert!(
+                !is_idempotent(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
+        }
     }
 
     #[test]

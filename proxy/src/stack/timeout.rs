@@ -1,8 +1,10 @@
 //! Deadline layer: fails a call with a given error kind when it takes too long.
 //!
-//! Used twice in a route stack: outermost for the route `timeout` (the whole
-//! exchange up to the response head, every try included) and under the retry
-//! layer for `per_try_timeout`. Its timers come from the worker's pool
+//! Used twice in a route stack (see [`route_stack`](super::route_stack)): for the
+//! route `timeout`, just inside rate limiting and the cache (a refusal or a hit
+//! needs no deadline) and outside admission, so the deadline bounds queueing and
+//! every try up to the response head; and under the retry layer for
+//! `per_try_timeout`. Its timers come from the worker's pool
 //! ([`crate::time::timer_pool`]).
 
 use std::future::Future;
@@ -16,18 +18,18 @@ use tower::{Layer, Service};
 
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
-use crate::time::timer_pool::Deadline;
+use crate::time::{self, timer_pool::Deadline};
 
 /// Wraps a service with [`Timeout`].
 #[derive(Debug, Clone, Copy)]
 pub struct TimeoutLayer {
-    after: Option<Duration>,
+    after: Duration,
     kind: ErrorKind,
 }
 
 impl TimeoutLayer {
-    /// Fails calls that take longer than `after` (none: no deadline) with `kind`.
-    pub fn new(after: Option<Duration>, kind: ErrorKind) -> Self {
+    /// Fails calls that take longer than `after` with `kind`.
+    pub fn new(after: Duration, kind: ErrorKind) -> Self {
         Self { after, kind }
     }
 }
@@ -48,7 +50,7 @@ impl<S> Layer<S> for TimeoutLayer {
 #[derive(Debug, Clone)]
 pub struct Timeout<S> {
     inner: S,
-    after: Option<Duration>,
+    after: Duration,
     kind: ErrorKind,
 }
 
@@ -66,9 +68,7 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         TimeoutFuture {
-            deadline: self
-                .after
-                .map(|after| Deadline::at(tokio::time::Instant::now() + after)),
+            deadline: Deadline::at(time::now() + self.after),
             call: self.inner.call(req),
             after: self.after,
             kind: self.kind,
@@ -81,8 +81,8 @@ pin_project! {
     pub struct TimeoutFuture<F> {
         #[pin]
         call: F,
-        deadline: Option<Deadline>,
-        after: Option<Duration>,
+        deadline: Deadline,
+        after: Duration,
         kind: ErrorKind,
     }
 }
@@ -98,14 +98,10 @@ where
         if let Poll::Ready(result) = this.call.poll(cx) {
             return Poll::Ready(result);
         }
-        let expired = this
-            .deadline
-            .as_mut()
-            .is_some_and(|deadline| Pin::new(deadline).poll(cx).is_ready());
-        if !expired {
+        if Pin::new(this.deadline).poll(cx).is_pending() {
             return Poll::Pending;
         }
-        let after = this.after.unwrap_or_default();
+        let after = *this.after;
         Poll::Ready(Err(ProxyError::with_source(
             *this.kind,
             format!("no response within {after:?}"),
@@ -124,25 +120,11 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
             Ok::<_, ProxyError>(Response::new(crate::body::empty()))
         });
-        let svc =
-            TimeoutLayer::new(Some(Duration::from_secs(1)), ErrorKind::UpstreamTimeout).layer(slow);
+        let svc = TimeoutLayer::new(Duration::from_secs(1), ErrorKind::UpstreamTimeout).layer(slow);
         let err = svc
             .oneshot(Request::new(crate::body::empty()))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UpstreamTimeout);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn no_deadline_passes_through() {
-        let slow = tower::service_fn(|_req: Request<Body>| async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            Ok::<_, ProxyError>(Response::new(crate::body::empty()))
-        });
-        let svc = TimeoutLayer::new(None, ErrorKind::RequestTimeout).layer(slow);
-        assert!(svc
-            .oneshot(Request::new(crate::body::empty()))
-            .await
-            .is_ok());
     }
 }

@@ -1,0 +1,275 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderName};
+
+use super::*;
+use crate::config::AdaptiveLimit;
+
+fn fixed(limit: usize, max_queue: usize) -> Arc<AdmissionControl> {
+    let config = AdmissionConfig {
+        limit: ConcurrencyLimit::Fixed(limit),
+        max_queue,
+        queue_timeout: Duration::from_secs(1),
+        priority_header: Some(HeaderName::from_static("x-priority")),
+    };
+    Arc::new(AdmissionControl::new(
+        &config,
+        &metrics::SharedString::from("test"),
+    ))
+}
+
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
+/// Yields until the queue holds `depth` waiters (spawned tasks run on yield).
+async fn until_depth(adm: &AdmissionControl, depth: usize) {
+    for _ in 0..1000 {
+        if adm.queue_depth() == depth {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("queue depth {} never became {depth}", adm.queue_depth());
+}
+
+type Granted = tokio::sync::mpsc::UnboundedReceiver<(&'static str, Result<Permit, Shed>)>;
+
+/// Spawns waiters in the given order, each reporting its label and result.
+async fn spawn_waiters(
+    adm: &Arc<AdmissionControl>,
+    waiters: &[(&'static str, Priority)],
+) -> Granted {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for (label, priority) in waiters.iter().copied() {
+        let (adm2, tx) = (Arc::clone(adm), tx.clone());
+        let before = adm.queue_depth();
+        tokio::spawn(async move {
+            let result = adm2.acquire(priority, far()).await;
+            let _ = tx.send((label, result));
+        });
+        until_depth(adm, before + 1).await;
+    }
+    rx
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_by_priority_then_fifo() {
+    let adm = fixed(1, 10);
+    let first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    let mut granted = spawn_waiters(
+        &adm,
+        &[
+            ("s1", Priority::Sheddable),
+            ("n1", Priority::Normal),
+            ("c1", Priority::Critical),
+            ("s2", Priority::Sheddable),
+            ("n2", Priority::Normal),
+            ("c2", Priority::Critical),
+        ],
+    )
+    .await;
+    assert_eq!(adm.queue_depth(), 6);
+    drop(first);
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        let (label, permit) = granted.recv().await.unwrap();
+        order.push(label);
+        assert_eq!(adm.in_flight(), 1, "one at a time");
+        drop(permit.unwrap());
+    }
+    assert_eq!(order, ["c1", "c2", "n1", "n2", "s1", "s2"]);
+    assert_eq!((adm.in_flight(), adm.queue_depth()), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_queue_sheds_or_displaces_the_newest_lower_priority_waiter() {
+    let adm = fixed(1, 2);
+    let first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    let mut granted = spawn_waiters(
+        &adm,
+        &[("s1", Priority::Sheddable), ("s2", Priority::Sheddable)],
+    )
+    .await;
+    // Full, and nothing below sheddable to displace.
+    assert_eq!(
+        adm.acquire(Priority::Sheddable, far()).await.unwrap_err(),
+        Shed::QueueFull
+    );
+    // A critical arrival takes the place of the newest sheddable waiter.
+    let critical = tokio::spawn({
+        let adm = Arc::clone(&adm);
+        async move { adm.acquire(Priority::Critical, far()).await.map(drop) }
+    });
+    let (label, result) = granted.recv().await.unwrap();
+    assert_eq!((label, result.unwrap_err()), ("s2", Shed::Displaced));
+    until_depth(&adm, 2).await;
+    drop(first);
+    critical.await.unwrap().unwrap();
+    let (label, result) = granted.recv().await.unwrap();
+    assert_eq!(label, "s1");
+    drop(result.unwrap());
+    assert_eq!((adm.in_flight(), adm.queue_depth()), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_queue_sheds_at_once() {
+    let adm = fixed(1, 0);
+    let _first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    assert_eq!(
+        adm.acquire(Priority::Critical, far()).await.unwrap_err(),
+        Shed::QueueFull
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_sheds_and_leaves_the_queue() {
+    let adm = fixed(1, 10);
+    let first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(100);
+    let err = adm.acquire(Priority::Normal, deadline).await.unwrap_err();
+    assert_eq!(err, Shed::QueueTimeout);
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert_eq!((adm.in_flight(), adm.queue_depth()), (1, 0));
+    drop(first);
+    assert_eq!(adm.in_flight(), 0, "no slot handed to the gone waiter");
+    let _again = adm.try_acquire().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_waiter_leaves_the_queue_at_once() {
+    let adm = fixed(1, 10);
+    let _first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    let task = tokio::spawn({
+        let adm = Arc::clone(&adm);
+        async move { adm.acquire(Priority::Normal, far()).await.map(drop) }
+    });
+    until_depth(&adm, 1).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!(adm.queue_depth(), 0);
+    assert_eq!(adm.in_flight(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_to_a_dropped_waiter_passes_on() {
+    let adm = fixed(1, 10);
+    let first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    let mut w1 = Box::pin(adm.acquire(Priority::Critical, far()));
+    assert!((&mut w1).now_or_never().is_none());
+    let mut w2 = Box::pin(adm.acquire(Priority::Normal, far()));
+    assert!((&mut w2).now_or_never().is_none());
+    assert_eq!(adm.queue_depth(), 2);
+    // The slot goes to w1, whose client leaves before it looks.
+    drop(first);
+    assert_eq!((adm.in_flight(), adm.queue_depth()), (1, 1));
+    drop(w1);
+    // w2 got the slot instead of it being lost.
+    let permit = (&mut w2).now_or_never().expect("w2 granted").unwrap();
+    assert_eq!((adm.in_flight(), adm.queue_depth()), (1, 0));
+    drop(permit);
+    assert_eq!(adm.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tombstones_are_compacted() {
+    let adm = fixed(1, 1000);
+    let _first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    for _ in 0..500 {
+        let mut w = Box::pin(adm.acquire(Priority::Sheddable, far()));
+        assert!((&mut w).now_or_never().is_none());
+    }
+    assert_eq!(adm.queue_depth(), 0);
+    assert!(adm.lock().waiters.stored() <= 65);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_limit_holds_under_concurrent_load() {
+    let adm = fixed(5, 1000);
+    let now = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (adm, now, max) = (Arc::clone(&adm), Arc::clone(&now), Arc::clone(&max));
+        let priority = [Priority::Critical, Priority::Normal, Priority::Sheddable][i % 3];
+        tasks.spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let permit = adm.acquire(priority, deadline).await.unwrap();
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let max = max.load(Ordering::SeqCst);
+    assert!((1..=5).contains(&max), "max in flight {max}");
+    assert_eq!((adm.in_flight(), adm.queue_depth()), (0, 0));
+}
+
+#[test]
+fn priority_header_is_read_when_configured_and_valid() {
+    let adm = fixed(1, 1);
+    let mut h = HeaderMap::new();
+    assert_eq!(adm.header_priority(&h), None);
+    h.insert("x-priority", http::HeaderValue::from_static(" Critical "));
+    assert_eq!(adm.header_priority(&h), Some(Priority::Critical));
+    h.insert("x-priority", http::HeaderValue::from_static("sheddable"));
+    assert_eq!(adm.header_priority(&h), Some(Priority::Sheddable));
+    h.insert("x-priority", http::HeaderValue::from_static("urgent"));
+    assert_eq!(adm.header_priority(&h), None);
+}
+
+fn params(min: usize, initial: usize, max: usize, tolerance: f64) -> AdaptiveLimit {
+    AdaptiveLimit {
+        initial,
+        min,
+        max,
+        tolerance,
+        update_interval: Duration::from_millis(100),
+        min_rtt_window: Duration::from_secs(10),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_admission_publishes_the_limit_and_admits_more_waiters() {
+    let config = AdmissionConfig {
+        limit: ConcurrencyLimit::Adaptive(params(1, 3, 10, 2.0)),
+        max_queue: 10,
+        queue_timeout: Duration::from_secs(10),
+        priority_header: None,
+    };
+    let adm = Arc::new(AdmissionControl::new(
+        &config,
+        &metrics::SharedString::from("t"),
+    ));
+    assert_eq!(adm.limit(), 1, "probing min_rtt");
+    let first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    let mut granted = spawn_waiters(
+        &adm,
+        &[
+            ("a", Priority::Normal),
+            ("b", Priority::Normal),
+            ("c", Priority::Normal),
+        ],
+    )
+    .await;
+    tokio::time::advance(Duration::from_millis(1050)).await;
+    // Completing the first request ends the probe (a lone sample closes a window
+    // only after ten intervals): the limit returns to 3 and three waiters are
+    // admitted by the one release.
+    first.complete(Some(Duration::from_millis(1050)));
+    assert_eq!(adm.limit(), 3);
+    let mut permits = Vec::new();
+    for _ in 0..3 {
+        permits.push(granted.recv().await.unwrap().1.unwrap());
+    }
+    assert_eq!((adm.in_flight(), adm.queue_depth()), (3, 0));
+}
