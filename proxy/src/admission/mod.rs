@@ -5,7 +5,7 @@
 //! every route to the cluster shares it and it survives reloads that keep the
 //! cluster). A request takes a [`Permit`] at once when fewer than `limit`
 //! requests are in flight; otherwise it waits in the priority queue
-//! ([`queue`](self::queue): one FIFO per [`Priority`], served critical → normal →
+//! (`queue.rs`: one FIFO per [`Priority`], served critical → normal →
 //! sheddable, oldest first). A full queue, an expired deadline, or being
 //! displaced by a higher-priority arrival sheds the request ([`Shed`]) with 503
 //! `overloaded`. A waiter whose client went away leaves the queue at once.

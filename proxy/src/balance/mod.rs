@@ -32,11 +32,11 @@ use serde::Serialize;
 pub use breaker::{Breaker, BreakerStatus, BreakerTicket};
 pub use endpoint::{Endpoint, EndpointStatus, RequestGuard};
 
+use crate::admission::{AdmissionControl, AdmissionStatus};
 use crate::body::Body;
 use crate::config::{BalancerKind, ClusterConfig, EndpointAddr, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError};
 use crate::observe;
-use crate::admission::{AdmissionControl, AdmissionStatus};
 use crate::time;
 use crate::upstream::{self, ConnLimits, Pool, PoolSettings, Siblings, UpstreamTls};
 

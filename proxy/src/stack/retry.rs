@@ -186,7 +186,9 @@ impl Head {
     fn of(req: &Request<Body>) -> Self {
         let method = req.method().clone();
         Self {
-            idempotent: is_idempotent(&method),
+            // RFC 9110 §9.2.2, plus QUERY (safe and idempotent by its draft); the
+            // same rule decides a stale pooled connection's replay (`upstream::http1`).
+            idempotent: method.is_idempotent(),
             method,
             uri: req.uri().clone(),
             version: req.version(),
@@ -206,18 +208,6 @@ impl Head {
         }
         req
     }
-}
-
-/// RFC 9110 idempotent methods (§9.2.2): GET, HEAD, OPTIONS, TRACE, PUT, DELETE.
-///
-/// Kept apart from `http::Method::is_idempotent` on purpose: since http 1.5 that
-/// one also counts the draft `QUERY` method, which would make sent QUERY requests
-/// retryable; retries stay limited to the RFC's list until QUERY is a standard.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
 }
 
 #[cfg(test)]
@@ -388,16 +378,16 @@ mod tests {
     }
 
     #[test]
-    fn idempotent_methods_are_rfc_9110_s() {
-        for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+    fn idempotent_methods_are_those_of_rfc_9110_and_query() {
+        for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "QUERY"] {
             assert!(
-                is_idempotent(&Method::from_bytes(m.as_bytes()).unwrap()),
+                Method::from_bytes(m.as_bytes()).unwrap().is_idempotent(),
                 "{m}"
             );
         }
-        for m in ["POST", "PATCH", "CONNECT", "QUERY", "PURGE"] {
+        for m in ["POST", "PATCH", "CONNECT", "PURGE"] {
             assert!(
-                !is_idempotent(&Method::from_bytes(m.as_bytes()).unwrap()),
+                !Method::from_bytes(m.as_bytes()).unwrap().is_idempotent(),
                 "{m}"
             );
         }

@@ -4,7 +4,7 @@
 //! key becomes the *leader* and goes upstream; identical requests arriving while it
 //! is in flight *follow* it and get a copy of what it stored. Fresh entries are
 //! answered from memory (`x-floodgate-cache: HIT`), and when the upstream fails
-//! (any 5xx-kind [`ProxyError`] or a 500/502/503/504 response) an entry past its
+//! (any 5xx-kind [`crate::error::ProxyError`] or a 500/502/503/504 response) an entry past its
 //! freshness but within its stale-if-error horizon is answered instead (`STALE`).
 //!
 //! Safety first: only GET/HEAD without a body; requests with `Authorization` bypass
