@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
+use super::RouteInner;
 use crate::admission::AdmissionControl;
 use crate::body::Body;
 use crate::config::Priority;
@@ -65,14 +66,7 @@ pub struct AdmissionService<S> {
     route_timeout: Option<Duration>,
 }
 
-impl<S> Service<Request<Body>> for AdmissionService<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: RouteInner> Service<Request<Body>> for AdmissionService<S> {
     type Response = Response<Body>;
     type Error = ProxyError;
     type Future = BoxFuture<'static, Result<Response<Body>, ProxyError>>;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use tower::util::BoxCloneSyncService;
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 
 use crate::balance::{Cluster, ClusterService};
 use crate::body::Body;
@@ -68,6 +68,28 @@ impl RouteState {
     pub fn cache(&self) -> Option<&Arc<Cache>> {
         self.cache.as_ref()
     }
+}
+
+/// What the boxing layers of a route stack wrap: a cloneable service of proxy
+/// requests whose futures may move between tasks.
+pub trait RouteInner:
+    Service<Request<Body>, Response = Response<Body>, Error = ProxyError, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> RouteInner for S where
+    S: Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = ProxyError,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
 }
 
 /// A route's composed stack, cheap to clone per request.

@@ -20,6 +20,7 @@ use rand::Rng;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service, ServiceExt};
 
+use super::RouteInner;
 use crate::balance::breaker::{Breaker, RetrySlot};
 use crate::balance::UseEndpointHost;
 use crate::body::{self, Body};
@@ -84,14 +85,7 @@ pub struct Retry<S> {
     shared: Arc<Shared>,
 }
 
-impl<S> Service<Request<Body>> for Retry<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: RouteInner> Service<Request<Body>> for Retry<S> {
     type Response = Response<Body>;
     type Error = ProxyError;
     type Future = BoxFuture<'static, Result<Response<Body>, ProxyError>>;

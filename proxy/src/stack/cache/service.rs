@@ -17,6 +17,7 @@ use super::{Cache, CACHE_HEADER};
 use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers::content_length;
+use crate::stack::RouteInner;
 use crate::time;
 
 /// How many times a follower re-joins after its leader was cancelled before it
@@ -37,14 +38,7 @@ impl<S> CacheService<S> {
     }
 }
 
-impl<S> Service<Request<Body>> for CacheService<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: RouteInner> Service<Request<Body>> for CacheService<S> {
     type Response = Response<Body>;
     type Error = ProxyError;
     type Future = BoxFuture<'static, Result<Response<Body>, ProxyError>>;

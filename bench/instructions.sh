@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Instructions per proxied request (callgrind), for one or more floodgate binaries, in one run.
+#
+#   bash bench/instructions.sh [REQUESTS] [BINARY ...]
+#
+# Starts, on loopback only, a fast upstream (nginx, 1 worker, `return 200`) and, for each
+# BINARY (default: this checkout's release build), Floodgate with one worker under
+# callgrind, in two configs: its defaults (forwarding headers and request id) and bare
+# (`headers: {forwarded: false, request_id: false}`); the access log is off in both.
+# After a warm-up of 500 requests the counters are zeroed, REQUESTS requests (default
+# 20000) are sent over 4 keep-alive connections by a bounded client, and the counters
+# dumped: instructions / REQUESTS is printed per binary and config. Instruction counts
+# do not depend on the machine's load, so two builds compare within about ±2%.
+# Every process is stopped by the PID this script started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+REQUESTS=${1:-20000}
+shift || true
+BINARIES=("$@")
+if [ ${#BINARIES[@]} -eq 0 ]; then
+  cargo build --release -q -p floodgate
+  BINARIES=("$ROOT/target/release/floodgate")
+fi
+RUN=$(mktemp -d)
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need valgrind || ! need nginx || ! need curl; then
+  echo "installing valgrind, nginx and curl (apt-get)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind nginx curl >/dev/null
+fi
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$RUN"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_up() { for _ in $(seq 600); do curl -fs -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not answering" >&2; exit 1; }
+
+UP=$(free_port)
+cat > "$RUN/upstream.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $RUN/upstream.pid;
+error_log $RUN/upstream.error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $RUN/body; proxy_temp_path $RUN/proxy; fastcgi_temp_path $RUN/fcgi;
+  uwsgi_temp_path $RUN/uwsgi; scgi_temp_path $RUN/scgi;
+  server { listen 127.0.0.1:$UP; location / { return 200 'ok\n'; } }
+}
+CONF
+nginx -c "$RUN/upstream.conf" & PIDS+=($!)
+wait_up "$UP"
+
+# A bounded keep-alive client: `n` GETs over `c` connections, then it stops.
+cat > "$RUN/client.py" <<'PY'
+import socket, sys, threading
+port, n, c = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+req = b"GET /x HTTP/1.1\r\nHost: bench.test\r\n\r\n"
+def worker(count):
+    s = socket.create_connection(("127.0.0.1", port))
+    buf = b""
+    for _ in range(count):
+        s.sendall(req)
+        while True:
+            head_end = buf.find(b"\r\n\r\n")
+            if head_end >= 0:
+                head = buf[:head_end].lower()
+                length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(buf) >= head_end + 4 + length:
+                    buf = buf[head_end + 4 + length:]
+                    break
+            chunk = s.recv(65536)
+            if not chunk:
+                raise SystemExit("connection closed")
+            buf += chunk
+    s.close()
+threads = [threading.Thread(target=worker, args=(n // c + (1 if i < n % c else 0),)) for i in range(c)]
+for t in threads: t.start()
+for t in threads: t.join()
+PY
+
+measure() { # $1 binary, $2 label, $3 extra listener lines
+  local port admin out pid
+  port=$(free_port); admin=$(free_port); out="$RUN/callgrind.$2.out"
+  cat > "$RUN/$2.yaml" <<YAML
+admin: { listen: 127.0.0.1:$admin }
+server: { access_log: false }
+listeners:
+  - name: public
+    listen: 127.0.0.1:$port
+$3
+    routes:
+      - name: all
+        cluster: app
+clusters:
+  - name: app
+    endpoints: ["127.0.0.1:$UP"]
+YAML
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --config "$RUN/$2.yaml" --workers 1 \
+    > "$RUN/$2.log" 2>&1 & pid=$!
+  PIDS+=("$pid")
+  wait_up "$port"
+  python3 "$RUN/client.py" "$port" 500 4
+  callgrind_control -z "$pid" >/dev/null
+  python3 "$RUN/client.py" "$port" "$REQUESTS" 4
+  callgrind_control -d "$pid" >/dev/null
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  # The dump after zeroing is the file with the highest part number.
+  local dump
+  dump=$(ls -1 "$out".* 2>/dev/null | sort -t. -k3 -n | tail -n 1)
+  local total
+  total=$(awk '/^summary:/ {print $2}' "$dump")
+  printf '%-60s %-10s %8.0f\n' "$1" "$2" "$(python3 -c "print($total / $REQUESTS)")"
+}
+
+printf '%-60s %-10s %8s\n' binary config instr/req
+for bin in "${BINARIES[@]}"; do
+  measure "$bin" defaults ""
+  measure "$bin" bare "    headers: { forwarded: false, request_id: false }"
+done
