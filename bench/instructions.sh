@@ -11,7 +11,7 @@
 # 20000) are sent over 4 keep-alive connections by a bounded client, and the counters
 # dumped: instructions / REQUESTS is printed per binary and config. Instruction counts
 # do not depend on the machine's load, so two builds compare within about ±2%.
-# Every process is stopped by the PID this script started.
+# KEEP=DIR keeps the callgrind dumps. Every process is stopped by the PID this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -31,6 +31,7 @@ if ! need valgrind || ! need nginx || ! need curl; then
 fi
 
 PIDS=()
+KEPT=0
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$RUN"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
@@ -113,6 +114,8 @@ YAML
   dump=$(ls -1 "$out".* 2>/dev/null | sort -t. -k3 -n | tail -n 1)
   local total
   total=$(awk '/^summary:/ {print $2}' "$dump")
+  # KEEP=DIR keeps each dump (for callgrind_annotate) as DIR/<n>.<config>.callgrind.
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$dump" "$KEEP/$((++KEPT)).$2.callgrind"; fi
   printf '%-60s %-10s %8.0f\n' "$1" "$2" "$(python3 -c "print($total / $REQUESTS)")"
 }
 

@@ -36,6 +36,10 @@ pub const HOP_BY_HOP: [&str; 8] = [
 
 /// Whether a field name (any case) is hop-by-hop by definition.
 pub fn is_hop_by_hop_name(name: &str) -> bool {
+    // Most names have a length no hop-by-hop field has: decided without comparing.
+    if !matches!(name.len(), 2 | 7 | 10 | 16 | 17 | 18) {
+        return false;
+    }
     HOP_BY_HOP.iter().any(|f| f.eq_ignore_ascii_case(name))
 }
 
@@ -164,6 +168,18 @@ mod tests {
     fn client_text(addr: &str) -> HeaderValue {
         let addr: SocketAddr = addr.parse().unwrap();
         HeaderValue::try_from(addr.ip().to_canonical().to_string()).unwrap()
+    }
+
+    #[test]
+    fn every_hop_by_hop_name_is_known_in_any_case() {
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop_name(name), "{name}");
+            assert!(is_hop_by_hop_name(&name.to_ascii_uppercase()), "{name}");
+            assert!(is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-type", "x-te", "te2", "upgrades", "host"] {
+            assert!(!is_hop_by_hop_name(name), "{name}");
+        }
     }
 
     #[test]

@@ -309,10 +309,11 @@ impl Cluster {
 
     /// Feeds one outcome into passive outlier detection.
     pub fn record_outcome(&self, endpoint: &Endpoint, success: bool) {
-        let endpoints = self.endpoints.load();
+        // The endpoint set is read only when a failure may eject (the cap counts
+        // the set's ejected endpoints), not on the success path.
         let verdict = outlier::record(
             self.policy.outlier.as_ref(),
-            &endpoints,
+            || self.endpoints.load_full(),
             endpoint,
             success,
             time::now(),

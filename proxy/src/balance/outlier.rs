@@ -22,10 +22,11 @@ pub enum Verdict {
     },
 }
 
-/// Feeds one outcome of `endpoint` (one of `endpoints`) into outlier detection.
+/// Feeds one outcome of `endpoint` into outlier detection; `endpoints` gives the
+/// cluster's current set, asked for only when a failure may eject.
 pub fn record(
     config: Option<&OutlierConfig>,
-    endpoints: &[Arc<Endpoint>],
+    endpoints: impl FnOnce() -> Arc<Vec<Arc<Endpoint>>>,
     endpoint: &Endpoint,
     success: bool,
     now: Instant,
@@ -41,6 +42,7 @@ pub fn record(
     if streak < outlier.consecutive_failures || endpoint.is_ejected(now) {
         return Verdict::Kept;
     }
+    let endpoints = endpoints();
     let ejected = endpoints.iter().filter(|e| e.is_ejected(now)).count();
     if ejected >= max_ejected(outlier, endpoints.len()) {
         return Verdict::Kept;
