@@ -63,6 +63,8 @@ pub struct Answer {
     pub status: u16,
     /// The `x-floodgate-reason` header, if any.
     pub reason: Option<String>,
+    /// Whether the response carried `Retry-After`.
+    pub retry_after: bool,
 }
 
 /// One connection to one address.
@@ -151,8 +153,13 @@ impl Conn {
                 .get(REASON_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
+            let retry_after = resp.headers().contains_key(http::header::RETRY_AFTER);
             resp.into_body().collect().await.map_err(|e| classify(&e))?;
-            Ok(Answer { status, reason })
+            Ok(Answer {
+                status,
+                reason,
+                retry_after,
+            })
         };
         tokio::time::timeout(timeout, fut)
             .await

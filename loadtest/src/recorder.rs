@@ -100,6 +100,8 @@ pub struct Bucket {
     pub admitted: u64,
     /// 429/503 responses.
     pub rejected: u64,
+    /// Of those, responses without `Retry-After`.
+    pub rejected_without_retry_after: u64,
     /// Other responses.
     pub failed: u64,
     /// Responses per status code.
@@ -123,6 +125,7 @@ impl Bucket {
             responses: 0,
             admitted: 0,
             rejected: 0,
+            rejected_without_retry_after: 0,
             failed: 0,
             by_status: BTreeMap::new(),
             by_reason: BTreeMap::new(),
@@ -285,7 +288,10 @@ impl Recorder {
                 b.responses += 1;
                 match class {
                     Class::Admitted => b.admitted += 1,
-                    Class::Rejected => b.rejected += 1,
+                    Class::Rejected => {
+                        b.rejected += 1;
+                        b.rejected_without_retry_after += u64::from(!a.retry_after);
+                    }
                     Class::Failed => b.failed += 1,
                 }
                 *b.by_status.entry(a.status).or_default() += 1;
@@ -339,6 +345,7 @@ mod tests {
             Ok(Answer {
                 status: 503,
                 reason: Some("shed".into()),
+                retry_after: false,
             }),
         );
         assert!(r.offer(Duration::from_millis(10), 1));
@@ -350,6 +357,7 @@ mod tests {
         assert_eq!(rec.total.sent, 2);
         assert_eq!(rec.total.rejected, 1);
         assert_eq!(rec.total.by_reason.get("shed"), Some(&1));
+        assert_eq!(rec.total.rejected_without_retry_after, 1);
         assert_eq!(rec.total.errors[ErrorKind::Reset.index()], 1);
         assert_eq!(rec.accepted, 2);
         assert_eq!(rec.in_flight_at_end, 0);

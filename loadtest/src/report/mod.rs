@@ -141,6 +141,8 @@ pub struct Summary {
     pub admitted: u64,
     /// 429/503 responses.
     pub rejected: u64,
+    /// Of those, responses without `Retry-After`.
+    pub rejected_without_retry_after: u64,
     /// Other responses (e.g. 500).
     pub failed: u64,
     /// Errors by kind: connect, timeout, reset, other.
@@ -331,6 +333,7 @@ impl Report {
             responses: t.responses,
             admitted: t.admitted,
             rejected: t.rejected,
+            rejected_without_retry_after: t.rejected_without_retry_after,
             failed: t.failed,
             errors: errors_map(&t.errors),
             unanswered: rec.accepted.saturating_sub(t.responses),

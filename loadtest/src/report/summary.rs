@@ -44,8 +44,8 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  responses {}  admitted(2xx) {}  rejected(429/503) {}  failed(other) {}",
-        s.responses, s.admitted, s.rejected, s.failed
+        "  responses {}  admitted(2xx) {}  rejected(429/503) {} ({} without Retry-After)  failed(other) {}",
+        s.responses, s.admitted, s.rejected, s.rejected_without_retry_after, s.failed
     );
     let errs: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(out, "  errors: {}", errs.join(", "));

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# admission.sh — does admission hold a 100x burst on its DEFAULTS? One replica of the demo
+# app, the 100x step of scenarios/admission-100x.yaml, at 256 and at 2,000 client
+# connections, through Floodgate with `admission: {}` (peers/floodgate-defaults.yaml) and
+# through nginx with limit_req hand-tuned to the replica's measured capacity, in one run;
+# then Floodgate again with a CPU hog (a bounded busy loop) competing for the cores.
+# Prints one table and writes reports/admission-<timestamp>/ (every report, table.md).
+#
+#   admission.sh [--scenario FILE] [--connections "256 2000"] [--no-nginx] [--no-hog]
+#
+# Environment: APP_WORKERS (16), APP_SERVICE_TIME (10ms), APP_MAX_QUEUE (64); FLOODGATE, the
+# proxy binary (default: the release build, built if missing), to compare two builds.
+# Every process is started and stopped by PID; every load run is bounded by its profile.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+scenario="$ROOT/loadtest/scenarios/admission-100x.yaml"
+conns_list="256 2000"
+nginx=1
+hog=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --scenario) scenario="$2"; shift 2 ;;
+    --connections) conns_list="$2"; shift 2 ;;
+    --no-nginx) nginx=0; shift ;;
+    --no-hog) hog=0; shift ;;
+    *) die "unknown option $1" ;;
+  esac
+done
+export APP_WORKERS="${APP_WORKERS:-16}" APP_SERVICE_TIME="${APP_SERVICE_TIME:-10ms}" APP_MAX_QUEUE="${APP_MAX_QUEUE:-64}"
+out="$ROOT/reports/admission-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$out"
+cp "$scenario" "$out/scenario.yaml"
+ensure_loadtest_bins
+if [[ -z ${FLOODGATE:-} ]]; then ensure_floodgate || die "floodgate does not build"; fi
+FLOODGATE="${FLOODGATE:-$BIN_DIR/floodgate}"
+if [[ $nginx == 1 ]] && ! command -v nginx >/dev/null; then
+  log "installing nginx (apt-get)…"
+  (apt-get install -y nginx >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y nginx >/dev/null 2>&1; }) || nginx=0
+fi
+trap 'RUN_DIR="${RUN_DIR:-}"; [[ -n "$RUN_DIR" ]] && stop_all' EXIT
+
+# 1. The replica's capacity, measured: offered ~2x its model capacity for 5 s, direct.
+export RUN_DIR="$out/capacity/run"; mkdir -p "$RUN_DIR"; : >"$RUN_DIR/pids"
+start_apps 1
+model=$(python3 -c "import sys,re; w=int(sys.argv[1]); t=sys.argv[2]; ms=float(t[:-2]) if t.endswith('ms') else float(t[:-1])*1000; print(int(w*1000/ms))" "$APP_WORKERS" "$APP_SERVICE_TIME")
+"$BIN_DIR/floodgate-load" --url "http://${APP_ADDRS%% *}/api/v1/codes/{id}" --rate $((model * 2)) \
+  --duration 5s --connections 256 --out "$out/capacity" --quiet || true
+stop_all
+capacity=$(python3 -c "import json; print(int(json.load(open('$out/capacity/report.json'))['summary']['goodput_rps']))")
+log "measured capacity of one replica: $capacity rps (model $model)"
+
+# run NAME PEER CONNS [hog]: one burst through PEER with CONNS client connections.
+run() {
+  local name="$1" peer="$2" conns="$3" with_hog="${4:-}" url hog_pid=""
+  export RUN_DIR="$out/$name/run"; mkdir -p "$RUN_DIR"; : >"$RUN_DIR/pids"
+  start_apps 1
+  export PROXY_PORT ADMIN_PORT; PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
+  case "$peer" in
+    floodgate)
+      render "$ROOT/loadtest/peers/floodgate-defaults.yaml" "$RUN_DIR/floodgate.yaml"
+      start_bg floodgate "$RUN_DIR/floodgate.log" "$FLOODGATE" --config "$RUN_DIR/floodgate.yaml"
+      wait_http "http://127.0.0.1:$ADMIN_PORT/ready" 20 || die "floodgate did not start"
+      ;;
+    nginx)
+      # Hand-tuned: a token bucket at the replica's measured capacity, a burst of one
+      # second's worth of the app's workers, concurrency capped at workers + app queue.
+      export NGINX_RATE="$capacity" NGINX_BURST="$APP_WORKERS" NGINX_MAX_CONN=$((APP_WORKERS + APP_MAX_QUEUE))
+      mkdir -p "$RUN_DIR/nginx-tmp"
+      render "$ROOT/loadtest/peers/nginx.conf" "$RUN_DIR/nginx.conf"
+      start_bg nginx "$RUN_DIR/nginx.log" nginx -p "$RUN_DIR" -c "$RUN_DIR/nginx.conf"
+      wait_http "http://127.0.0.1:$PROXY_PORT/healthz" 20 || die "nginx did not start"
+      ;;
+  esac
+  url="http://127.0.0.1:$PROXY_PORT"
+  if [[ -n $with_hog ]]; then
+    # A CPU hog for the length of the run (bounded by timeout), on the same 2 cores.
+    timeout 60 python3 -c 'while True: pass' & hog_pid=$!
+    echo "hog $hog_pid" >>"$RUN_DIR/pids"
+  fi
+  log "== $name: $peer, $conns connections${with_hog:+, with a CPU hog}"
+  "$BIN_DIR/floodgate-load" --scenario "$scenario" --base-url "$url" --connections "$conns" \
+    --name "$name" --out "$out/$name" --quiet || log "$name: floodgate-load exited $?"
+  if [[ $peer == floodgate ]]; then
+    curl -fs "http://127.0.0.1:$ADMIN_PORT/clusters" >"$out/$name/clusters.json" || true
+    curl -fs "http://127.0.0.1:$ADMIN_PORT/metrics" >"$out/$name/metrics.txt" || true
+  fi
+  [[ -n $hog_pid ]] && { kill "$hog_pid" 2>/dev/null || true; wait "$hog_pid" 2>/dev/null || true; }
+  stop_all
+}
+
+rows=()
+for conns in $conns_list; do
+  run "floodgate-c$conns" floodgate "$conns"; rows+=("floodgate-c$conns")
+  if [[ $nginx == 1 ]]; then run "nginx-c$conns" nginx "$conns"; rows+=("nginx-c$conns"); fi
+done
+if [[ $hog == 1 ]]; then
+  first=${conns_list%% *}
+  run "floodgate-c$first-hog" floodgate "$first" hog; rows+=("floodgate-c$first-hog")
+fi
+
+python3 - "$out" "$capacity" "${rows[@]}" <<'PY' | tee "$out/table.md"
+import json, os, sys
+out, cap, names = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+def stats(name):
+    r = json.load(open(os.path.join(out, name, "report.json")))
+    s, t, prof = r["summary"], r["timeline"], r["config"]["profile"]
+    before, spike = (int(float(p["duration"].rstrip("s"))) for p in prof[:2])
+    inside = range(before + 2, before + spike - 1)          # whole seconds inside the burst
+    good = sum(t["admitted"][i] for i in inside) / len(inside)
+    p99 = t["latency_ms"]["admitted"]["p99"]
+    pre = [v for v in p99[1:before] if v is not None]
+    pre99 = max(pre) if pre else None
+    burst99 = max((v for v in p99[before:before + spike] if v is not None), default=None)
+    # Seconds after the burst until a second's admitted p99 is back within 1.5x pre-burst.
+    recovery = None
+    if pre99:
+        for k, v in enumerate(p99[before + spike:]):
+            if v is not None and v <= 1.5 * pre99:
+                recovery = k
+                break
+    lat = s["latency_ms"]
+    return dict(good=good, pre99=pre99, burst99=burst99, adm99=lat["admitted"]["p99"],
+                rej99=lat["rejected"]["p99"], rejected=s["rejected"],
+                no_ra=s.get("rejected_without_retry_after"), unanswered=s["unanswered"],
+                recovery=recovery, reasons=s.get("by_reason", {}))
+f = lambda v, d=1: "n/a" if v is None else f"{v:.{d}f}"
+print(f"# 100x burst against one replica (measured capacity {cap:.0f} rps), admission on its defaults\n")
+print("| setup | burst goodput (rps) | % of capacity | pre-burst p99 (ms) | admitted p99 in the burst, worst second (ms) | ratio | admitted p99 overall (ms) | rejected p99 (ms) | rejected | without Retry-After | unanswered | back to pre-burst p99 (s after) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for n in names:
+    x = stats(n)
+    ratio = None if not (x["pre99"] and x["burst99"]) else x["burst99"] / x["pre99"]
+    print(f"| {n} | {x['good']:.0f} | {100 * x['good'] / cap:.0f}% | {f(x['pre99'])} | {f(x['burst99'])} | {f(ratio, 2)} | {f(x['adm99'])} | {f(x['rej99'], 2)} | {x['rejected']} | {x['no_ra']} | {x['unanswered']} | {f(x['recovery'], 0)} |")
+print()
+for n in names:
+    print(f"- {n}: rejections by x-floodgate-reason: {stats(n)['reasons'] or 'none'}")
+PY
+log "reports: $out"
