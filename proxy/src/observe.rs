@@ -246,3 +246,10 @@ pub fn access_log(r: &AccessRecord<'_>) {
         duration_ms = r.duration.as_secs_f64() * 1000.0,
     );
 }
+
+/// Counter `{cluster}`: upstream answers that said "busy" (429, or 503 with
+/// `Retry-After`); not failures for outlier detection or the breaker.
+pub const UPSTREAM_OVERLOADED: &str = "floodgate_upstream_overloaded_total";
+/// Counter `{cluster, reason}`: failures over `consecutive_failures` that did not
+/// eject (`like_peers`, `no_peers`, `max_ejection_percent`).
+pub const OUTLIER_SPARED: &str = "floodgate_outlier_ejections_spared_total";

@@ -89,10 +89,12 @@ async fn all_unhealthy_gives_503_with_retry_after() {
         health_status: 500,
         ..Default::default()
     });
+    // Without panic mode: with the default threshold (50%) the one unhealthy
+    // endpoint would still be used (see `panic_mode_uses_unhealthy_endpoints`).
     let p = start_proxy(&simple_config(
         &[&a],
         "",
-        "    health_check: { path: /healthz, interval: 100ms, timeout: 100ms, unhealthy_threshold: 1 }",
+        "    healthy_panic_threshold: 0\n    health_check: { path: /healthz, interval: 100ms, timeout: 100ms, unhealthy_threshold: 1 }",
     ))
     .await;
     let url = p.url("/x");
@@ -105,6 +107,38 @@ async fn all_unhealthy_gives_503_with_retry_after() {
     let r = get(&url).await;
     assert_eq!(r.header("x-floodgate-reason"), "no_healthy_endpoint");
     assert_eq!(r.header("retry-after"), "1");
+}
+
+#[tokio::test]
+async fn panic_mode_uses_unhealthy_endpoints() {
+    let a = upstream("a").await;
+    let b = upstream("b").await;
+    let c = upstream("c").await;
+    for u in [&a, &b] {
+        u.set(Behavior {
+            health_status: 500,
+            ..Default::default()
+        });
+    }
+    let p = start_proxy(&simple_config(
+        &[&a, &b, &c],
+        "",
+        "    health_check: { path: /healthz, interval: 100ms, timeout: 100ms, unhealthy_threshold: 1 }",
+    ))
+    .await;
+    let clusters = p.admin_url("/clusters");
+    eventually(Duration::from_secs(5), "a and b unhealthy", || async {
+        get(&clusters).await.json()["clusters"][0]["available_endpoints"] == 1
+    })
+    .await;
+    // One of three available (33% < 50%): traffic goes to all three.
+    let status = get(&clusters).await.json();
+    assert_eq!(status["clusters"][0]["panic"], true, "{status}");
+    let statuses = burst(&p.url("/x"), 150, 4).await;
+    assert!(statuses.iter().all(|s| s.is_success()));
+    for u in [&a, &b] {
+        assert!(u.hits() > 10, "{} got {} of 150", u.name, u.hits());
+    }
 }
 
 #[tokio::test]

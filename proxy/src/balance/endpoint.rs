@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::breaker::RequestSlot;
+use super::outcome::Outcome;
 use crate::config::EndpointAddr;
 use crate::time::Instant;
 use crate::upstream::Pool;
@@ -28,18 +29,37 @@ pub struct Endpoint {
     epoch: Instant,
     requests: AtomicU64,
     failures: AtomicU64,
-    /// Recent failure ratio (f64 bits), an EWMA of 0/1 outcomes that also decays with time.
-    failure_ewma: AtomicU64,
+    /// Overload answers (429, 503 with `Retry-After`) since the endpoint was added.
+    overloaded: AtomicU64,
+    /// Recent outcome ratios, two EWMAs of 0/1 samples that also decay with time,
+    /// packed as two `f32` so one load reads both: failure (low 32 bits) and
+    /// overload (high 32 bits). Each outcome is a sample for both, so their sum is
+    /// at most 1.
+    ratios: AtomicU64,
     /// Milliseconds since `epoch` of the last EWMA update.
-    failure_ewma_at_ms: AtomicU64,
+    ratios_at_ms: AtomicU64,
 }
 
-/// Weight of one outcome in the failure EWMA (memory of roughly the last 4–8 outcomes).
-const FAILURE_EWMA_WEIGHT: f64 = 0.25;
-/// Half-life of the failure EWMA without new outcomes, so an avoided endpoint is tried again.
-const FAILURE_EWMA_HALF_LIFE_MS: f64 = 1000.0;
-/// How many requests in flight a fully failing endpoint weighs like, beyond its own.
+/// Weight of one outcome in the EWMAs (memory of roughly the last 4–8 outcomes).
+const EWMA_WEIGHT: f32 = 0.25;
+/// Half-life of the EWMAs without new outcomes, so an avoided endpoint is tried again.
+const EWMA_HALF_LIFE_MS: f64 = 1000.0;
+/// How many requests in flight a fully failing (or fully busy) endpoint weighs
+/// like, beyond its own.
 pub const FAILURE_PENALTY: f64 = 20.0;
+
+/// The two ratios packed into one word.
+fn pack(failure: f32, overload: f32) -> u64 {
+    u64::from(failure.to_bits()) | (u64::from(overload.to_bits()) << 32)
+}
+
+/// The two ratios of a packed word: (failure, overload).
+fn unpack(word: u64) -> (f32, f32) {
+    (
+        f32::from_bits((word & 0xffff_ffff) as u32),
+        f32::from_bits((word >> 32) as u32),
+    )
+}
 
 impl Endpoint {
     /// A new endpoint, healthy and not ejected.
@@ -55,8 +75,9 @@ impl Endpoint {
             epoch,
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            failure_ewma: AtomicU64::new(0f64.to_bits()),
-            failure_ewma_at_ms: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
+            ratios: AtomicU64::new(0),
+            ratios_at_ms: AtomicU64::new(0),
         }
     }
 
@@ -75,38 +96,60 @@ impl Endpoint {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// The recent (failure, overload) ratios at `now`, time decay applied.
+    fn ratios(&self, now: Instant) -> (f64, f64) {
+        let word = self.ratios.load(Ordering::Relaxed);
+        if word == 0 {
+            return (0.0, 0.0);
+        }
+        let (failure, overload) = unpack(word);
+        let at = self.ratios_at_ms.load(Ordering::Relaxed);
+        let d = decay(self.millis(now).saturating_sub(at));
+        (f64::from(failure) * d, f64::from(overload) * d)
+    }
+
     /// The recent failure ratio at `now` (0 = none, 1 = every recent outcome failed).
     pub fn failure_ratio(&self, now: Instant) -> f64 {
-        let value = f64::from_bits(self.failure_ewma.load(Ordering::Relaxed));
-        if value == 0.0 {
-            return 0.0;
-        }
-        let at = self.failure_ewma_at_ms.load(Ordering::Relaxed);
-        value * decay(self.millis(now).saturating_sub(at))
+        self.ratios(now).0
     }
 
-    /// The P2C load score: `(active + 1) × (1 + FAILURE_PENALTY × failure_ratio)`.
+    /// The recent overload ratio at `now` (share of recent answers that said "busy").
+    pub fn overload_ratio(&self, now: Instant) -> f64 {
+        self.ratios(now).1
+    }
+
+    /// The P2C load score:
+    /// `(active + 1) × (1 + FAILURE_PENALTY × (failure_ratio + overload_ratio))`.
     /// Lower is better. Outcomes, not only load, steer the choice: an endpoint that
-    /// fails fast has few requests in flight but a high score.
+    /// fails fast, or answers "busy" fast, has few requests in flight but a high score.
     pub fn load_score(&self, now: Instant) -> f64 {
-        (self.active() as f64 + 1.0) * (1.0 + FAILURE_PENALTY * self.failure_ratio(now))
+        let (failure, overload) = self.ratios(now);
+        (self.active() as f64 + 1.0) * (1.0 + FAILURE_PENALTY * (failure + overload))
     }
 
-    /// Folds one outcome into the failure EWMA (a heuristic: concurrent updates may
-    /// lose one another, which only makes it a little less precise).
-    fn update_failure_ewma(&self, now: Instant, failed: bool) {
-        let now_ms = self.millis(now);
-        let current = self.failure_ratio(now);
-        if current == 0.0 && !failed {
+    /// Folds one outcome into both EWMAs (a heuristic: concurrent updates may lose
+    /// one another, which only makes them a little less precise).
+    fn update_ratios(&self, now: Instant, outcome: Outcome) {
+        let (failure, overload) = self.ratios(now);
+        if failure == 0.0 && overload == 0.0 && outcome == Outcome::Success {
             return;
         }
-        let sample = if failed { 1.0 } else { 0.0 };
-        let mut next = current + (sample - current) * FAILURE_EWMA_WEIGHT;
-        if next < 1e-3 {
-            next = 0.0;
-        }
-        self.failure_ewma.store(next.to_bits(), Ordering::Relaxed);
-        self.failure_ewma_at_ms.store(now_ms, Ordering::Relaxed);
+        let step = |current: f64, hit: bool| {
+            let current = current as f32;
+            let sample = if hit { 1.0 } else { 0.0 };
+            let next = current + (sample - current) * EWMA_WEIGHT;
+            if next < 1e-3 {
+                0.0
+            } else {
+                next
+            }
+        };
+        let word = pack(
+            step(failure, outcome == Outcome::Failure),
+            step(overload, outcome == Outcome::Overloaded),
+        );
+        self.ratios.store(word, Ordering::Relaxed);
+        self.ratios_at_ms.store(self.millis(now), Ordering::Relaxed);
     }
 
     /// Whether active health checks pass.
@@ -147,7 +190,7 @@ impl Endpoint {
     /// Records a successful outcome: ends the failure streak, and once an ejection
     /// has expired, the ejection backoff too.
     pub(super) fn record_success(&self, now: Instant) {
-        self.update_failure_ewma(now, false);
+        self.update_ratios(now, Outcome::Success);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let until = self.ejected_until_ms.load(Ordering::Relaxed);
         if until != 0 && self.millis(now) >= until {
@@ -158,9 +201,21 @@ impl Endpoint {
 
     /// Records a failed outcome; returns the new length of the failure streak.
     pub(super) fn record_failure(&self, now: Instant) -> u32 {
-        self.update_failure_ewma(now, true);
+        self.update_ratios(now, Outcome::Failure);
         self.failures.fetch_add(1, Ordering::Relaxed);
         self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Records an overload answer: it weighs in the load score and is counted, but
+    /// neither extends nor ends the failure streak, and ends no ejection.
+    pub(super) fn record_overloaded(&self, now: Instant) {
+        self.update_ratios(now, Outcome::Overloaded);
+        self.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failures in a row so far.
+    pub(super) fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
     }
 
     /// Ejects the endpoint for `duration`; returns how many ejections in a row this is.
@@ -190,12 +245,15 @@ impl Endpoint {
                 0
             },
             ejections_in_a_row: self.ejections(),
+            consecutive_failures: self.consecutive_failures(),
             active_requests: self.active(),
             open_connections: self.pool.open_connections(),
             idle_connections: self.pool.idle_connections(),
             requests_total: self.requests.load(Ordering::Relaxed),
             failures_total: self.failures.load(Ordering::Relaxed),
+            overloaded_total: self.overloaded.load(Ordering::Relaxed),
             failure_ratio: (self.failure_ratio(now) * 1000.0).round() / 1000.0,
+            overload_ratio: (self.overload_ratio(now) * 1000.0).round() / 1000.0,
         }
     }
 }
@@ -237,6 +295,8 @@ pub struct EndpointStatus {
     pub ejected_for_ms: u64,
     /// Ejections in a row (drives the ejection backoff).
     pub ejections_in_a_row: u32,
+    /// The current failure streak (overload answers neither extend nor end it).
+    pub consecutive_failures: u32,
     /// Requests in flight.
     pub active_requests: usize,
     /// Connections open to this endpoint.
@@ -247,8 +307,14 @@ pub struct EndpointStatus {
     pub requests_total: u64,
     /// Failed requests since the endpoint was added.
     pub failures_total: u64,
-    /// Recent failure ratio (time-decayed EWMA) that weighs in the P2C choice.
+    /// Overload answers (429, 503 with `Retry-After`) since the endpoint was added;
+    /// not failures.
+    pub overloaded_total: u64,
+    /// Recent failure ratio (time-decayed EWMA) that weighs in the P2C choice and
+    /// in the ejection comparison with peers.
     pub failure_ratio: f64,
+    /// Recent overload ratio (time-decayed EWMA) that weighs in the P2C choice.
+    pub overload_ratio: f64,
 }
 
 /// The EWMA's time decay after `ms` without outcomes.
@@ -256,33 +322,41 @@ fn decay(ms: u64) -> f64 {
     if ms == 0 {
         return 1.0;
     }
-    (-(ms as f64) / FAILURE_EWMA_HALF_LIFE_MS * std::f64::consts::LN_2).exp()
+    (-(ms as f64) / EWMA_HALF_LIFE_MS * std::f64::consts::LN_2).exp()
+}
+
+/// An endpoint at `127.0.0.1:port` with a pool that never connects (for tests
+/// of the balancer and outlier detection).
+#[cfg(test)]
+pub(super) fn for_tests(port: u16, epoch: Instant) -> Arc<Endpoint> {
+    use crate::config::UpstreamProtocol;
+    use crate::upstream::{ConnLimits, PoolSettings, Siblings};
+    use std::time::Duration;
+    let addr = EndpointAddr {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let settings = Arc::new(PoolSettings {
+        connect_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+        max_idle: 1,
+        protocol: UpstreamProtocol::Http1,
+        tls: None,
+        limits: Arc::new(ConnLimits::unlimited()),
+        siblings: Siblings::default(),
+    });
+    let pool = Arc::new(Pool::new(addr.clone(), settings));
+    Arc::new(Endpoint::new(addr, pool, epoch))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UpstreamProtocol;
-    use crate::upstream::{ConnLimits, PoolSettings, Siblings};
     use std::time::Duration;
 
     fn endpoint() -> (Arc<Endpoint>, Instant) {
-        let addr = EndpointAddr {
-            host: "127.0.0.1".into(),
-            port: 1,
-        };
-        let settings = Arc::new(PoolSettings {
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-            max_idle: 1,
-            protocol: UpstreamProtocol::Http1,
-            tls: None,
-            limits: Arc::new(ConnLimits::unlimited()),
-            siblings: Siblings::default(),
-        });
         let epoch = Instant::now();
-        let pool = Arc::new(Pool::new(addr.clone(), settings));
-        (Arc::new(Endpoint::new(addr, pool, epoch)), epoch)
+        (for_tests(1, epoch), epoch)
     }
 
     #[test]
@@ -306,5 +380,31 @@ mod tests {
         // In-flight requests still count.
         let _g = e.start_request();
         assert!(e.load_score(later) >= 2.0);
+    }
+
+    #[test]
+    fn overload_answers_weigh_in_the_score_but_not_in_the_streak() {
+        let (e, t0) = endpoint();
+        e.record_failure(t0);
+        e.record_failure(t0);
+        for _ in 0..10 {
+            e.record_overloaded(t0);
+        }
+        // The streak is neither extended nor ended by "busy" answers.
+        assert_eq!(e.consecutive_failures(), 2);
+        assert!(e.overload_ratio(t0) > 0.9, "{}", e.overload_ratio(t0));
+        // Overload samples are not failures: the failure ratio fell.
+        assert!(e.failure_ratio(t0) < 0.05, "{}", e.failure_ratio(t0));
+        // A busy endpoint weighs like a failing one in P2C.
+        assert!(e.load_score(t0) > 15.0, "{}", e.load_score(t0));
+        let status = e.status(t0);
+        assert_eq!((status.overloaded_total, status.failures_total), (10, 2));
+        // Both ratios decay with time and with successes.
+        let later = t0 + Duration::from_secs(2);
+        assert!((e.overload_ratio(later) - e.overload_ratio(t0) / 4.0).abs() < 0.01);
+        for _ in 0..10 {
+            e.record_success(later);
+        }
+        assert!(e.load_score(later) < 1.5, "{}", e.load_score(later));
     }
 }

@@ -5,9 +5,12 @@
 //! A request meets the cluster's circuit breaker ([`breaker`]) first: it refuses
 //! while open or over its thresholds. Then the balancer (`balancer.rs`) picks an endpoint of
 //! the current set (`endpoint.rs`) and the request goes out on that endpoint's
-//! pooled connection ([`crate::upstream`]). Outcomes feed back into the breaker,
-//! into each endpoint's failure EWMA (so a fast-failing endpoint does not look
-//! like the least loaded one), and into passive outlier detection (`outlier.rs`).
+//! pooled connection ([`crate::upstream`]). Each answer is classified once
+//! ([`Outcome`]: success, overloaded — 429 or 503 with `Retry-After` — or
+//! failure) and fed back into the breaker (overload counts as neither), into each
+//! endpoint's failure and overload EWMAs (so a fast-failing or busy endpoint does
+//! not look like the least loaded one), and into passive outlier detection
+//! (`outlier.rs`: failures only, compared with the endpoint's peers).
 //!
 //! The endpoint set sits behind an `ArcSwap` (as pingora's `Backends` do): a
 //! reload or a registry change that only adds or removes endpoints swaps the set
@@ -18,6 +21,7 @@
 mod balancer;
 pub mod breaker;
 mod endpoint;
+mod outcome;
 mod outlier;
 
 use std::sync::atomic::AtomicUsize;
@@ -31,6 +35,7 @@ use serde::Serialize;
 
 pub use breaker::{Breaker, BreakerStatus, BreakerTicket};
 pub use endpoint::{Endpoint, EndpointStatus, RequestGuard};
+pub use outcome::Outcome;
 
 use crate::admission::{AdmissionControl, AdmissionStatus};
 use crate::body::Body;
@@ -84,6 +89,7 @@ pub struct Cluster {
     pool_settings: Arc<PoolSettings>,
     next: AtomicUsize,
     ejections: metrics::Counter,
+    overloaded: metrics::Counter,
     breaker: Option<Arc<Breaker>>,
     admission: Option<Arc<AdmissionControl>>,
 }
@@ -120,6 +126,7 @@ impl Cluster {
         let cluster = Arc::new(Self {
             admission,
             ejections: metrics::counter!(observe::OUTLIER_EJECTIONS, "cluster" => name.clone()),
+            overloaded: metrics::counter!(observe::UPSTREAM_OVERLOADED, "cluster" => name.clone()),
             name,
             policy,
             endpoints: ArcSwap::from_pointee(Vec::new()),
@@ -228,7 +235,13 @@ impl Cluster {
     /// Chooses an endpoint for a new request, or `None` if none is available.
     pub fn pick(&self) -> Option<Arc<Endpoint>> {
         let endpoints = self.endpoints.load();
-        balancer::pick(self.policy.balancer, &endpoints, &self.next, time::now())
+        balancer::pick(
+            self.policy.balancer,
+            &endpoints,
+            &self.next,
+            self.policy.healthy_panic_threshold,
+            time::now(),
+        )
     }
 
     /// Sends one request to one endpoint of this cluster.
@@ -269,7 +282,7 @@ impl Cluster {
                     // Over max_pending_requests is our own refusal, not the endpoint's failure.
                     let failed = e.kind().is_endpoint_failure();
                     if failed {
-                        self.record_outcome(&endpoint, false);
+                        self.record_outcome(&endpoint, Outcome::Failure);
                     }
                     if let Some(t) = ticket {
                         t.finish(failed.then_some(false));
@@ -280,10 +293,10 @@ impl Cluster {
             let reused = conn.is_reused();
             match upstream::send::<RequestGuard>(conn, req).await {
                 Ok(sent) => {
-                    let ok = !sent.status().is_server_error();
-                    self.record_outcome(&endpoint, ok);
+                    let outcome = Outcome::of_response(sent.status(), sent.headers());
+                    self.record_outcome(&endpoint, outcome);
                     // The max_requests slot stays taken until the response body ends.
-                    guard.hold(ticket.and_then(|t| t.finish(Some(ok))));
+                    guard.hold(ticket.and_then(|t| t.finish(outcome.for_breaker())));
                     return Ok(sent.into_response(pool, Some(guard)));
                 }
                 Err(mut e) => {
@@ -296,7 +309,7 @@ impl Cluster {
                     }
                     let failed = e.kind().is_endpoint_failure();
                     if failed {
-                        self.record_outcome(&endpoint, false);
+                        self.record_outcome(&endpoint, Outcome::Failure);
                     }
                     if let Some(t) = ticket {
                         t.finish(failed.then_some(false));
@@ -307,41 +320,62 @@ impl Cluster {
         }
     }
 
-    /// Feeds one outcome into passive outlier detection.
-    pub fn record_outcome(&self, endpoint: &Endpoint, success: bool) {
-        // The endpoint set is read only when a failure may eject (the cap counts
-        // the set's ejected endpoints), not on the success path.
+    /// Feeds one outcome of `endpoint` into its load score, its counters and
+    /// passive outlier detection.
+    pub fn record_outcome(&self, endpoint: &Endpoint, outcome: Outcome) {
+        if outcome == Outcome::Overloaded {
+            self.overloaded.increment(1);
+        }
+        // The endpoint set is read only when a failure may eject (the peers and
+        // the cap), not on the success path.
         let verdict = outlier::record(
             self.policy.outlier.as_ref(),
             || self.endpoints.load_full(),
             endpoint,
-            success,
+            outcome,
             time::now(),
         );
-        if let outlier::Verdict::Ejected { duration, failures } = verdict {
-            self.ejections.increment(1);
-            tracing::warn!(
-                cluster = %self.policy.name,
-                endpoint = %endpoint.addr(),
-                failures,
-                ejected_for_ms = duration.as_millis() as u64,
-                "endpoint ejected"
-            );
+        match verdict {
+            outlier::Verdict::Kept => {}
+            outlier::Verdict::Ejected { duration, failures } => {
+                self.ejections.increment(1);
+                tracing::warn!(
+                    cluster = %self.policy.name,
+                    endpoint = %endpoint.addr(),
+                    failures,
+                    ejected_for_ms = duration.as_millis() as u64,
+                    "endpoint ejected"
+                );
+            }
+            outlier::Verdict::Spared { failures, reason } => {
+                metrics::counter!(
+                    observe::OUTLIER_SPARED,
+                    "cluster" => self.name.clone(),
+                    "reason" => reason.as_str()
+                )
+                .increment(1);
+                tracing::debug!(
+                    cluster = %self.policy.name,
+                    endpoint = %endpoint.addr(),
+                    failures,
+                    reason = reason.as_str(),
+                    "endpoint over the failure threshold not ejected"
+                );
+            }
         }
     }
 
     /// A point-in-time view for the admin `/clusters` page.
     pub fn status(&self) -> ClusterStatus {
         let now = time::now();
-        let endpoints: Vec<EndpointStatus> = self
-            .endpoints
-            .load()
-            .iter()
-            .map(|e| e.status(now))
-            .collect();
+        let set = self.endpoints.load();
+        let panic = balancer::in_panic(&set, self.policy.healthy_panic_threshold, now);
+        let endpoints: Vec<EndpointStatus> = set.iter().map(|e| e.status(now)).collect();
         ClusterStatus {
             name: self.policy.name.clone(),
             balancer: self.policy.balancer,
+            healthy_panic_threshold: self.policy.healthy_panic_threshold,
+            panic,
             available_endpoints: endpoints.iter().filter(|e| e.healthy && !e.ejected).count(),
             active_requests: endpoints.iter().map(|e| e.active_requests).sum(),
             open_connections: endpoints.iter().map(|e| e.open_connections).sum(),
@@ -386,6 +420,10 @@ pub struct ClusterStatus {
     pub name: String,
     /// Balancing policy.
     pub balancer: BalancerKind,
+    /// Share of the endpoints (percent) under which the balancer uses them all.
+    pub healthy_panic_threshold: u32,
+    /// Fewer than `healthy_panic_threshold` % are available: balancing over all.
+    pub panic: bool,
     /// Endpoints healthy and not ejected.
     pub available_endpoints: usize,
     /// Requests in flight over all endpoints.

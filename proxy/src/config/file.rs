@@ -329,6 +329,8 @@ pub struct FileCluster {
     pub idle_timeout: Option<Scalar>,
     /// Most idle pooled connections per endpoint, per worker.
     pub max_idle_per_endpoint: Option<usize>,
+    /// Below this share (percent) of available endpoints, balance over all of them.
+    pub healthy_panic_threshold: Option<u32>,
     /// Active health checking.
     pub health_check: Option<FileHealthCheck>,
     /// Passive outlier ejection.

@@ -284,6 +284,10 @@ pub struct ClusterConfig {
     pub idle_timeout: Duration,
     /// Most idle connections kept per endpoint by each worker (default 256).
     pub max_idle_per_endpoint: usize,
+    /// When fewer than this percentage of the endpoints are available (healthy
+    /// and not ejected), the balancer uses all of them, as Envoy's panic mode
+    /// (default 50, range 0–100; 0 never panics).
+    pub healthy_panic_threshold: u32,
     /// Active HTTP health checking.
     pub health_check: Option<HealthCheckConfig>,
     /// Passive outlier ejection.
@@ -357,7 +361,9 @@ pub struct HealthCheckConfig {
 /// Passive outlier ejection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutlierConfig {
-    /// Consecutive failed requests (connect errors, resets, 5xx) that eject an endpoint (default 5).
+    /// Consecutive failed requests (connect errors, resets, timeouts, 5xx other
+    /// than overload answers) that eject an endpoint failing clearly more than its
+    /// peers (default 5).
     pub consecutive_failures: u32,
     /// First ejection length; the n-th ejection in a row lasts n times as long (default 30s).
     #[serde(serialize_with = "serialize_duration")]

@@ -273,6 +273,14 @@ impl<G: Send + Unpin + 'static> Sent<G> {
         }
     }
 
+    /// The response headers.
+    pub fn headers(&self) -> &http::HeaderMap {
+        match self {
+            Self::Http1(r) => r.headers(),
+            Self::Http2(r) => r.headers(),
+        }
+    }
+
     /// The response with a body that returns the HTTP/1.1 connection to `pool` when
     /// it ends and holds `guard` (the in-flight mark) until then.
     pub fn into_response(self, pool: &Pool, guard: Option<G>) -> Response<Body> {

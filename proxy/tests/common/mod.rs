@@ -37,6 +37,8 @@ pub struct Behavior {
     pub reset: bool,
     /// Status for `/healthz` (0 → 200).
     pub health_status: u16,
+    /// Extra response headers for ordinary requests (e.g. `Retry-After`).
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 /// A real HTTP/1.1 + h2c server on 127.0.0.1:0 that echoes what it received.
@@ -203,11 +205,15 @@ async fn answer(
         "peer": peer.to_string(),
     });
     let status = if b.status == 0 { 200 } else { b.status };
+    let mut response = Response::builder()
+        .status(status)
+        .header("x-upstream", name.as_str())
+        .header("content-type", "application/json");
+    for (k, v) in &b.headers {
+        response = response.header(*k, *v);
+    }
     Ok::<_, std::io::Error>(
-        Response::builder()
-            .status(status)
-            .header("x-upstream", name.as_str())
-            .header("content-type", "application/json")
+        response
             .body(Full::new(Bytes::from(echo.to_string())))
             .unwrap(),
     )

@@ -37,6 +37,8 @@ pub const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_EJECTION: Duration = Duration::from_secs(300);
 /// `clusters[].outlier.max_ejection_percent` default.
 pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 10;
+/// `clusters[].healthy_panic_threshold` default (Envoy's).
+pub const DEFAULT_HEALTHY_PANIC_THRESHOLD: u32 = 50;
 
 impl Validator<'_> {
     /// `clusters`: at least one, names unique (a cluster no route uses is fine).
@@ -66,7 +68,8 @@ impl Validator<'_> {
     /// One cluster: `endpoints` (non-empty, `host:port`, no duplicates, see
     /// [`endpoint`]), `balancer` (`p2c_least_request`), `protocol` (`http1`),
     /// `connect_timeout` (1s, > 0), `idle_timeout` (90s, > 0), `max_idle_per_endpoint`
-    /// (256), optional `health_check`, `outlier` and `upstream_tls`.
+    /// (256), `healthy_panic_threshold` (50, 0..=100), optional `health_check`,
+    /// `outlier` and `upstream_tls`.
     fn cluster(&mut self, path: &str, c: &FileCluster) -> ClusterConfig {
         if c.endpoints.is_empty() {
             self.err(
@@ -103,6 +106,15 @@ impl Validator<'_> {
             c.idle_timeout.as_ref(),
             DEFAULT_CLUSTER_IDLE_TIMEOUT,
         );
+        let healthy_panic_threshold = c
+            .healthy_panic_threshold
+            .unwrap_or(DEFAULT_HEALTHY_PANIC_THRESHOLD);
+        if healthy_panic_threshold > 100 {
+            self.err(
+                format!("{path}.healthy_panic_threshold"),
+                format!("must be between 0 and 100; got {healthy_panic_threshold}"),
+            );
+        }
         let health_check = c
             .health_check
             .as_ref()
@@ -131,6 +143,7 @@ impl Validator<'_> {
             max_idle_per_endpoint: c
                 .max_idle_per_endpoint
                 .unwrap_or(DEFAULT_MAX_IDLE_PER_ENDPOINT),
+            healthy_panic_threshold,
             health_check,
             outlier,
             upstream_tls,

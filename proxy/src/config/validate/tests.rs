@@ -130,6 +130,7 @@ clusters:
         ),
         (Duration::from_secs(5), Duration::from_secs(1), 2, 3)
     );
+    assert_eq!(cl.healthy_panic_threshold, 50);
     let o = cl.outlier.as_ref().unwrap();
     assert_eq!(
         (
@@ -211,6 +212,7 @@ fn bad_configs_report_path_and_reason() {
         ("    endpoints: [\"audit.svc:80\"]", "    endpoints: [\"audit.svc:80\"]\n    outlier: {consecutive_failures: 0}", "clusters[1].outlier.consecutive_failures", "at least 1"),
         ("    endpoints: [\"audit.svc:80\"]", "    endpoints: [\"audit.svc:80\"]\n    outlier: {base_ejection: 60s, max_ejection: 30s}", "clusters[1].outlier.max_ejection", "shorter than base_ejection 60s"),
         ("    endpoints: [\"audit.svc:80\"]", "    endpoints: [\"audit.svc:80\"]\n    outlier: {max_ejection_percent: 101}", "clusters[1].outlier.max_ejection_percent", "between 0 and 100"),
+        ("    endpoints: [\"audit.svc:80\"]", "    endpoints: [\"audit.svc:80\"]\n    healthy_panic_threshold: 101", "clusters[1].healthy_panic_threshold", "between 0 and 100"),
         ("    endpoints: [\"audit.svc:80\"]", "    endpoints: [\"audit.svc:80\"]\n    upstream_tls: {ca: /nonexistent/ca.pem}", "clusters[1].upstream_tls.ca", "cannot read `/nonexistent/ca.pem`"),
     ];
     for (from, to, path, reason) in table {
