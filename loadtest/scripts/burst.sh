@@ -43,10 +43,41 @@ out="$ROOT/reports/burst-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 cp "$scenario" "$out/scenario.yaml"
 log "running $(basename "$scenario") against $PROXY_URL → $out"
+# While the burst runs, the proxy's view of its cluster once a second (bounded by the
+# load run: the sampler stops when floodgate-load exits): health, ejections, load.
+sampler=""
+if [[ -n "${ADMIN_URL:-}" ]]; then
+  ( for _ in $(seq 1 600); do
+      curl -fs --max-time 1 "$ADMIN_URL/clusters" 2>/dev/null \
+        | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))' >>"$out/clusters.jsonl" 2>/dev/null
+      sleep 1
+    done ) & sampler=$!
+fi
 set +e
 "$BIN_DIR/floodgate-load" --scenario "$scenario" --base-url "$PROXY_URL" --out "$out" "${load_args[@]}"
 rc=$?
 set -e
+if [[ -n $sampler ]]; then
+  kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+  curl -fs "$ADMIN_URL/metrics" >"$out/metrics.txt" 2>/dev/null || true
+  # Ejections during the run, and the seconds in which some endpoint was ejected.
+  python3 - "$out" <<'PY' || true
+import json, sys, re
+out = sys.argv[1]
+ejected_secs, samples = 0, 0
+for line in open(f"{out}/clusters.jsonl"):
+    line = line.strip()
+    if not line:
+        continue
+    samples += 1
+    doc = json.loads(line)
+    if any(e.get("ejected") for c in doc.get("clusters", []) for e in c.get("endpoints", [])):
+        ejected_secs += 1
+metrics = open(f"{out}/metrics.txt").read() if samples else ""
+ejections = sum(float(v) for v in re.findall(r"^floodgate_outlier_ejections_total\{[^}]*\} (\S+)", metrics, re.M))
+print(f"ejections during the run: {ejections:.0f}; seconds with an endpoint ejected: {ejected_secs} of {samples} sampled")
+PY
+fi
 cp "$ROOT/.floodgate-run/"*.log "$out/" 2>/dev/null || true
 echo "report: $out/report.html"
 exit $rc
