@@ -253,6 +253,19 @@ fn follows_a_capacity_step_up_and_down_within_a_second() {
     let mut g = GradientLimit::new(&params(), start);
     let capacity = |t: f64| if (10.0..20.0).contains(&t) { 32 } else { 16 };
     let run = Sim::flat(&capacity).run(&mut g, start, 30.0);
+    let reached = |from: f64, band: std::ops::RangeInclusive<usize>| {
+        run.limits
+            .iter()
+            .find(|(t, l)| *t >= from && band.contains(l))
+            .map(|(t, _)| t - from)
+    };
+    let (t_up, t_down) = (reached(10.0, 32..=48), reached(20.0, 16..=24));
+    eprintln!("into the new band: up {t_up:?} s, down {t_down:?} s");
+    assert!(t_up.is_some_and(|t| t <= 1.0), "step up took {t_up:?} s");
+    assert!(
+        t_down.is_some_and(|t| t <= 1.0),
+        "step down took {t_down:?} s"
+    );
     let up = run.limits(11.0, 20.0);
     eprintln!(
         "after step up: {:?}..={:?}",
