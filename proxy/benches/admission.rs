@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
 
-use floodgate::admission::AdmissionControl;
+use floodgate::admission::{AdmissionControl, GradientLimit};
 use floodgate::config::{AdaptiveLimit, AdmissionConfig, ConcurrencyLimit, Priority};
 use floodgate::time;
 
@@ -41,9 +41,9 @@ fn fast_path(c: &mut Criterion) {
         initial: 1000,
         min: 1000,
         max: 1000,
-        tolerance: 2.0,
+        tolerance: 1.0,
         update_interval: Duration::from_millis(100),
-        min_rtt_window: Duration::from_secs(30),
+        min_rtt_window: Duration::from_secs(10),
     }));
     c.bench_function("admission/acquire+complete (adaptive)", |b| {
         b.iter(|| {
@@ -55,5 +55,28 @@ fn fast_path(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, fast_path);
+/// The pure limit: one sample recorded and the window checked, as `release` does.
+fn limit_update(c: &mut Criterion) {
+    let params = AdaptiveLimit {
+        initial: 20,
+        min: 4,
+        max: 1000,
+        tolerance: 1.0,
+        update_interval: Duration::from_millis(100),
+        min_rtt_window: Duration::from_secs(10),
+    };
+    let start = time::now();
+    let mut limit = GradientLimit::new(&params, start);
+    let mut now = start;
+    c.bench_function("admission/limit record+tick", |b| {
+        b.iter(|| {
+            now += Duration::from_micros(50);
+            limit.note_in_flight(black_box(16));
+            limit.record(now, Duration::from_millis(10));
+            black_box(limit.tick(now, 15));
+        })
+    });
+}
+
+criterion_group!(benches, fast_path, limit_update);
 criterion_main!(benches);

@@ -1,10 +1,12 @@
-//! The gradient concurrency limit: pure arithmetic over latency samples.
+//! The adaptive concurrency limit: pure arithmetic over latency samples.
 //!
-//! It follows the gradient idea of Netflix's concurrency-limits and Envoy's
-//! adaptive concurrency filter: compare the recent latency with the minimum
-//! latency and shrink the limit when latency rises above `tolerance` × minimum,
-//! grow it (by √limit) when it does not. Time is passed in, so it is tested on
-//! recorded latency series without a runtime.
+//! Vegas's queue estimate in a gradient's clothes: with `L` requests at an app
+//! that serves `C` at once, latency is `floor × L / C` past the knee, so
+//! `L × floor / rtt` is the app's own concurrency `C`, whatever `L` is. The limit
+//! aims at that plus a small headroom, the no-load latency (`floor`) is
+//! re-measured by a shallow probe, and latency that does not follow the limit
+//! down is taken for a slower app, not for a queue. Time is passed in, so it is
+//! tested on a simulated app without a runtime (`gradient/tests.rs`).
 
 use std::time::Duration;
 
@@ -13,74 +15,128 @@ use crate::time::Instant;
 
 /// Samples a window needs before it closes early (see [`GradientLimit::tick`]).
 const MIN_WINDOW_SAMPLES: u64 = 10;
+/// A probe holds the limit at this fraction of itself for one window.
+const PROBE_DEPTH: f64 = 0.75;
+/// The deepest probe, after probes that still saw a queue.
+const DEEPEST_PROBE: f64 = 0.5;
+/// A probe that still saw a queue, or a window faster than the floor, brings the
+/// next probe this close.
+const PROBE_SOON: Duration = Duration::from_secs(1);
+/// A floor not confirmed for this many `min_rtt_window`s gives way to a probe.
+const FLOOR_EXPIRES_AFTER: u32 = 3;
+/// Samples are capped at this multiple of the floor for the limit's mean, so a
+/// few very slow answers weigh no more than a halving of the limit asks.
+const GRADIENT_CAP: f64 = 2.0;
+/// Samples are capped at this multiple of the floor for the stall detector.
+const STALL_CAP: f64 = 4.0;
 
-/// The gradient concurrency limit, as pure arithmetic over latency samples.
+/// One update window's samples.
+#[derive(Debug, Clone)]
+struct Window {
+    start: Instant,
+    /// Sum of samples capped at [`GRADIENT_CAP`] × floor (seconds).
+    sum: f64,
+    /// Sum of samples capped at [`STALL_CAP`] × floor (seconds).
+    wide_sum: f64,
+    count: u64,
+    /// Most requests in flight during the window.
+    peak: usize,
+}
+
+/// What a closed window saw: its peak concurrency and its two means.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    peak: usize,
+    mean: f64,
+    wide: f64,
+}
+
+/// The adaptive concurrency limit, as pure arithmetic over latency samples.
 ///
-/// Every `update_interval` the window's mean RTT is compared with `min_rtt`:
-/// `gradient = clamp(tolerance × min_rtt / rtt, 0.5, 1)`, `computed = limit ×
-/// gradient + √limit` (the √limit headroom only when the window used at least
-/// half the limit, so an idle cluster does not grow), and the limit moves a fifth
-/// of the way there (`0.8 × old + 0.2 × computed`), within `[min, max]`.
+/// Every `update_interval` (and at least ten samples) a window closes. If the
+/// window used the limit (in flight reached half of it):
+/// `gradient = clamp(tolerance × floor / mean_rtt, 0.5, 1)`,
+/// `target = min(limit × gradient + headroom, 2 × peak_in_flight + headroom)` with
+/// `headroom = clamp(√limit, 1, limit / 5)`; the limit rises to a higher target at
+/// once and moves half of the way to a lower one.
 ///
-/// `min_rtt` is measured with the limit held at `min` (as Envoy does): at start
-/// and again every `min_rtt_window`, for at least one interval and until a request
-/// admitted during it has completed; the mean RTT of those requests becomes
-/// `min_rtt`, and the limit returns to where it was. Between measurements a lower
-/// window mean lowers `min_rtt`.
+/// `floor` is the app's no-load latency: measured at `min` at start, lowered by
+/// any faster window, and re-measured every `min_rtt_window` by a probe that holds
+/// the limit at 0.75 × itself for one window (deeper, down to 0.5, and again after
+/// a second while the probe still sees a queue). A probe slower than the floor
+/// with no queue means the app is slower now: it becomes a temporary `slow` floor
+/// (the floor itself after three unconfirmed windows). So does a latency that
+/// does not fall when the limit has fallen by a tenth, twice in a row. The
+/// `slow` floor ends with the first window faster than it.
 #[derive(Debug, Clone)]
 pub struct GradientLimit {
     params: AdaptiveLimit,
     limit: f64,
-    min_rtt: Option<f64>,
-    min_rtt_at: Instant,
-    /// `Some(since)` while measuring `min_rtt`; only requests admitted after count.
+    floor: Option<f64>,
+    floor_confirmed: Instant,
+    slow: Option<f64>,
+    /// `Some(since)` while probing; only requests admitted after count.
     probing: Option<Instant>,
-    window_start: Instant,
-    sum: f64,
-    count: u64,
-    peak: usize,
+    /// The first probe, at `min`, before any floor is known.
+    starting: bool,
+    depth: f64,
+    next_probe: Instant,
+    window: Window,
+    prev: Option<Seen>,
+    stalls: u8,
 }
 
 impl GradientLimit {
-    /// Starts at `params.initial`, measuring `min_rtt` first.
+    /// Starts by measuring the floor at `params.min`, then runs at `params.initial`.
     pub fn new(params: &AdaptiveLimit, now: Instant) -> Self {
-        let min = params.min.max(1) as f64;
-        let max = (params.max as f64).max(min);
+        let (min, max) = bounds(params);
         Self {
             limit: (params.initial as f64).clamp(min, max),
             params: params.clone(),
-            min_rtt: None,
-            min_rtt_at: now,
+            floor: None,
+            floor_confirmed: now,
+            slow: None,
             probing: Some(now),
-            window_start: now,
-            sum: 0.0,
-            count: 0,
-            peak: 0,
+            starting: true,
+            depth: PROBE_DEPTH,
+            next_probe: now + params.min_rtt_window,
+            window: Window {
+                start: now,
+                sum: 0.0,
+                wide_sum: 0.0,
+                count: 0,
+                peak: 0,
+            },
+            prev: None,
+            stalls: 0,
         }
     }
 
-    /// The limit in force now (`min` while measuring `min_rtt`).
+    /// The limit in force now (lower while probing).
     pub fn limit(&self) -> usize {
         let min = self.params.min.max(1);
-        if self.probing.is_some() {
-            return min;
-        }
-        (self.limit.round() as usize).clamp(min, self.params.max.max(min))
+        let max = self.params.max.max(min);
+        let limit = match self.probing {
+            Some(_) if self.starting => return min,
+            Some(_) => (self.depth * self.limit).ceil(),
+            None => self.limit.round(),
+        };
+        (limit as usize).clamp(min, max)
     }
 
-    /// The measured minimum RTT, once known.
+    /// The no-load latency the limit is measured against, once known.
     pub fn min_rtt(&self) -> Option<Duration> {
-        self.min_rtt.map(Duration::from_secs_f64)
+        self.baseline().map(Duration::from_secs_f64)
     }
 
-    /// True while the limit is held at `min` to measure `min_rtt`.
+    /// True while the limit is lowered to measure the no-load latency.
     pub fn is_probing(&self) -> bool {
         self.probing.is_some()
     }
 
     /// Notes the number of requests in flight after an admission.
     pub fn note_in_flight(&mut self, in_flight: usize) {
-        self.peak = self.peak.max(in_flight);
+        self.window.peak = self.window.peak.max(in_flight);
     }
 
     /// Adds one completed request's RTT to the current window.
@@ -88,172 +144,190 @@ impl GradientLimit {
         if self.probing.is_some_and(|since| admitted < since) {
             return;
         }
-        self.sum += rtt.as_secs_f64();
-        self.count += 1;
+        let rtt = rtt.as_secs_f64();
+        let (capped, wide) = match (self.baseline(), self.floor) {
+            (Some(b), Some(floor)) => (rtt.min(GRADIENT_CAP * b), rtt.min(STALL_CAP * floor)),
+            _ => (rtt, rtt),
+        };
+        self.window.sum += capped;
+        self.window.wide_sum += wide;
+        self.window.count += 1;
     }
 
     /// Closes the window if `update_interval` has passed and recomputes the limit;
     /// true when [`limit`](Self::limit) may have changed.
     pub fn tick(&mut self, now: Instant, in_flight: usize) -> bool {
-        let elapsed = now.saturating_duration_since(self.window_start);
+        let elapsed = now.saturating_duration_since(self.window.start);
         if elapsed < self.params.update_interval {
             return false;
         }
         // A window needs a few samples before its mean means anything: one fast answer
-        // (a health endpoint, a 404) must not become `min_rtt` and pin the limit at
-        // `min`. At low traffic the window stretches, up to ten intervals.
-        if self.count < MIN_WINDOW_SAMPLES
+        // (a health endpoint, a 404) must not become the floor. At low traffic the
+        // window stretches, up to ten intervals.
+        if self.window.count < MIN_WINDOW_SAMPLES
             && elapsed < self.params.update_interval.saturating_mul(10)
         {
             return false;
         }
-        let sample = (self.count > 0).then(|| self.sum / self.count as f64);
-        let peak = self.peak.max(in_flight);
-        self.window_start = now;
-        self.sum = 0.0;
-        self.count = 0;
-        self.peak = in_flight;
-        let Some(sample) = sample else {
+        let in_force = self.limit();
+        let w = std::mem::replace(
+            &mut self.window,
+            Window {
+                start: now,
+                sum: 0.0,
+                wide_sum: 0.0,
+                count: 0,
+                peak: in_flight,
+            },
+        );
+        if w.count == 0 {
             return false;
+        }
+        let seen = Seen {
+            // The window starts with the previous one's requests in flight: what
+            // it asked of the app is at most the limit in force.
+            peak: w.peak.max(in_flight).min(in_force),
+            mean: w.sum / w.count as f64,
+            wide: w.wide_sum / w.count as f64,
         };
+        let prev = self.prev.replace(seen);
         if self.probing.take().is_some() {
-            self.min_rtt = Some(sample);
-            self.min_rtt_at = now;
+            self.end_probe(now, seen, prev);
             return true;
         }
-        if now.saturating_duration_since(self.min_rtt_at) >= self.params.min_rtt_window {
+        if now >= self.next_probe {
             self.probing = Some(now);
             return true;
         }
-        let min_rtt = self.min_rtt.map_or(sample, |m| m.min(sample));
-        self.min_rtt = Some(min_rtt);
-        let gradient = if sample > 0.0 {
-            (self.params.tolerance * min_rtt / sample).clamp(0.5, 1.0)
+        self.follow_floor(now, seen);
+        if seen.peak.saturating_mul(2) < in_force {
+            // The app was not asked for much: its latency says nothing about the limit.
+            self.prev = None;
+            self.stalls = 0;
+            return false;
+        }
+        self.detect_stall(seen, prev);
+        self.update(seen);
+        true
+    }
+
+    /// The floor in force: the measured one, or the `slow` one while it lasts.
+    fn baseline(&self) -> Option<f64> {
+        let floor = self.floor?;
+        Some(self.slow.map_or(floor, |s| s.max(floor)))
+    }
+
+    /// A probe window closed: decide what its latency says about the floor.
+    fn end_probe(&mut self, now: Instant, seen: Seen, prev: Option<Seen>) {
+        self.next_probe = now + self.params.min_rtt_window;
+        let Some(floor) = self.floor.filter(|_| !self.starting) else {
+            self.starting = false;
+            self.floor = Some(seen.wide);
+            self.floor_confirmed = now;
+            return;
+        };
+        // Latency fell with concurrency: the app still queued during the probe, so
+        // its latency is only an upper bound of the floor. Probe deeper, soon.
+        let still_queued = prev.is_some_and(|p| {
+            p.peak > 0 && seen.mean < p.mean * (seen.peak as f64 / p.peak as f64) * 1.03
+        });
+        if still_queued {
+            self.floor = Some(floor.min(seen.mean));
+            self.depth = (self.depth * PROBE_DEPTH).max(DEEPEST_PROBE);
+            self.next_probe = now + PROBE_SOON;
+            return;
+        }
+        self.depth = PROBE_DEPTH;
+        let expired = now.saturating_duration_since(self.floor_confirmed)
+            >= self
+                .params
+                .min_rtt_window
+                .saturating_mul(FLOOR_EXPIRES_AFTER);
+        if seen.mean <= floor * 1.1 || expired {
+            self.floor = Some(if expired {
+                seen.mean
+            } else {
+                floor.min(seen.mean)
+            });
+            self.floor_confirmed = now;
+            self.slow = None;
+        } else {
+            // No queue, yet slower than the floor: the app is slower for now.
+            self.slow = Some(seen.mean);
+        }
+    }
+
+    /// A window faster than the floor lowers it (and, if much faster, calls a
+    /// probe soon); one faster than the `slow` floor ends it.
+    fn follow_floor(&mut self, now: Instant, seen: Seen) {
+        let Some(floor) = self.floor else {
+            return;
+        };
+        if seen.wide <= floor * 1.1 {
+            self.floor_confirmed = now;
+        }
+        if seen.wide < floor * 0.9 {
+            self.next_probe = self.next_probe.min(now + PROBE_SOON);
+        }
+        self.floor = Some(floor.min(seen.mean));
+        if self.slow.is_some_and(|s| seen.wide < s) {
+            self.slow = None;
+        }
+    }
+
+    /// Latency that stays put while the limit falls by a tenth, twice in a row, is
+    /// the app's own slowness, not a queue: it becomes the `slow` floor.
+    fn detect_stall(&mut self, seen: Seen, prev: Option<Seen>) {
+        let (Some(prev), Some(base), Some(floor)) = (prev, self.baseline(), self.floor) else {
+            self.stalls = 0;
+            return;
+        };
+        // Latency at the cap cannot show whether it fell.
+        let measurable = 0.9 * STALL_CAP * floor;
+        let (peak, prev_peak) = (seen.peak as f64, prev.peak as f64);
+        if peak > 0.9 * prev_peak || seen.wide >= measurable || prev.wide >= measurable {
+            self.stalls = 0;
+            return;
+        }
+        let fall = 1.0 - peak / prev_peak;
+        if seen.wide >= prev.wide * (1.0 - 0.25 * fall) && seen.wide > 1.1 * base {
+            self.stalls += 1;
+            if self.stalls >= 2 {
+                self.slow = Some(seen.wide);
+                self.stalls = 0;
+            }
+        } else {
+            self.stalls = 0;
+        }
+    }
+
+    /// Moves the limit towards the app's estimated concurrency plus headroom.
+    fn update(&mut self, seen: Seen) {
+        let Some(base) = self.baseline() else {
+            return;
+        };
+        let gradient = if seen.mean > 0.0 {
+            (self.params.tolerance * base / seen.mean).clamp(0.5, 1.0)
         } else {
             1.0
         };
-        let used = peak.saturating_mul(2) >= self.limit();
-        let mut computed = self.limit * gradient;
-        if used {
-            computed += self.limit.sqrt();
+        let headroom = self.limit.sqrt().min(self.limit / 5.0).max(1.0);
+        let target = (self.limit * gradient + headroom).min(seen.peak as f64 * 2.0 + headroom);
+        let next = if target >= self.limit {
+            target
         } else {
-            computed = computed.min(self.limit);
-        }
-        let min = self.params.min.max(1) as f64;
-        let max = (self.params.max as f64).max(min);
-        self.limit = (0.8 * self.limit + 0.2 * computed).clamp(min, max);
-        true
+            self.limit - 0.5 * (self.limit - target)
+        };
+        let (min, max) = bounds(&self.params);
+        self.limit = next.clamp(min, max);
     }
 }
+
+/// `[min, max]` of the limit, as floats (`min ≥ 1`, `max ≥ min`).
+fn bounds(params: &AdaptiveLimit) -> (f64, f64) {
+    let min = params.min.max(1) as f64;
+    (min, (params.max as f64).max(min))
+}
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn params(min: usize, initial: usize, max: usize, tolerance: f64) -> AdaptiveLimit {
-        AdaptiveLimit {
-            initial,
-            min,
-            max,
-            tolerance,
-            update_interval: Duration::from_millis(100),
-            min_rtt_window: Duration::from_secs(10),
-        }
-    }
-
-    /// Runs `steps` update intervals with the limit saturated by load; each request
-    /// takes `rtt(in_flight)`. Returns the limit after each step.
-    fn simulate(
-        g: &mut GradientLimit,
-        start: Instant,
-        steps: u32,
-        rtt: impl Fn(usize) -> Duration,
-    ) -> Vec<usize> {
-        let mut now = start;
-        let mut limits = Vec::new();
-        for _ in 0..steps {
-            let in_flight = g.limit();
-            g.note_in_flight(in_flight);
-            let interval = Duration::from_millis(100);
-            now += interval;
-            let r = rtt(in_flight);
-            for _ in 0..in_flight {
-                g.record(now - interval, r);
-            }
-            g.tick(now, in_flight);
-            limits.push(g.limit());
-        }
-        limits
-    }
-
-    #[test]
-    fn flat_latency_grows_the_limit_to_max() {
-        let start = Instant::now();
-        let mut g = GradientLimit::new(&params(4, 20, 100, 2.0), start);
-        assert!(g.is_probing());
-        assert_eq!(g.limit(), 4, "min_rtt is measured at the minimum limit");
-        let limits = simulate(&mut g, start, 95, |_| Duration::from_millis(20));
-        // The probe at limit 4 needs ten samples: three intervals of four requests.
-        assert_eq!(
-            &limits[..2],
-            &[4, 4],
-            "a window closes only with enough samples"
-        );
-        assert_eq!(limits[2], 20, "back to initial once min_rtt is known");
-        assert_eq!(g.min_rtt(), Some(Duration::from_millis(20)));
-        assert!(limits.windows(2).all(|w| w[1] >= w[0] || w[1] == 4));
-        assert_eq!(*limits.last().unwrap(), 100);
-    }
-
-    #[test]
-    fn latency_rising_past_n_workers_settles_the_limit_near_n() {
-        for (workers, tolerance) in [(10usize, 1.5f64), (10, 2.0), (40, 1.5)] {
-            let start = Instant::now();
-            let mut g = GradientLimit::new(&params(2, 20, 1000, tolerance), start);
-            let service = Duration::from_millis(20);
-            // An app with `workers` workers: queueing starts past that concurrency.
-            let limits = simulate(&mut g, start, 400, |in_flight| {
-                service.mul_f64((in_flight as f64 / workers as f64).max(1.0))
-            });
-            let settled: Vec<usize> = limits[150..].iter().copied().filter(|&l| l > 2).collect();
-            let n = workers as f64;
-            let high = (tolerance * n + (tolerance * n).sqrt() + 2.0).ceil() as usize;
-            assert!(settled.len() > 200, "mostly out of min_rtt probes");
-            for l in settled {
-                assert!(
-                    (workers..=high).contains(&l),
-                    "{workers} workers, tolerance {tolerance}: limit {l} outside {workers}..={high}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn idle_cluster_does_not_grow() {
-        let start = Instant::now();
-        let mut g = GradientLimit::new(&params(4, 20, 100, 2.0), start);
-        let mut now = start;
-        for _ in 0..50 {
-            g.note_in_flight(2);
-            now += Duration::from_millis(100);
-            g.record(now - Duration::from_millis(50), Duration::from_millis(5));
-            g.tick(now, 0);
-        }
-        assert_eq!(g.limit(), 20);
-    }
-
-    #[test]
-    fn bounds_are_respected() {
-        let start = Instant::now();
-        let mut g = GradientLimit::new(&params(3, 50, 60, 2.0), start);
-        // Latency explodes with any concurrency: the limit falls to min, not below.
-        let limits = simulate(&mut g, start, 200, |in_flight| {
-            Duration::from_millis(10 * in_flight as u64 * in_flight as u64)
-        });
-        assert!(limits.iter().all(|&l| (3..=60).contains(&l)));
-        assert!(limits[100..].iter().all(|&l| l <= 6), "{limits:?}");
-        // And a flat one never passes max.
-        let mut g = GradientLimit::new(&params(3, 50, 60, 2.0), start);
-        let limits = simulate(&mut g, start, 200, |_| Duration::from_millis(1));
-        assert!(limits.iter().all(|&l| (3..=60).contains(&l)));
-    }
-}
+mod tests;

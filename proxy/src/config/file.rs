@@ -252,11 +252,11 @@ pub struct FileAdmission {
     pub min_limit: Option<usize>,
     /// Adaptive upper bound.
     pub max_limit: Option<usize>,
-    /// Latency multiple tolerated before shrinking.
+    /// Latency multiple the app's concurrency is estimated against (adaptive).
     pub tolerance: Option<f64>,
     /// Limit recomputation period.
     pub update_interval: Option<Scalar>,
-    /// How long a measured minimum latency is trusted.
+    /// How often the no-load latency is re-measured (adaptive).
     pub min_rtt_window: Option<Scalar>,
     /// Most queued requests.
     pub max_queue: Option<usize>,

@@ -583,21 +583,22 @@ pub enum ConcurrencyLimit {
     Adaptive(AdaptiveLimit),
 }
 
-/// Parameters of the adaptive (gradient) concurrency limit.
+/// Parameters of the adaptive concurrency limit (`admission::GradientLimit`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AdaptiveLimit {
-    /// Limit at start (default 20).
+    /// Limit once the no-load latency is known (default 20).
     pub initial: usize,
-    /// Lower bound (default 4, ≥ 1).
+    /// Lower bound (default 4, ≥ 1); also the limit while the first latency is measured.
     pub min: usize,
     /// Upper bound (default 1000).
     pub max: usize,
-    /// Latency may rise to this multiple of the minimum before the limit shrinks (default 2.0, > 1).
+    /// Multiple of the no-load latency the app's concurrency is estimated against
+    /// (default 1.0, ≥ 1): the limit settles near `tolerance × concurrency + headroom`.
     pub tolerance: f64,
     /// How often the limit is recomputed from the latency samples (default 100ms).
     #[serde(serialize_with = "serialize_duration")]
     pub update_interval: Duration,
-    /// How long a measured minimum latency is trusted before it is measured afresh (default 30s).
+    /// How often the no-load latency is re-measured by a shallow probe (default 10s).
     #[serde(serialize_with = "serialize_duration")]
     pub min_rtt_window: Duration,
 }

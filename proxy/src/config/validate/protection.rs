@@ -279,8 +279,8 @@ impl Validator<'_> {
     }
 
     /// `admission`: `fixed_limit` (≥ 1) or the adaptive bounds `min_limit` (4, ≥ 1) ≤
-    /// `initial_limit` (20) ≤ `max_limit` (1000); `tolerance` (2.0, > 1); `update_interval`
-    /// (100ms); `min_rtt_window` (30s); `max_queue` (1000); `queue_timeout` (1s, > 0);
+    /// `initial_limit` (20) ≤ `max_limit` (1000); `tolerance` (1.0, ≥ 1); `update_interval`
+    /// (100ms); `min_rtt_window` (10s); `max_queue` (1000); `queue_timeout` (1s, > 0);
     /// `priority_header` (off unless given, e.g. `x-floodgate-priority`: clients could
     /// otherwise promote themselves; set it only where a trusted hop writes it).
     pub(super) fn admission(&mut self, path: &str, a: &FileAdmission) -> AdmissionConfig {
@@ -323,11 +323,11 @@ impl Validator<'_> {
                         format!("must be between min_limit ({min}) and max_limit ({max})"),
                     );
                 }
-                let tolerance = a.tolerance.unwrap_or(2.0);
-                if !(tolerance.is_finite() && tolerance > 1.0) {
+                let tolerance = a.tolerance.unwrap_or(1.0);
+                if !(tolerance.is_finite() && tolerance >= 1.0) {
                     self.err(
                         format!("{path}.tolerance"),
-                        "must be a number greater than 1",
+                        "must be a number of at least 1",
                     );
                 }
                 let update_interval = self.positive_duration(
@@ -338,16 +338,16 @@ impl Validator<'_> {
                 let min_rtt_window = self.positive_duration(
                     &format!("{path}.min_rtt_window"),
                     a.min_rtt_window.as_ref(),
-                    Duration::from_secs(30),
+                    Duration::from_secs(10),
                 );
                 ConcurrencyLimit::Adaptive(AdaptiveLimit {
                     initial: initial.clamp(min.max(1), max.max(min.max(1))),
                     min: min.max(1),
                     max: max.max(min.max(1)),
-                    tolerance: if tolerance.is_finite() && tolerance > 1.0 {
+                    tolerance: if tolerance.is_finite() && tolerance >= 1.0 {
                         tolerance
                     } else {
-                        2.0
+                        1.0
                     },
                     update_interval,
                     min_rtt_window,
@@ -473,6 +473,33 @@ clusters:
             e.iter()
                 .any(|l| l.starts_with("listeners[0].trusted_proxies[1]")),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn adaptive_defaults_and_tolerance_bounds() {
+        let c = parse_str(
+            &config("", "    admission: {}"),
+            "t.yaml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let ConcurrencyLimit::Adaptive(a) = &c.clusters[0].admission.as_ref().unwrap().limit else {
+            panic!("adaptive by default");
+        };
+        assert_eq!(
+            (a.tolerance, a.min_rtt_window),
+            (1.0, std::time::Duration::from_secs(10))
+        );
+        let ok = parse_str(
+            &config("", "    admission: { tolerance: 1 }"),
+            "t.yaml",
+            std::path::Path::new("."),
+        );
+        assert!(ok.is_ok(), "tolerance 1 is the default and valid");
+        assert_eq!(
+            errors(&config("", "    admission: { tolerance: 0.9 }")),
+            ["clusters[0].admission.tolerance: must be a number of at least 1"]
         );
     }
 }
