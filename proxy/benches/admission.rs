@@ -17,6 +17,8 @@ fn admission(limit: ConcurrencyLimit) -> Arc<AdmissionControl> {
         limit,
         max_queue: 1000,
         queue_timeout: Duration::from_secs(1),
+        queue_target: None,
+        queue_interval: Duration::from_millis(100),
         priority_header: None,
     };
     Arc::new(AdmissionControl::new(

@@ -42,6 +42,17 @@ pub const CACHE_REQUESTS_TOTAL: &str = "floodgate_cache_requests_total";
 pub const CONCURRENCY_LIMIT: &str = "floodgate_concurrency_limit";
 /// Requests waiting in a cluster's admission queue.
 pub const QUEUE_DEPTH: &str = "floodgate_queue_depth";
+/// Requests that arrived at a cluster's admission, shed or not (offered demand).
+pub const ADMISSION_OFFERED_TOTAL: &str = "floodgate_admission_offered_total";
+/// Requests a cluster's admission let through, at once or after queueing.
+pub const ADMISSION_ADMITTED_TOTAL: &str = "floodgate_admission_admitted_total";
+/// Requests that had to wait in a cluster's admission queue.
+pub const ADMISSION_QUEUED_TOTAL: &str = "floodgate_admission_queued_total";
+/// Queueing delay of a cluster's admission queue (age of the oldest waiter), in seconds.
+pub const QUEUE_DELAY: &str = "floodgate_queue_delay_seconds";
+/// Requests whose client went away before the answer, by cluster and stage
+/// (`queued`, `in_service`).
+pub const CLIENT_GONE_TOTAL: &str = "floodgate_client_gone_total";
 /// Requests refused by a rate limit, by route, scope (`route`, `key`) and shadow
 /// (`true`: counted in shadow mode, not refused).
 pub const RATE_LIMITED_TOTAL: &str = "floodgate_rate_limited_total";
@@ -133,6 +144,27 @@ fn describe() {
         "Requests waiting in the admission queue, by cluster."
     );
     describe_counter!(
+        ADMISSION_OFFERED_TOTAL,
+        "Requests arriving at admission (offered demand, shed or not), by cluster."
+    );
+    describe_counter!(
+        ADMISSION_ADMITTED_TOTAL,
+        "Requests admitted (at once or after queueing), by cluster."
+    );
+    describe_counter!(
+        ADMISSION_QUEUED_TOTAL,
+        "Requests that waited in the admission queue, by cluster."
+    );
+    describe_gauge!(
+        QUEUE_DELAY,
+        Unit::Seconds,
+        "Admission queueing delay (age of the oldest waiter), by cluster."
+    );
+    describe_counter!(
+        CLIENT_GONE_TOTAL,
+        "Requests whose client went away, by cluster and stage (queued, in_service)."
+    );
+    describe_counter!(
         RATE_LIMITED_TOTAL,
         "Requests over a rate limit, by route, scope and shadow."
     );
@@ -140,6 +172,14 @@ fn describe() {
     describe_counter!(
         RATE_LIMIT_OVERFLOW_TOTAL,
         "Per-key rate-limit decisions on the shared overflow bucket."
+    );
+    describe_counter!(
+        UPSTREAM_OVERLOADED,
+        "Upstream answers that said busy (429, 503 with Retry-After), by cluster; not failures."
+    );
+    describe_counter!(
+        OUTLIER_SPARED,
+        "Ejections not made, by cluster and reason (like_peers, no_peers, max_ejection_percent)."
     );
 }
 

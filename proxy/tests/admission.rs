@@ -1,6 +1,7 @@
-//! End-to-end admission control: a fixed limit with a bounded queue in front of a
-//! slow upstream, a client leaving the queue, and the adaptive limit settling
-//! around an app's real capacity.
+//! End-to-end admission control: a fixed limit with a queue in front of a slow
+//! upstream, a burst far above an app's capacity with the defaults, clients
+//! leaving while queued or in service (HTTP/1.1 and HTTP/2), and the adaptive
+//! limit settling around an app's real capacity.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -147,6 +148,11 @@ async fn a_client_that_disconnects_while_queued_frees_its_slot() {
         1,
         "the gone client's request never reached the upstream"
     );
+    let status = admission_status(&proxy).await;
+    assert_eq!(status["client_gone"]["queued"], 1, "{status}");
+    assert_eq!(status["client_gone"]["in_service"], 0, "{status}");
+    assert_eq!(status["offered"], 2, "{status}");
+    assert_eq!(status["admitted"], 1, "{status}");
 }
 
 /// An app with `workers` workers, each holding a request for `service`: past
@@ -260,4 +266,188 @@ clusters:
         band.contains(&median),
         "median limit {median} outside {band:?} for {WORKERS} workers: {limits:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_far_above_capacity_with_default_admission_is_answered_quickly() {
+    // 4 workers × 20 ms: about 200 requests/s; the burst is 300 at once.
+    let (addr, app) = worker_app(4, Duration::from_millis(20)).await;
+    let proxy = start_proxy(&config_for_endpoints(
+        &[addr.to_string()],
+        "",
+        "    admission: {}",
+    ))
+    .await;
+    let client = client();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let (client, url) = (client.clone(), proxy.url("/code"));
+        set.spawn(async move {
+            let start = Instant::now();
+            let r = send(&client, Request::get(url).body(Full::default()).unwrap()).await;
+            (r, start.elapsed())
+        });
+    }
+    let (mut ok, mut shed, mut slowest_ok, mut slowest) = (0, 0, Duration::ZERO, Duration::ZERO);
+    while let Some(r) = set.join_next().await {
+        let (r, took) = r.unwrap();
+        slowest = slowest.max(took);
+        match r.status {
+            StatusCode::OK => {
+                ok += 1;
+                slowest_ok = slowest_ok.max(took);
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                shed += 1;
+                assert_eq!(r.header("x-floodgate-reason"), "overloaded");
+                assert!(!r.header("retry-after").is_empty(), "no Retry-After");
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    app.abort();
+    assert_eq!(ok + shed, 300);
+    assert!(ok >= 4, "only {ok} admitted");
+    // Generous bounds for a loaded 2-core machine: a count-bounded queue with a 1 s
+    // timeout holds admitted requests for most of a second; the delay rule does not.
+    assert!(
+        slowest_ok < Duration::from_millis(750),
+        "an admitted request took {slowest_ok:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "an answer took {slowest:?}"
+    );
+    eventually(Duration::from_secs(5), "all permits released", || async {
+        admission_status(&proxy).await["in_flight"] == 0
+    })
+    .await;
+    let s = admission_status(&proxy).await;
+    assert_eq!(s["offered"], 300, "{s}");
+    assert_eq!(s["admitted"], ok, "{s}");
+    assert_eq!(s["shed"]["total"], shed, "{s}");
+    assert_eq!(s["queue_depth"], 0, "{s}");
+}
+
+/// An upstream that holds every request for 30 s and counts the requests it
+/// started and those whose handling was dropped before the answer (the proxy
+/// closed the connection or reset the stream).
+async fn holding_app() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    struct Cancelled(Arc<AtomicUsize>);
+    impl Drop for Cancelled {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let (s, c) = (started.clone(), cancelled.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (s, c) = (s.clone(), c.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                    let (s, c) = (s.clone(), c.clone());
+                    async move {
+                        s.fetch_add(1, Ordering::SeqCst);
+                        let guard = Cancelled(c);
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        std::mem::forget(guard);
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"late"))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, started, cancelled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_client_that_hangs_up_in_service_cancels_the_upstream_request() {
+    let (addr, started, cancelled) = holding_app().await;
+    let proxy = start_proxy(&config_for_endpoints(
+        &[addr.to_string()],
+        "",
+        "    admission: { fixed_limit: 4 }",
+    ))
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr("public")).await.unwrap();
+    stream
+        .write_all(b"GET /held HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "request at the upstream",
+        || async { started.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    assert_eq!(admission_status(&proxy).await["in_flight"], 1);
+    drop(stream);
+    // The proxy drops the exchange: the upstream connection is closed, so the
+    // upstream's handler is dropped long before its 30 s.
+    eventually(
+        Duration::from_secs(5),
+        "upstream request cancelled",
+        || async { cancelled.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "permit released", || async {
+        admission_status(&proxy).await["in_flight"] == 0
+    })
+    .await;
+    let s = admission_status(&proxy).await;
+    assert_eq!(s["client_gone"]["in_service"], 1, "{s}");
+    assert_eq!(s["client_gone"]["queued"], 0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_reset_in_service_resets_the_upstream_stream() {
+    let (addr, started, cancelled) = holding_app().await;
+    let proxy = start_proxy(&config_for_endpoints(
+        &[addr.to_string()],
+        "",
+        "    protocol: http2\n    admission: { fixed_limit: 4 }",
+    ))
+    .await;
+    let tcp = TcpStream::connect(proxy.addr("public")).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let url = proxy.url("/held");
+    // A second handle keeps the connection open after the request is dropped.
+    let _keep = send.clone();
+    let held = tokio::spawn(async move {
+        let req = Request::get(url).body(Full::<Bytes>::default()).unwrap();
+        send.send_request(req).await.map(drop)
+    });
+    eventually(
+        Duration::from_secs(5),
+        "request at the upstream",
+        || async { started.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    // Dropping the response future resets the stream; the connection stays open.
+    held.abort();
+    eventually(Duration::from_secs(5), "upstream stream reset", || async {
+        cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    eventually(Duration::from_secs(5), "permit released", || async {
+        admission_status(&proxy).await["in_flight"] == 0
+    })
+    .await;
+    assert!(!conn.is_finished(), "the client's connection is still open");
+    let s = admission_status(&proxy).await;
+    assert_eq!(s["client_gone"]["in_service"], 1, "{s}");
 }

@@ -1,23 +1,33 @@
 //! Admission control: a per-cluster concurrency limit (fixed, or adaptive to
-//! measured latency) with a bounded, deadline-ed priority queue in front of it.
+//! measured latency) with a priority queue in front of it that is bounded by
+//! waiting time, not by count.
 //!
 //! [`AdmissionControl`] is the per-cluster state (it lives in the `Cluster`, so
 //! every route to the cluster shares it and it survives reloads that keep the
 //! cluster). A request takes a [`Permit`] at once when fewer than `limit`
-//! requests are in flight; otherwise it waits in the priority queue
-//! (`queue.rs`: one FIFO per [`Priority`], served critical → normal →
-//! sheddable, oldest first). A full queue, an expired deadline, or being
-//! displaced by a higher-priority arrival sheds the request ([`Shed`]) with 503
-//! `overloaded`. A waiter whose client went away leaves the queue at once.
+//! requests are in flight and nobody waits; otherwise it waits in the priority
+//! queue (`queue.rs`: one queue per [`Priority`], served critical → normal →
+//! sheddable). The queue is watched CoDel-style (`codel.rs`): once its queueing
+//! delay has stayed above a target for a whole interval it is *standing*; then
+//! the newest waiter is served first (adaptive LIFO) and waiters older than the
+//! target are shed. A full queue (`max_queue`, a memory bound), the hard cap
+//! `queue_timeout`, or being displaced by a higher-priority arrival also sheds
+//! ([`Shed`]) with 503 `overloaded`. A waiter whose client went away leaves the
+//! queue at once and is counted (`floodgate_client_gone_total`).
+//!
+//! Every arrival is counted (offered), and so are admissions, queueings, sheds by
+//! reason and clients gone: demand is measured even when most of it is shed.
 //!
 //! The adaptive limit is [`GradientLimit`] (pure arithmetic, in [`gradient`]).
 //! The tower layer that applies admission to a route is `stack::admission`.
 
+mod codel;
 pub mod gradient;
 mod queue;
 
 pub use gradient::GradientLimit;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -28,26 +38,74 @@ use crate::config::{AdmissionConfig, ConcurrencyLimit, Priority};
 use crate::error::{ErrorKind, ProxyError};
 use crate::observe;
 use crate::time::{self, Instant};
+use codel::{auto_target, Codel, MinLatency};
 use queue::{Grant, Waiters};
+
+/// How long the minimum latency behind the automatic queue target is remembered
+/// (one to two of these windows).
+const MIN_LATENCY_WINDOW: Duration = Duration::from_secs(10);
+
+/// A drop this close to a waiter's deadline is taken for the deadline (timers
+/// fire on millisecond ticks), not for a client that went away.
+const DEADLINE_SLACK: Duration = Duration::from_millis(1);
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shed {
-    /// The queue was full and no lower-priority waiter could make room.
+    /// The queue held `max_queue` waiters and none ranked below the arrival.
     QueueFull,
-    /// The request waited until its deadline without being admitted.
+    /// The request waited until its deadline (`queue_timeout` or the route's).
     QueueTimeout,
+    /// The queue was standing and the request had waited longer than the target.
+    QueueDelay,
     /// A higher-priority arrival took this waiter's place in a full queue.
     Displaced,
 }
 
 impl Shed {
+    /// Every reason, in the order of [`Shed::index`].
+    pub const ALL: [Shed; 4] = [
+        Self::QueueFull,
+        Self::QueueTimeout,
+        Self::QueueDelay,
+        Self::Displaced,
+    ];
+
     /// The `reason` label of `floodgate_shed_total`.
     pub fn reason(self) -> &'static str {
         match self {
             Self::QueueFull => "queue_full",
             Self::QueueTimeout => "queue_timeout",
+            Self::QueueDelay => "queue_delay",
             Self::Displaced => "displaced",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::QueueFull => 0,
+            Self::QueueTimeout => 1,
+            Self::QueueDelay => 2,
+            Self::Displaced => 3,
+        }
+    }
+}
+
+/// Where a request was when its client went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Waiting in the admission queue.
+    Queued,
+    /// Admitted, waiting for the upstream's response head.
+    InService,
+}
+
+impl Stage {
+    /// The `stage` label of `floodgate_client_gone_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::InService => "in_service",
         }
     }
 }
@@ -60,12 +118,20 @@ struct State {
     gradient: Option<GradientLimit>,
     /// Smoothed RTT in seconds (0: none yet), for the `Retry-After` estimate.
     rtt_ewma: f64,
+    /// Is the queue standing; its delay; its target.
+    codel: Codel,
+    /// The minimum latency the automatic target follows.
+    min_latency: MinLatency,
 }
 
 impl State {
     /// Admits one request if there is room and nobody waits.
-    fn try_admit(&mut self) -> bool {
+    fn try_admit(&mut self, now: Instant) -> bool {
         if self.in_flight < self.limit && self.waiters.is_empty() {
+            if self.codel.is_standing() {
+                // Room and nobody waiting: whatever stood has drained.
+                self.codel.observe(now, None);
+            }
             self.admitted();
             return true;
         }
@@ -79,46 +145,43 @@ impl State {
             g.note_in_flight(self.in_flight);
         }
     }
+}
 
-    /// Grants queued waiters while there is room under the limit.
-    fn grant_waiters(&mut self) {
-        while self.in_flight < self.limit {
-            let Some(entry) = self.waiters.pop_next() else {
-                return;
-            };
-            if entry.send(Grant::Admitted) {
-                self.admitted();
-            }
-        }
-    }
+/// Monotonic counters of one cluster, mirrored in its metrics and read by
+/// `/clusters` (each read on its own: a view, not a snapshot).
+#[derive(Default)]
+struct Counts {
+    offered: AtomicU64,
+    admitted: AtomicU64,
+    queued: AtomicU64,
+    shed: [AtomicU64; 4],
+    gone_queued: AtomicU64,
+    gone_in_service: AtomicU64,
 }
 
 /// Metric handles of one cluster, registered once.
 struct Metrics {
     limit: metrics::Gauge,
     depth: metrics::Gauge,
-    queue_full: metrics::Counter,
-    queue_timeout: metrics::Counter,
-    displaced: metrics::Counter,
-}
-
-impl Metrics {
-    fn shed(&self, shed: Shed) -> &metrics::Counter {
-        match shed {
-            Shed::QueueFull => &self.queue_full,
-            Shed::QueueTimeout => &self.queue_timeout,
-            Shed::Displaced => &self.displaced,
-        }
-    }
+    delay: metrics::Gauge,
+    offered: metrics::Counter,
+    admitted: metrics::Counter,
+    queued: metrics::Counter,
+    shed: [metrics::Counter; 4],
+    gone_queued: metrics::Counter,
+    gone_in_service: metrics::Counter,
 }
 
 /// A cluster's admission state: the concurrency limit, the requests in flight and
-/// the priority queue of waiters.
+/// the priority queue of waiters, with its counters.
 pub struct AdmissionControl {
     state: Mutex<State>,
     max_queue: usize,
     queue_timeout: Duration,
+    /// A configured queue target; `None`: follow the measured minimum latency.
+    queue_target: Option<Duration>,
     priority_header: Option<HeaderName>,
+    counts: Counts,
     metrics: Metrics,
 }
 
@@ -133,7 +196,10 @@ impl std::fmt::Debug for AdmissionControl {
 }
 
 /// A point-in-time view of a cluster's admission state (admin `/clusters`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// The counters are monotonic (rates are the reader's business); at any time
+/// `offered = admitted + shed.total + client_gone.queued + queue_depth`, give or
+/// take requests between two steps.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct AdmissionStatus {
     /// The current concurrency limit.
     pub limit: usize,
@@ -141,6 +207,50 @@ pub struct AdmissionStatus {
     pub in_flight: usize,
     /// Requests waiting for admission.
     pub queue_depth: usize,
+    /// Queueing delay now: age of the oldest waiter, in milliseconds.
+    pub queue_delay_ms: f64,
+    /// The delay a standing queue may impose before it sheds, in milliseconds.
+    pub queue_target_ms: f64,
+    /// True while the queue is standing (newest served first, old waiters shed).
+    pub queue_standing: bool,
+    /// Requests that arrived at admission, shed or not.
+    pub offered: u64,
+    /// Requests admitted, at once or after waiting.
+    pub admitted: u64,
+    /// Requests that had to wait in the queue.
+    pub queued: u64,
+    /// Requests shed, in total and by reason.
+    pub shed: ShedCounts,
+    /// Requests whose client went away, by stage.
+    pub client_gone: GoneCounts,
+}
+
+/// Shed requests by reason (the `reason` labels of `floodgate_shed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ShedCounts {
+    /// All reasons together.
+    pub total: u64,
+    /// `max_queue` waiters and none ranked below the arrival.
+    pub queue_full: u64,
+    /// Waited until the deadline (`queue_timeout` or the route's `timeout`).
+    pub queue_timeout: u64,
+    /// Waited longer than the target in a standing queue.
+    pub queue_delay: u64,
+    /// Made room for a higher-priority arrival.
+    pub displaced: u64,
+}
+
+/// Requests whose client went away, by stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct GoneCounts {
+    /// While waiting in the queue.
+    pub queued: u64,
+    /// While admitted, before the response head.
+    pub in_service: u64,
+}
+
+fn load(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
 }
 
 impl AdmissionControl {
@@ -156,16 +266,26 @@ impl AdmissionControl {
             (ConcurrencyLimit::Fixed(n), None) => (*n).max(1),
             (ConcurrencyLimit::Adaptive(p), None) => p.initial.max(1),
         };
-        let shed = |reason: &'static str| metrics::counter!(observe::SHED_TOTAL, "cluster" => cluster.clone(), "reason" => reason);
+        let label = || cluster.clone();
+        let shed = |s: Shed| metrics::counter!(observe::SHED_TOTAL, "cluster" => label(), "reason" => s.reason());
+        let gone = |s: Stage| metrics::counter!(observe::CLIENT_GONE_TOTAL, "cluster" => label(), "stage" => s.label());
         let metrics = Metrics {
-            limit: metrics::gauge!(observe::CONCURRENCY_LIMIT, "cluster" => cluster.clone()),
-            depth: metrics::gauge!(observe::QUEUE_DEPTH, "cluster" => cluster.clone()),
-            queue_full: shed(Shed::QueueFull.reason()),
-            queue_timeout: shed(Shed::QueueTimeout.reason()),
-            displaced: shed(Shed::Displaced.reason()),
+            limit: metrics::gauge!(observe::CONCURRENCY_LIMIT, "cluster" => label()),
+            depth: metrics::gauge!(observe::QUEUE_DEPTH, "cluster" => label()),
+            delay: metrics::gauge!(observe::QUEUE_DELAY, "cluster" => label()),
+            offered: metrics::counter!(observe::ADMISSION_OFFERED_TOTAL, "cluster" => label()),
+            admitted: metrics::counter!(observe::ADMISSION_ADMITTED_TOTAL, "cluster" => label()),
+            queued: metrics::counter!(observe::ADMISSION_QUEUED_TOTAL, "cluster" => label()),
+            shed: Shed::ALL.map(shed),
+            gone_queued: gone(Stage::Queued),
+            gone_in_service: gone(Stage::InService),
         };
         metrics.limit.set(limit as f64);
         metrics.depth.set(0.0);
+        metrics.delay.set(0.0);
+        let target = config
+            .queue_target
+            .unwrap_or_else(|| auto_target(None, config.queue_timeout));
         Self {
             state: Mutex::new(State {
                 limit,
@@ -173,10 +293,14 @@ impl AdmissionControl {
                 waiters: Waiters::default(),
                 gradient,
                 rtt_ewma: 0.0,
+                codel: Codel::new(target, config.queue_interval),
+                min_latency: MinLatency::new(MIN_LATENCY_WINDOW, now),
             }),
             max_queue: config.max_queue,
             queue_timeout: config.queue_timeout,
+            queue_target: config.queue_target,
             priority_header: config.priority_header.clone(),
+            counts: Counts::default(),
             metrics,
         }
     }
@@ -202,13 +326,45 @@ impl AdmissionControl {
         self.lock().waiters.len()
     }
 
-    /// Limit, in-flight count and queue depth, read together.
+    /// Limit, in-flight count, queue state and counters.
     pub fn status(&self) -> AdmissionStatus {
-        let st = self.lock();
+        let (limit, in_flight, queue_depth, delay, target, standing) = {
+            let mut st = self.lock();
+            let now = time::now();
+            let oldest = st.waiters.oldest();
+            let delay = oldest.map_or(Duration::ZERO, |o| now.saturating_duration_since(o));
+            (
+                st.limit,
+                st.in_flight,
+                st.waiters.len(),
+                delay,
+                st.codel.target(),
+                st.codel.is_standing(),
+            )
+        };
+        let c = &self.counts;
+        let shed = |s: Shed| c.shed.get(s.index()).map_or(0, load);
         AdmissionStatus {
-            limit: st.limit,
-            in_flight: st.in_flight,
-            queue_depth: st.waiters.len(),
+            limit,
+            in_flight,
+            queue_depth,
+            queue_delay_ms: delay.as_secs_f64() * 1000.0,
+            queue_target_ms: target.as_secs_f64() * 1000.0,
+            queue_standing: standing,
+            offered: load(&c.offered),
+            admitted: load(&c.admitted),
+            queued: load(&c.queued),
+            shed: ShedCounts {
+                total: Shed::ALL.into_iter().map(shed).sum(),
+                queue_full: shed(Shed::QueueFull),
+                queue_timeout: shed(Shed::QueueTimeout),
+                queue_delay: shed(Shed::QueueDelay),
+                displaced: shed(Shed::Displaced),
+            },
+            client_gone: GoneCounts {
+                queued: load(&c.gone_queued),
+                in_service: load(&c.gone_in_service),
+            },
         }
     }
 
@@ -229,48 +385,45 @@ impl AdmissionControl {
         }
     }
 
-    /// Admits at once if fewer than `limit` requests are in flight and nobody waits.
+    /// Admits at once if fewer than `limit` requests are in flight and nobody
+    /// waits. Only a success is counted (offered and admitted): a caller that then
+    /// queues through [`acquire`](Self::acquire) is counted there.
     pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        let admitted = self.lock().try_admit();
+        let admitted = self.lock().try_admit(time::now());
+        if admitted {
+            self.count_offered();
+            self.count_admitted();
+        }
         admitted.then(|| Permit::new(Arc::clone(self)))
     }
 
-    /// Admits the request now, or queues it by `priority` until a slot frees up or
-    /// `deadline` passes. Dropping the returned future leaves the queue at once.
+    /// Admits the request now, or queues it by `priority` until a slot frees up,
+    /// the standing queue sheds it, or `deadline` passes. Dropping the returned
+    /// future leaves the queue at once (counted as a client gone, or as a
+    /// `queue_timeout` when dropped at the deadline, e.g. by the route timeout).
     pub async fn acquire(
         self: &Arc<Self>,
         priority: Priority,
         deadline: Instant,
     ) -> Result<Permit, Shed> {
-        let Some(rx) = self.admit_or_enqueue(priority)? else {
+        let Some((rx, check_at)) = self.admit_or_enqueue(priority)? else {
             return Ok(Permit::new(Arc::clone(self)));
         };
         let mut waiter = Waiter {
             admission: self,
             rx: Some(rx),
+            deadline,
         };
-        let Some(rx) = waiter.rx.as_mut() else {
-            return Err(Shed::QueueTimeout);
-        };
-        let outcome = tokio::time::timeout_at(deadline, rx).await;
-        let grant = match outcome {
-            Ok(Ok(grant)) => {
-                waiter.rx = None;
-                Some(grant)
-            }
-            // The sender went away unheard; cannot happen while `self` is alive.
-            Ok(Err(_)) => {
-                waiter.rx = None;
-                None
-            }
-            // Deadline: leave the queue, unless admitted or displaced at the last moment.
-            Err(_) => waiter.leave(),
-        };
+        let grant = waiter.wait(check_at).await;
         match grant {
-            Some(Grant::Admitted) => Ok(Permit::new(Arc::clone(self))),
+            Some(Grant::Admitted) => {
+                self.count_admitted();
+                Ok(Permit::new(Arc::clone(self)))
+            }
             Some(Grant::Displaced) => Err(Shed::Displaced),
+            Some(Grant::Expired) => Err(Shed::QueueDelay),
             None => {
-                self.metrics.shed(Shed::QueueTimeout).increment(1);
+                self.count_shed(Shed::QueueTimeout);
                 Err(Shed::QueueTimeout)
             }
         }
@@ -278,15 +431,22 @@ impl AdmissionControl {
 
     /// Under one lock: admits at once when there is room (`Ok(None)`), else puts a
     /// waiter in the queue of `priority` (displacing a lower-priority one when the
-    /// queue is full), else refuses with `QueueFull`.
+    /// queue is full), else refuses with `QueueFull`. Counts the arrival. A queued
+    /// waiter also learns when it will have waited longer than the target.
     fn admit_or_enqueue(
         &self,
         priority: Priority,
-    ) -> Result<Option<oneshot::Receiver<Grant>>, Shed> {
+    ) -> Result<Option<(oneshot::Receiver<Grant>, Instant)>, Shed> {
+        self.count_offered();
+        let now = time::now();
         let mut st = self.lock();
-        if st.try_admit() {
+        if st.try_admit(now) {
+            drop(st);
+            self.count_admitted();
             return Ok(None);
         }
+        // Shed what a standing queue would not serve in time before judging room.
+        self.shed_expired(&mut st, now);
         if st.waiters.len() >= self.max_queue {
             let victim = if self.max_queue == 0 {
                 None
@@ -295,19 +455,82 @@ impl AdmissionControl {
             };
             match victim {
                 Some(victim) => {
-                    let _ = victim.send(Grant::Displaced);
-                    self.metrics.shed(Shed::Displaced).increment(1);
+                    if victim.send(Grant::Displaced) {
+                        self.count_shed(Shed::Displaced);
+                    }
                 }
                 None => {
                     drop(st);
-                    self.metrics.shed(Shed::QueueFull).increment(1);
+                    self.count_shed(Shed::QueueFull);
                     return Err(Shed::QueueFull);
                 }
             }
         }
-        let rx = st.waiters.push(priority);
+        let rx = st.waiters.push(priority, now);
+        self.observe(&mut st, now);
+        let check_at = now + st.codel.target() + DEADLINE_SLACK;
+        drop(st);
+        self.counts.queued.fetch_add(1, Ordering::Relaxed);
+        self.metrics.queued.increment(1);
+        Ok(Some((rx, check_at)))
+    }
+
+    /// Re-reads the queue's delay (standing or not) and publishes depth and delay.
+    fn observe(&self, st: &mut State, now: Instant) {
+        let oldest = st.waiters.oldest();
+        st.codel.observe(now, oldest);
         self.metrics.depth.set(st.waiters.len() as f64);
-        Ok(Some(rx))
+        self.metrics.delay.set(st.codel.delay().as_secs_f64());
+    }
+
+    /// While the queue is standing, sheds (`queue_delay`) every waiter that waited
+    /// longer than the target, oldest of each class first.
+    fn shed_expired(&self, st: &mut State, now: Instant) {
+        // An empty queue says nothing here: it may have been emptied by shedding.
+        let Some(oldest) = st.waiters.oldest() else {
+            return;
+        };
+        st.codel.observe(now, Some(oldest));
+        let Some(cutoff) = st.codel.cutoff(now) else {
+            return;
+        };
+        let mut shed = 0;
+        while let Some(entry) = st.waiters.pop_older_than(cutoff) {
+            if entry.send(Grant::Expired) {
+                shed += 1;
+            }
+        }
+        if shed > 0 {
+            self.count_shed_n(Shed::QueueDelay, shed);
+            if st.waiters.is_empty() {
+                // Emptied by shedding, not by service: still standing.
+                st.codel.emptied_by_shedding();
+                self.metrics.depth.set(0.0);
+                self.metrics.delay.set(0.0);
+            } else {
+                self.observe(st, now);
+            }
+        }
+    }
+
+    /// Grants queued waiters while there is room under the limit: first sheds what
+    /// a standing queue would not serve in time, then serves by priority, newest
+    /// first while standing (oldest first otherwise).
+    fn grant_waiters(&self, st: &mut State, now: Instant) {
+        if st.waiters.is_empty() {
+            return;
+        }
+        self.shed_expired(st, now);
+        let lifo = st.codel.is_standing();
+        while st.in_flight < st.limit {
+            let Some(entry) = st.waiters.pop_next(lifo) else {
+                break;
+            };
+            if entry.send(Grant::Admitted) {
+                st.admitted();
+            }
+        }
+        self.observe(st, now);
     }
 
     /// Ends one admitted request: records its latency sample, then frees its slot
@@ -323,6 +546,11 @@ impl AdmissionControl {
             } else {
                 0.9 * st.rtt_ewma + 0.1 * secs
             };
+            st.min_latency.record(now, rtt);
+            if self.queue_target.is_none() {
+                let target = auto_target(st.min_latency.get(), self.queue_timeout);
+                st.codel.set_target(target);
+            }
         }
         let in_flight = st.in_flight;
         let new_limit = st.gradient.as_mut().and_then(|g| {
@@ -335,10 +563,49 @@ impl AdmissionControl {
             st.limit = limit;
             self.metrics.limit.set(limit as f64);
         }
-        let before = st.waiters.len();
-        st.grant_waiters();
-        if st.waiters.len() != before {
-            self.metrics.depth.set(st.waiters.len() as f64);
+        self.grant_waiters(&mut st, now);
+    }
+
+    /// Sheds a standing queue's overdue waiters now (a waiter's own check, so that
+    /// shedding does not wait for the next arrival or completion).
+    fn check_queue(&self) {
+        let now = time::now();
+        let mut st = self.lock();
+        self.shed_expired(&mut st, now);
+    }
+
+    /// Counts a request whose client went away while admitted (before the response
+    /// head); the caller drops its [`Permit`] without a latency sample.
+    pub fn client_gone_in_service(&self) {
+        self.counts.gone_in_service.fetch_add(1, Ordering::Relaxed);
+        self.metrics.gone_in_service.increment(1);
+    }
+
+    fn client_gone_queued(&self) {
+        self.counts.gone_queued.fetch_add(1, Ordering::Relaxed);
+        self.metrics.gone_queued.increment(1);
+    }
+
+    fn count_offered(&self) {
+        self.counts.offered.fetch_add(1, Ordering::Relaxed);
+        self.metrics.offered.increment(1);
+    }
+
+    fn count_admitted(&self) {
+        self.counts.admitted.fetch_add(1, Ordering::Relaxed);
+        self.metrics.admitted.increment(1);
+    }
+
+    fn count_shed(&self, shed: Shed) {
+        self.count_shed_n(shed, 1);
+    }
+
+    fn count_shed_n(&self, shed: Shed, n: u64) {
+        if let Some(c) = self.counts.shed.get(shed.index()) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+        if let Some(m) = self.metrics.shed.get(shed.index()) {
+            m.increment(n);
         }
     }
 
@@ -362,9 +629,35 @@ impl AdmissionControl {
 struct Waiter<'a> {
     admission: &'a AdmissionControl,
     rx: Option<oneshot::Receiver<Grant>>,
+    /// When the wait ends with `queue_timeout` (the earlier of the queue's and the route's).
+    deadline: Instant,
 }
 
 impl Waiter<'_> {
+    /// Waits for a grant until the deadline (`None`: the deadline passed). Once
+    /// the waiter is older than the target, it checks the queue itself, so that a
+    /// standing queue sheds it even if nothing else happens meanwhile.
+    async fn wait(&mut self, check_at: Instant) -> Option<Grant> {
+        if check_at < self.deadline {
+            let rx = self.rx.as_mut()?;
+            if let Ok(heard) = tokio::time::timeout_at(check_at, rx).await {
+                self.rx = None;
+                return heard.ok();
+            }
+            self.admission.check_queue();
+        }
+        let rx = self.rx.as_mut()?;
+        match tokio::time::timeout_at(self.deadline, rx).await {
+            Ok(heard) => {
+                self.rx = None;
+                // The sender went away unheard: cannot happen while the control is alive.
+                heard.ok()
+            }
+            // Deadline: leave the queue, unless admitted or shed at the last moment.
+            Err(_) => self.leave(),
+        }
+    }
+
     /// Leaves the queue now; returns a grant that arrived before we left, if any.
     fn leave(&mut self) -> Option<Grant> {
         let mut rx = self.rx.take()?;
@@ -386,9 +679,25 @@ impl Waiter<'_> {
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        if self.leave() == Some(Grant::Admitted) {
-            // Granted just as the client went away: pass the slot on.
-            self.admission.release(None);
+        if self.rx.is_none() {
+            return;
+        }
+        // Dropped while waiting: the client went away, or a deadline outside us
+        // (the route timeout) fired.
+        let at_deadline = time::now() + DEADLINE_SLACK >= self.deadline;
+        match self.leave() {
+            Some(Grant::Admitted) => {
+                // Granted just as the waiter went away: pass the slot on.
+                self.admission.release(None);
+            }
+            // Already shed and counted.
+            Some(Grant::Displaced | Grant::Expired) => return,
+            None => {}
+        }
+        if at_deadline {
+            self.admission.count_shed(Shed::QueueTimeout);
+        } else {
+            self.admission.client_gone_queued();
         }
     }
 }

@@ -1,7 +1,12 @@
 //! The priority queue of requests waiting for admission.
 //!
-//! Three FIFO queues, one per [`Priority`], served critical → normal → sheddable,
-//! oldest first. Each waiter is the sending half of a oneshot channel; a waiter
+//! Three queues, one per [`Priority`], served critical → normal → sheddable;
+//! within a class oldest first (FIFO), or newest first (LIFO) while the
+//! controller says the queue is standing (see `codel.rs`): under a standing
+//! queue the newest waiter's client is the one most likely still waiting. Each
+//! waiter remembers when it was queued, so the oldest waiters' age is the
+//! queueing delay and those older than a cutoff can be popped for shedding. Each
+//! waiter is the sending half of a oneshot channel; a waiter
 //! that left (its receiver closed) stays stored as a tombstone that the next pop
 //! skips, and the tombstones are dropped in one pass once they outnumber the live
 //! waiters. The queue knows nothing of limits: the controller decides who may be
@@ -12,6 +17,7 @@ use std::collections::VecDeque;
 use tokio::sync::oneshot;
 
 use crate::config::Priority;
+use crate::time::Instant;
 
 /// What a queued waiter is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,12 +26,15 @@ pub(super) enum Grant {
     Admitted,
     /// A higher-priority arrival took the waiter's place in a full queue.
     Displaced,
+    /// The queue was standing and the waiter had waited longer than the target.
+    Expired,
 }
 
 /// One queued waiter. A closed sender (the waiter left) is a tombstone that the
 /// next pop skips; [`Waiters::len`] already stopped counting it.
 pub(super) struct Entry {
     tx: oneshot::Sender<Grant>,
+    enqueued: Instant,
 }
 
 impl Entry {
@@ -70,21 +79,59 @@ impl Waiters {
         self.depth == 0
     }
 
-    /// Queues a waiter of `priority` last in its class; it hears on the receiver.
-    pub(super) fn push(&mut self, priority: Priority) -> oneshot::Receiver<Grant> {
+    /// Queues a waiter of `priority`, queued at `now`, last in its class; it hears
+    /// on the receiver.
+    pub(super) fn push(&mut self, priority: Priority, now: Instant) -> oneshot::Receiver<Grant> {
         let (tx, rx) = oneshot::channel();
         if let Some(q) = self.queues.get_mut(class(priority)) {
-            q.push_back(Entry { tx });
+            q.push_back(Entry { tx, enqueued: now });
             self.depth += 1;
         }
         rx
     }
 
-    /// Pops the next live waiter, highest priority first, oldest first.
-    pub(super) fn pop_next(&mut self) -> Option<Entry> {
-        for q in 0..self.queues.len() {
-            while let Some(entry) = self.queues.get_mut(q).and_then(VecDeque::pop_front) {
+    /// Pops the next live waiter: highest priority first; within the class the
+    /// oldest (FIFO), or the newest when `lifo`.
+    pub(super) fn pop_next(&mut self, lifo: bool) -> Option<Entry> {
+        for queue in &mut self.queues {
+            let pop = |q: &mut VecDeque<Entry>| if lifo { q.pop_back() } else { q.pop_front() };
+            while let Some(entry) = pop(queue) {
                 if entry.is_live() {
+                    self.depth = self.depth.saturating_sub(1);
+                    return Some(entry);
+                }
+                self.tombstones = self.tombstones.saturating_sub(1);
+            }
+        }
+        None
+    }
+
+    /// When the oldest live waiter (of any class) was queued; drops the tombstones
+    /// in front of each class on the way.
+    pub(super) fn oldest(&mut self) -> Option<Instant> {
+        let mut oldest: Option<Instant> = None;
+        for q in &mut self.queues {
+            while q.front().is_some_and(|e| !e.is_live()) {
+                q.pop_front();
+                self.tombstones = self.tombstones.saturating_sub(1);
+            }
+            if let Some(front) = q.front() {
+                oldest = Some(oldest.map_or(front.enqueued, |o| o.min(front.enqueued)));
+            }
+        }
+        oldest
+    }
+
+    /// Pops a live waiter queued before `cutoff` (the oldest of its class), if any.
+    pub(super) fn pop_older_than(&mut self, cutoff: Instant) -> Option<Entry> {
+        for q in &mut self.queues {
+            while let Some(front) = q.front() {
+                if front.is_live() && front.enqueued >= cutoff {
+                    break;
+                }
+                let live = front.is_live();
+                let entry = q.pop_front()?;
+                if live {
                     self.depth = self.depth.saturating_sub(1);
                     return Some(entry);
                 }
@@ -131,20 +178,16 @@ impl Waiters {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    #[test]
-    fn pops_by_priority_then_oldest_first() {
-        let mut w = Waiters::default();
-        let mut rxs: Vec<_> = [Priority::Sheddable, Priority::Normal, Priority::Critical]
-            .into_iter()
-            .cycle()
-            .take(6)
-            .map(|p| w.push(p))
-            .collect();
-        assert_eq!(w.len(), 6);
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Pops every waiter, reporting the order (indexes into `rxs`) they were served in.
+    fn drain(w: &mut Waiters, rxs: &mut [oneshot::Receiver<Grant>], lifo: bool) -> Vec<usize> {
         let mut order = Vec::new();
-        while let Some(entry) = w.pop_next() {
+        while let Some(entry) = w.pop_next(lifo) {
             assert!(entry.send(Grant::Admitted));
             let i = rxs
                 .iter_mut()
@@ -152,16 +195,69 @@ mod tests {
                 .unwrap();
             order.push(i);
         }
-        assert_eq!(order, [2, 5, 1, 4, 0, 3]);
+        order
+    }
+
+    fn mixed(w: &mut Waiters, t0: Instant) -> Vec<oneshot::Receiver<Grant>> {
+        [Priority::Sheddable, Priority::Normal, Priority::Critical]
+            .into_iter()
+            .cycle()
+            .take(6)
+            .enumerate()
+            .map(|(i, p)| w.push(p, t0 + MS * i as u32))
+            .collect()
+    }
+
+    #[test]
+    fn pops_by_priority_then_oldest_first() {
+        let mut w = Waiters::default();
+        let t0 = Instant::now();
+        let mut rxs = mixed(&mut w, t0);
+        assert_eq!(w.len(), 6);
+        assert_eq!(drain(&mut w, &mut rxs, false), [2, 5, 1, 4, 0, 3]);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn lifo_pops_by_priority_then_newest_first() {
+        let mut w = Waiters::default();
+        let t0 = Instant::now();
+        let mut rxs = mixed(&mut w, t0);
+        assert_eq!(drain(&mut w, &mut rxs, true), [5, 2, 4, 1, 3, 0]);
+    }
+
+    #[test]
+    fn oldest_and_older_than_look_across_classes() {
+        let mut w = Waiters::default();
+        let t0 = Instant::now();
+        let mut n = w.push(Priority::Normal, t0 + 3 * MS);
+        let mut gone = w.push(Priority::Critical, t0);
+        gone.close();
+        w.left();
+        let mut s = w.push(Priority::Sheddable, t0 + MS);
+        let _c = w.push(Priority::Critical, t0 + 9 * MS);
+        assert_eq!(w.oldest(), Some(t0 + MS), "the tombstone does not count");
+        let cutoff = t0 + 4 * MS;
+        let first = w.pop_older_than(cutoff).unwrap();
+        assert!(first.send(Grant::Expired));
+        assert_eq!(
+            n.try_recv(),
+            Ok(Grant::Expired),
+            "class order, not age order"
+        );
+        assert!(w.pop_older_than(cutoff).unwrap().send(Grant::Expired));
+        assert_eq!(s.try_recv(), Ok(Grant::Expired));
+        assert!(w.pop_older_than(cutoff).is_none());
+        assert_eq!((w.len(), w.oldest()), (1, Some(t0 + 9 * MS)));
     }
 
     #[test]
     fn the_victim_is_the_newest_strictly_lower_waiter() {
         let mut w = Waiters::default();
-        let _n = w.push(Priority::Normal);
-        let _s1 = w.push(Priority::Sheddable);
-        let mut s2 = w.push(Priority::Sheddable);
+        let t0 = Instant::now();
+        let _n = w.push(Priority::Normal, t0);
+        let _s1 = w.push(Priority::Sheddable, t0);
+        let mut s2 = w.push(Priority::Sheddable, t0);
         assert!(w.pop_victim(Priority::Sheddable).is_none());
         assert!(w
             .pop_victim(Priority::Normal)
@@ -174,13 +270,15 @@ mod tests {
     #[test]
     fn waiters_that_left_are_skipped_and_compacted() {
         let mut w = Waiters::default();
+        let t0 = Instant::now();
         for _ in 0..500 {
-            let mut rx = w.push(Priority::Sheddable);
+            let mut rx = w.push(Priority::Sheddable, t0);
             rx.close();
             w.left();
         }
         assert!(w.is_empty());
         assert!(w.stored() <= 65);
-        assert!(w.pop_next().is_none());
+        assert!(w.pop_next(false).is_none());
+        assert!(w.oldest().is_none());
     }
 }

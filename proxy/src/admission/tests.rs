@@ -13,12 +13,41 @@ fn fixed(limit: usize, max_queue: usize) -> Arc<AdmissionControl> {
         limit: ConcurrencyLimit::Fixed(limit),
         max_queue,
         queue_timeout: Duration::from_secs(1),
+        // Far above any wait here: these tests are about limits and priorities.
+        queue_target: Some(Duration::from_secs(1)),
+        queue_interval: Duration::from_millis(100),
         priority_header: Some(HeaderName::from_static("x-priority")),
     };
     Arc::new(AdmissionControl::new(
         &config,
         &metrics::SharedString::from("test"),
     ))
+}
+
+/// A fixed limit with a queue of explicit CoDel `target` and `interval`.
+fn codel(limit: usize, target_ms: u64, interval_ms: u64) -> Arc<AdmissionControl> {
+    let config = AdmissionConfig {
+        limit: ConcurrencyLimit::Fixed(limit),
+        max_queue: 100,
+        queue_timeout: Duration::from_secs(10),
+        queue_target: Some(Duration::from_millis(target_ms)),
+        queue_interval: Duration::from_millis(interval_ms),
+        priority_header: None,
+    };
+    Arc::new(AdmissionControl::new(
+        &config,
+        &metrics::SharedString::from("test"),
+    ))
+}
+
+/// Every arrival is accounted for: admitted, shed, gone while queued, or queued now.
+fn assert_accounted(adm: &AdmissionControl) {
+    let s = adm.status();
+    assert_eq!(
+        s.offered,
+        s.admitted + s.shed.total + s.client_gone.queued + s.queue_depth as u64,
+        "{s:?}"
+    );
 }
 
 fn far() -> Instant {
@@ -34,6 +63,28 @@ async fn until_depth(adm: &AdmissionControl, depth: usize) {
         tokio::task::yield_now().await;
     }
     panic!("queue depth {} never became {depth}", adm.queue_depth());
+}
+
+/// Yields until `check` holds (spawned tasks run on yield).
+async fn until(check: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if check() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never true");
+}
+
+/// Spawns one waiter that reports its label and result.
+fn spawn(adm: &Arc<AdmissionControl>, label: &'static str, priority: Priority) -> Granted {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let adm = Arc::clone(adm);
+    tokio::spawn(async move {
+        let result = adm.acquire(priority, far()).await;
+        let _ = tx.send((label, result));
+    });
+    rx
 }
 
 type Granted = tokio::sync::mpsc::UnboundedReceiver<(&'static str, Result<Permit, Shed>)>;
@@ -244,6 +295,8 @@ async fn adaptive_admission_publishes_the_limit_and_admits_more_waiters() {
         limit: ConcurrencyLimit::Adaptive(params(1, 3, 10, 2.0)),
         max_queue: 10,
         queue_timeout: Duration::from_secs(10),
+        queue_target: Some(Duration::from_secs(5)),
+        queue_interval: Duration::from_millis(100),
         priority_header: None,
     };
     let adm = Arc::new(AdmissionControl::new(
@@ -272,4 +325,129 @@ async fn adaptive_admission_publishes_the_limit_and_admits_more_waiters() {
         permits.push(granted.recv().await.unwrap().1.unwrap());
     }
     assert_eq!((adm.in_flight(), adm.queue_depth()), (3, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_standing_queue_sheds_waiters_older_than_the_target() {
+    let adm = codel(1, 50, 100);
+    let first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    let mut granted = spawn_waiters(&adm, &[("a", Priority::Normal)]).await;
+    // a turns 50 ms old at +50ms: above target, but not yet for a whole interval.
+    tokio::time::advance(Duration::from_millis(120)).await;
+    adm.check_queue();
+    assert_eq!(adm.queue_depth(), 1);
+    assert!(!adm.status().queue_standing);
+    // At +200ms the delay has stayed above 50 ms for 150 ms: standing. The next
+    // look at the queue (a's own check or an arrival) finds it so and sheds a.
+    tokio::time::advance(Duration::from_millis(80)).await;
+    let mut more = spawn(&adm, "b", Priority::Normal);
+    let (label, result) = granted.recv().await.unwrap();
+    assert_eq!((label, result.unwrap_err()), ("a", Shed::QueueDelay));
+    until(|| adm.status().queued == 2).await;
+    let s = adm.status();
+    assert!(s.queue_standing);
+    assert_eq!((s.queue_depth, s.shed.queue_delay), (1, 1));
+    // b is shed by its own check once it has waited longer than the target.
+    let start = Instant::now();
+    let (label, result) = more.recv().await.unwrap();
+    assert_eq!((label, result.unwrap_err()), ("b", Shed::QueueDelay));
+    assert!(
+        start.elapsed() <= Duration::from_millis(52),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(adm.status().shed.queue_delay, 2);
+    assert_accounted(&adm);
+    // A slot that frees up with nobody waiting ends the episode.
+    drop(first);
+    let _p = adm.acquire(Priority::Normal, far()).await.unwrap();
+    assert!(!adm.status().queue_standing);
+    assert_accounted(&adm);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_standing_queue_serves_by_priority_then_newest_first() {
+    let adm = codel(1, 50, 100);
+    let first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    let mut old = spawn_waiters(&adm, &[("old", Priority::Normal)]).await;
+    tokio::time::advance(Duration::from_millis(200)).await;
+    adm.check_queue();
+    assert_eq!(old.recv().await.unwrap().1.unwrap_err(), Shed::QueueDelay);
+    assert!(
+        adm.status().queue_standing,
+        "emptied by shedding: still standing"
+    );
+    let mut granted = spawn_waiters(
+        &adm,
+        &[
+            ("n1", Priority::Normal),
+            ("s1", Priority::Sheddable),
+            ("c1", Priority::Critical),
+            ("n2", Priority::Normal),
+            ("n3", Priority::Normal),
+        ],
+    )
+    .await;
+    assert!(adm.status().queue_standing);
+    drop(first);
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        let (label, permit) = granted.recv().await.unwrap();
+        order.push(label);
+        drop(permit.unwrap());
+    }
+    assert_eq!(order, ["c1", "n3", "n2", "n1", "s1"]);
+    let s = adm.status();
+    assert!(!s.queue_standing, "served empty: no longer standing");
+    assert_eq!((s.admitted, s.queued, s.shed.total), (6, 6, 1));
+    assert_accounted(&adm);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_that_drains_within_the_interval_is_served_fifo_and_sheds_nothing() {
+    let adm = codel(1, 5, 100);
+    let mut first = Some(adm.acquire(Priority::Normal, far()).await.unwrap());
+    let mut granted = spawn_waiters(
+        &adm,
+        &[
+            ("a", Priority::Normal),
+            ("b", Priority::Normal),
+            ("c", Priority::Normal),
+        ],
+    )
+    .await;
+    // Each request holds the slot 30 ms: waits reach 90 ms, above the 5 ms target
+    // but for less than the 100 ms interval: a burst the interval absorbs is
+    // queued and served oldest first, not shed.
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_millis(30)).await;
+        drop(first.take());
+        let (label, permit) = granted.recv().await.unwrap();
+        order.push(label);
+        first = Some(permit.unwrap());
+    }
+    assert_eq!(order, ["a", "b", "c"]);
+    let s = adm.status();
+    assert_eq!((s.shed.total, s.queue_standing), (0, false));
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_that_go_away_are_counted_apart_from_deadlines() {
+    let adm = fixed(1, 10);
+    let _first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_millis(100);
+    let mut gone = Box::pin(adm.acquire(Priority::Normal, deadline));
+    assert!((&mut gone).now_or_never().is_none());
+    let mut timed = Box::pin(adm.acquire(Priority::Normal, deadline));
+    assert!((&mut timed).now_or_never().is_none());
+    drop(gone);
+    assert_eq!(adm.status().client_gone.queued, 1);
+    // Dropped at its deadline (as the route timeout does): a queue timeout.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    drop(timed);
+    let s = adm.status();
+    assert_eq!((s.client_gone.queued, s.shed.queue_timeout), (1, 1));
+    assert_eq!(s.queue_depth, 0);
+    assert_accounted(&adm);
 }

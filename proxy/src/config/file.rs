@@ -258,10 +258,14 @@ pub struct FileAdmission {
     pub update_interval: Option<Scalar>,
     /// How often the no-load latency is re-measured (adaptive).
     pub min_rtt_window: Option<Scalar>,
-    /// Most queued requests.
+    /// Most queued requests (a memory bound).
     pub max_queue: Option<usize>,
-    /// Longest queue wait.
+    /// Longest queue wait (a cap above the delay rule).
     pub queue_timeout: Option<Scalar>,
+    /// Queueing delay a standing queue may impose: a duration, or `auto`.
+    pub queue_target: Option<Scalar>,
+    /// How long the delay must stay above the target before the queue is standing.
+    pub queue_interval: Option<Scalar>,
     /// Header carrying a request's priority.
     pub priority_header: Option<String>,
 }

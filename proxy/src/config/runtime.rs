@@ -558,16 +558,28 @@ pub struct FailureRateConfig {
     pub min_requests: u32,
 }
 
-/// Adaptive admission for a cluster: a concurrency limit and a bounded priority queue.
+/// Adaptive admission for a cluster: a concurrency limit and a priority queue
+/// bounded by waiting time (CoDel), with a count only as a memory bound.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AdmissionConfig {
     /// How the concurrency limit is set.
     pub limit: ConcurrencyLimit,
-    /// Most requests waiting for admission (default 1000); beyond, 503 `overloaded`.
+    /// Most requests waiting for admission (default 10000), a memory bound only;
+    /// beyond, 503 `overloaded` (`queue_full`). 0: no queue.
     pub max_queue: usize,
-    /// Longest wait in the queue (default 1s); then 503 `overloaded`.
+    /// Longest wait in the queue, a cap above the delay rule (default 500ms); then
+    /// 503 `overloaded` (`queue_timeout`).
     #[serde(serialize_with = "serialize_duration")]
     pub queue_timeout: Duration,
+    /// Queueing delay a standing queue may impose before it sheds (`queue_delay`);
+    /// `None` (default, `auto`): max(5 ms, the measured minimum latency), at most
+    /// half of `queue_timeout`.
+    #[serde(serialize_with = "serialize_opt_duration")]
+    pub queue_target: Option<Duration>,
+    /// How long the queueing delay must stay above the target before the queue is
+    /// standing (default 100ms).
+    #[serde(serialize_with = "serialize_duration")]
+    pub queue_interval: Duration,
     /// Request header that may set the priority (`critical|normal|sheddable`); default none.
     #[serde(serialize_with = "serialize_opt_header_name")]
     pub priority_header: Option<HeaderName>,

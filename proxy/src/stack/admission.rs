@@ -3,7 +3,8 @@
 //!
 //! The limiter itself (queue, permits, gradient limit) is [`crate::admission`];
 //! this layer only picks the request's priority and queueing deadline, waits for
-//! a permit, and feeds the outcome's latency back when the response head arrives.
+//! a permit, feeds the outcome's latency back when the response head arrives, and
+//! counts an admitted request whose client went away before that.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,11 +15,15 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use super::RouteInner;
-use crate::admission::AdmissionControl;
+use crate::admission::{AdmissionControl, Permit};
 use crate::body::Body;
 use crate::config::Priority;
 use crate::error::{ErrorKind, ProxyError};
-use crate::time;
+use crate::time::{self, Instant};
+
+/// A drop this close to the route deadline is taken for the deadline (timers fire
+/// on millisecond ticks).
+const DEADLINE_SLACK: Duration = Duration::from_millis(1);
 
 /// Wraps a service with [`AdmissionService`].
 #[derive(Clone)]
@@ -81,21 +86,62 @@ impl<S: RouteInner> Service<Request<Body>> for AdmissionService<S> {
         let priority = admission
             .header_priority(req.headers())
             .unwrap_or(self.priority);
+        let now = time::now();
         let wait = match self.route_timeout {
             Some(route) => admission.queue_timeout().min(route),
             None => admission.queue_timeout(),
         };
+        // Both deadlines are taken now, as the route's timeout layer just did, so a
+        // drop at the route deadline is told apart from a client going away.
+        let deadline = now + wait;
+        let route_deadline = self.route_timeout.map(|t| now + t);
         Box::pin(async move {
-            let deadline = time::now() + wait;
             let permit = admission
                 .acquire(priority, deadline)
                 .await
                 .map_err(|shed| admission.shed_error(shed))?;
+            let mut service = InService {
+                admission: &admission,
+                permit: Some(permit),
+                route_deadline,
+            };
             let result = inner.call(req).await;
-            let rtt = permit.admitted().elapsed();
-            permit.complete(latency_sample(&result, rtt));
+            if let Some(permit) = service.permit.take() {
+                let rtt = permit.admitted().elapsed();
+                permit.complete(latency_sample(&result, rtt));
+            }
             result
         })
+    }
+}
+
+/// An admitted request until its response head; dropped before that (the
+/// downstream connection closed, or the route timeout fired), it releases the
+/// permit and says why: a route deadline feeds its long wait to the limit, a
+/// client that went away is counted (`client_gone`, stage `in_service`). The
+/// upstream exchange, dropped with it, is cut off: see `docs/burst-protection.md`.
+struct InService<'a> {
+    admission: &'a AdmissionControl,
+    permit: Option<Permit>,
+    route_deadline: Option<Instant>,
+}
+
+impl Drop for InService<'_> {
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let now = time::now();
+        if self
+            .route_deadline
+            .is_some_and(|d| now + DEADLINE_SLACK >= d)
+        {
+            let rtt = now.saturating_duration_since(permit.admitted());
+            permit.complete(Some(rtt));
+        } else {
+            self.admission.client_gone_in_service();
+            drop(permit);
+        }
     }
 }
 
@@ -125,6 +171,8 @@ mod tests {
             limit: ConcurrencyLimit::Fixed(1),
             max_queue: 0,
             queue_timeout: Duration::from_secs(1),
+            queue_target: None,
+            queue_interval: Duration::from_millis(100),
             priority_header: None,
         };
         let adm = Arc::new(AdmissionControl::new(

@@ -28,10 +28,17 @@ pub const DEFAULT_HALF_OPEN_PROBES: u32 = 3;
 pub const DEFAULT_FAILURE_WINDOW: Duration = Duration::from_secs(10);
 /// `circuit_breaker.failure_rate.min_requests` default.
 pub const DEFAULT_FAILURE_MIN_REQUESTS: u32 = 20;
-/// `admission.max_queue` default.
-pub const DEFAULT_MAX_QUEUE: usize = 1000;
-/// `admission.queue_timeout` default.
-pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+/// `admission.max_queue` default: a memory bound only (the delay rule keeps the
+/// queue far shorter); 10,000 waiters hold a few tens of MiB of requests at most,
+/// and a 100 ms standing queue at 100,000 requests/s still fits.
+pub const DEFAULT_MAX_QUEUE: usize = 10_000;
+/// `admission.queue_timeout` default: a cap above the delay rule (a standing queue
+/// sheds after its target; one that is not standing is drained within about
+/// `queue_interval` + target), short enough to answer before clients with a 1 s
+/// timeout give up.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_millis(500);
+/// `admission.queue_interval` default: CoDel's and Fail at Scale's 100 ms.
+pub const DEFAULT_QUEUE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The runtime priority for a route's `priority` (default normal).
 pub fn priority(p: Option<FilePriority>) -> Priority {
@@ -280,7 +287,8 @@ impl Validator<'_> {
 
     /// `admission`: `fixed_limit` (≥ 1) or the adaptive bounds `min_limit` (4, ≥ 1) ≤
     /// `initial_limit` (20) ≤ `max_limit` (1000); `tolerance` (1.0, ≥ 1); `update_interval`
-    /// (100ms); `min_rtt_window` (10s); `max_queue` (1000); `queue_timeout` (1s, > 0);
+    /// (100ms); `min_rtt_window` (10s); `max_queue` (10000); `queue_timeout` (500ms, > 0);
+    /// `queue_target` (`auto`, or a duration > 0); `queue_interval` (100ms, > 0);
     /// `priority_header` (off unless given, e.g. `x-floodgate-priority`: clients could
     /// otherwise promote themselves; set it only where a trusted hop writes it).
     pub(super) fn admission(&mut self, path: &str, a: &FileAdmission) -> AdmissionConfig {
@@ -368,6 +376,15 @@ impl Validator<'_> {
             },
             None => None,
         };
+        let queue_target = match a.queue_target.as_ref() {
+            None => None,
+            Some(t) if t.as_str().trim().eq_ignore_ascii_case("auto") => None,
+            Some(t) => Some(self.positive_duration(
+                &format!("{path}.queue_target"),
+                Some(t),
+                Duration::from_millis(5),
+            )),
+        };
         AdmissionConfig {
             limit,
             max_queue: a.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
@@ -375,6 +392,12 @@ impl Validator<'_> {
                 &format!("{path}.queue_timeout"),
                 a.queue_timeout.as_ref(),
                 DEFAULT_QUEUE_TIMEOUT,
+            ),
+            queue_target,
+            queue_interval: self.positive_duration(
+                &format!("{path}.queue_interval"),
+                a.queue_interval.as_ref(),
+                DEFAULT_QUEUE_INTERVAL,
             ),
             priority_header,
         }
@@ -444,7 +467,33 @@ clusters:
             matches!(a.limit, ConcurrencyLimit::Adaptive(ref l) if l.initial == 20 && l.min == 4)
         );
         assert_eq!(a.max_queue, 50);
+        assert_eq!(a.queue_timeout, std::time::Duration::from_millis(500));
+        assert_eq!(a.queue_target, None, "auto");
+        assert_eq!(a.queue_interval, std::time::Duration::from_millis(100));
         assert!(a.priority_header.is_none());
+    }
+
+    #[test]
+    fn queue_fields_parse_and_are_checked() {
+        let text = config(
+            "",
+            "    admission: { queue_target: 20ms, queue_interval: 250ms }",
+        );
+        let c = parse_str(&text, "t.yaml", std::path::Path::new(".")).unwrap();
+        let a = c.clusters[0].admission.as_ref().unwrap();
+        assert_eq!(a.max_queue, 10_000);
+        assert_eq!(a.queue_target, Some(std::time::Duration::from_millis(20)));
+        assert_eq!(a.queue_interval, std::time::Duration::from_millis(250));
+        let text = config("", "    admission: { queue_target: auto }");
+        let c = parse_str(&text, "t.yaml", std::path::Path::new(".")).unwrap();
+        assert_eq!(c.clusters[0].admission.as_ref().unwrap().queue_target, None);
+        let e = errors(&config(
+            "",
+            "    admission: { queue_target: 0s, queue_interval: soon }",
+        ))
+        .join("\n");
+        assert!(e.contains("clusters[0].admission.queue_target"), "{e}");
+        assert!(e.contains("clusters[0].admission.queue_interval"), "{e}");
     }
 
     #[test]

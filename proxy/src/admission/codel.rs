@@ -1,0 +1,253 @@
+//! When is the admission queue *standing*? CoDel's test, applied to a queue of
+//! requests: pure state over explicit instants, no runtime.
+//!
+//! The **queueing delay** is the age of the oldest live waiter (the wait a FIFO
+//! queue imposes on its head now; 0 when the queue is empty). Following CoDel
+//! (Nichols & Jacobson, 2012) the queue is *standing* once that delay has stayed
+//! at or above `target` for a whole `interval`, i.e. its minimum over the
+//! interval exceeded the target: a burst the app absorbs within an interval is
+//! queued, a backlog that does not drain is not. It stops standing when the queue
+//! empties (Fail at Scale's "the queue was last empty more than N ms ago": under
+//! LIFO and delay shedding the oldest waiter's age hovers around the target, so a
+//! threshold on it would flap; an empty queue is the unambiguous end). A queue
+//! emptied by shedding is still standing: nothing was served.
+//!
+//! While standing, the controller serves the newest waiter first and sheds those
+//! that waited longer than `target` (see `queue.rs`).
+//!
+//! The target itself can follow the latency the proxy measures:
+//! [`MinLatency`] keeps a windowed minimum of admitted requests' latencies, and
+//! [`auto_target`] turns it into a target.
+
+use std::time::Duration;
+
+use crate::time::Instant;
+
+/// The smallest target: scheduler noise on a busy host is a few milliseconds, and
+/// 5 ms is CoDel's and Fail at Scale's value.
+pub const MIN_TARGET: Duration = Duration::from_millis(5);
+
+/// The CoDel state of one queue.
+#[derive(Debug, Clone)]
+pub struct Codel {
+    target: Duration,
+    interval: Duration,
+    /// Since when the delay has been at or above `target` without a dip.
+    above_since: Option<Instant>,
+    standing: bool,
+    /// The last delay seen, for reporting.
+    delay: Duration,
+}
+
+impl Codel {
+    /// A queue that is not standing, with the given `target` and `interval`.
+    pub fn new(target: Duration, interval: Duration) -> Self {
+        Self {
+            target,
+            interval,
+            above_since: None,
+            standing: false,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// The delay above which a standing queue sheds.
+    pub fn target(&self) -> Duration {
+        self.target
+    }
+
+    /// Changes the target (e.g. when the measured latency moved).
+    pub fn set_target(&mut self, target: Duration) {
+        self.target = target;
+    }
+
+    /// True while the queue is standing.
+    pub fn is_standing(&self) -> bool {
+        self.standing
+    }
+
+    /// The queueing delay seen at the last observation.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// Observes the queue at `now`, its oldest live waiter queued at `oldest`
+    /// (`None`: empty); returns whether it is standing.
+    pub fn observe(&mut self, now: Instant, oldest: Option<Instant>) -> bool {
+        let Some(oldest) = oldest else {
+            self.delay = Duration::ZERO;
+            self.above_since = None;
+            self.standing = false;
+            return false;
+        };
+        self.delay = now.saturating_duration_since(oldest);
+        if self.delay < self.target {
+            // A dip below the target: the minimum over this interval is below it.
+            self.above_since = None;
+            return self.standing;
+        }
+        // The delay crossed the target when the oldest waiter turned `target` old
+        // (unless a dip was seen since, which reset `above_since` later than that).
+        let crossed = oldest + self.target;
+        let since = *self.above_since.get_or_insert(crossed);
+        if now.saturating_duration_since(since) >= self.interval {
+            self.standing = true;
+        }
+        self.standing
+    }
+
+    /// Notes that shedding emptied the queue: the delay is 0 again, but the queue
+    /// stays standing (nothing was served; the overload goes on) until service
+    /// empties it or an arrival finds room.
+    pub fn emptied_by_shedding(&mut self) {
+        self.delay = Duration::ZERO;
+        self.above_since = None;
+    }
+
+    /// While standing, the instant before which a waiter has waited longer than
+    /// the target at `now` and must be shed; `None` when nothing is to be shed.
+    pub fn cutoff(&self, now: Instant) -> Option<Instant> {
+        if !self.standing {
+            return None;
+        }
+        now.checked_sub(self.target)
+    }
+}
+
+/// A windowed minimum of latency samples: the smallest sample of the current and
+/// the previous window, so it forgets a minimum after one to two windows (a
+/// slower app raises it again) and never jumps to a single new sample's value.
+#[derive(Debug, Clone)]
+pub struct MinLatency {
+    window: Duration,
+    started: Instant,
+    current: Option<Duration>,
+    previous: Option<Duration>,
+}
+
+impl MinLatency {
+    /// An empty minimum over windows of `window`, the first starting at `now`.
+    pub fn new(window: Duration, now: Instant) -> Self {
+        Self {
+            window,
+            started: now,
+            current: None,
+            previous: None,
+        }
+    }
+
+    /// Records one latency sample seen at `now`.
+    pub fn record(&mut self, now: Instant, sample: Duration) {
+        let elapsed = now.saturating_duration_since(self.started);
+        if elapsed >= self.window {
+            // One window over: the current becomes the previous; two or more: both are stale.
+            self.previous = if elapsed >= self.window * 2 {
+                None
+            } else {
+                self.current
+            };
+            self.current = None;
+            self.started = now;
+        }
+        self.current = Some(self.current.map_or(sample, |c| c.min(sample)));
+    }
+
+    /// The minimum over the last one to two windows, if any sample was seen.
+    pub fn get(&self) -> Option<Duration> {
+        match (self.current, self.previous) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The target derived from the measured minimum latency: one unloaded service
+/// time (a waiter in a standing queue may at most double its latency), at least
+/// [`MIN_TARGET`], at most half of `cap` (the queue timeout), so that the delay
+/// rule acts before the hard cap does.
+pub fn auto_target(min_latency: Option<Duration>, cap: Duration) -> Duration {
+    let most = (cap / 2).max(MIN_TARGET);
+    min_latency.unwrap_or(MIN_TARGET).clamp(MIN_TARGET, most)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn standing_only_after_a_whole_interval_above_target() {
+        let t0 = Instant::now();
+        let mut c = Codel::new(5 * MS, 100 * MS);
+        // A waiter queued at t0: 5 ms old at t0+5ms, the interval ends at t0+105ms.
+        assert!(!c.observe(t0 + 4 * MS, Some(t0)));
+        assert!(!c.observe(t0 + 50 * MS, Some(t0)));
+        assert!(!c.observe(t0 + 104 * MS, Some(t0)));
+        assert!(c.observe(t0 + 105 * MS, Some(t0)));
+        assert_eq!(c.delay(), 105 * MS);
+        // Waiters queued before t0+100ms have waited longer than the target.
+        assert_eq!(c.cutoff(t0 + 105 * MS), Some(t0 + 100 * MS));
+    }
+
+    #[test]
+    fn a_dip_below_target_restarts_the_interval() {
+        let t0 = Instant::now();
+        let mut c = Codel::new(5 * MS, 100 * MS);
+        assert!(!c.observe(t0 + 60 * MS, Some(t0)));
+        // The oldest left; the next one is only 2 ms old: a dip.
+        assert!(!c.observe(t0 + 61 * MS, Some(t0 + 59 * MS)));
+        // It crosses 5 ms at t0+64ms; standing 100 ms later, not at t0+105ms.
+        assert!(!c.observe(t0 + 110 * MS, Some(t0 + 59 * MS)));
+        assert!(c.observe(t0 + 164 * MS, Some(t0 + 59 * MS)));
+    }
+
+    #[test]
+    fn standing_holds_while_waiters_are_young_and_ends_when_empty() {
+        let t0 = Instant::now();
+        let mut c = Codel::new(5 * MS, 100 * MS);
+        assert!(c.observe(t0 + 200 * MS, Some(t0)));
+        // Old waiters shed, young ones remain: still standing (no flapping).
+        assert!(c.observe(t0 + 201 * MS, Some(t0 + 198 * MS)));
+        c.emptied_by_shedding();
+        assert!(c.is_standing(), "emptied by shedding: still standing");
+        assert_eq!(c.cutoff(t0 + 202 * MS), Some(t0 + 197 * MS));
+        assert!(!c.observe(t0 + 202 * MS, None));
+        assert_eq!(
+            c.cutoff(t0 + 300 * MS),
+            None,
+            "not standing: nothing is shed"
+        );
+        assert_eq!(c.delay(), Duration::ZERO);
+    }
+
+    #[test]
+    fn min_latency_is_windowed() {
+        let t0 = Instant::now();
+        let mut m = MinLatency::new(Duration::from_secs(10), t0);
+        assert_eq!(m.get(), None);
+        m.record(t0, 20 * MS);
+        m.record(t0 + Duration::from_secs(1), 10 * MS);
+        m.record(t0 + Duration::from_secs(2), 30 * MS);
+        assert_eq!(m.get(), Some(10 * MS));
+        // Next window: the previous minimum still counts.
+        m.record(t0 + Duration::from_secs(11), 40 * MS);
+        assert_eq!(m.get(), Some(10 * MS));
+        // One more: only the last two windows count.
+        m.record(t0 + Duration::from_secs(21), 50 * MS);
+        assert_eq!(m.get(), Some(40 * MS));
+        // After a long silence both windows are stale.
+        m.record(t0 + Duration::from_secs(60), 70 * MS);
+        assert_eq!(m.get(), Some(70 * MS));
+    }
+
+    #[test]
+    fn auto_target_is_one_service_time_within_bounds() {
+        let cap = Duration::from_millis(500);
+        assert_eq!(auto_target(None, cap), 5 * MS);
+        assert_eq!(auto_target(Some(MS), cap), 5 * MS);
+        assert_eq!(auto_target(Some(12 * MS), cap), 12 * MS);
+        assert_eq!(auto_target(Some(Duration::from_secs(2)), cap), 250 * MS);
+        assert_eq!(auto_target(Some(12 * MS), MS), 5 * MS);
+    }
+}
