@@ -63,7 +63,7 @@ pub enum Shed {
 }
 
 impl Shed {
-    /// Every reason, in the order of [`Shed::index`].
+    /// Every reason, in index order.
     pub const ALL: [Shed; 4] = [
         Self::QueueFull,
         Self::QueueTimeout,
