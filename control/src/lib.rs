@@ -81,6 +81,8 @@ impl Drop for Running {
 /// Starts the control plane with the in-memory store: watches the config
 /// directory, loads it, starts the registry sweep and serves the API.
 pub async fn start(config: ControlConfig) -> anyhow::Result<Running> {
+    // Install the Prometheus recorder before anything is counted.
+    floodgate::observe::prometheus();
     let socket = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.listen))?;

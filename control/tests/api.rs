@@ -499,10 +499,19 @@ async fn every_token_check() {
         h.call(Method::GET, "/ready", None, None).await.status,
         StatusCode::OK
     );
-    assert_eq!(
-        h.call(Method::GET, "/metrics", Some(OPERATOR), None)
-            .await
-            .status,
-        StatusCode::OK
+    let metrics = h.client.request(
+        Request::get(format!("http://{}/metrics", h.addr()))
+            .header("authorization", format!("Bearer {OPERATOR}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    );
+    let metrics = metrics.await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let page = metrics.into_body().collect().await.unwrap().to_bytes();
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.contains("floodgate_control_published_total"), "{page}");
+    assert!(
+        page.contains("floodgate_control_auth_refused_total"),
+        "{page}"
     );
 }
