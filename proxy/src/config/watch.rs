@@ -82,14 +82,19 @@ pub struct ConfigWatcher {
 }
 
 impl ConfigWatcher {
-    /// Starts watching `path` (its parent directory); the current content is the baseline.
+    /// Starts watching `path` (its parent directory, or `path` itself when it is a
+    /// directory); the current content is the baseline.
     ///
     /// Must be called inside a tokio runtime. Fails if there is no runtime or the
     /// parent directory does not exist; a missing file is fine (its appearance is a change).
     pub fn spawn(path: PathBuf, options: WatchOptions) -> io::Result<ConfigWatcher> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| io::Error::other(format!("config watcher needs a tokio runtime: {e}")))?;
-        let dir = parent_dir(&path);
+        let dir = if path.is_dir() {
+            path.clone()
+        } else {
+            parent_dir(&path)
+        };
         if !std::fs::metadata(&dir)?.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::NotADirectory,
@@ -209,11 +214,50 @@ impl Fingerprint {
 }
 
 fn fingerprint_sync(path: &Path) -> io::Result<Fingerprint> {
+    if std::fs::metadata(path)?.is_dir() {
+        return dir_fingerprint(path);
+    }
     std::fs::read(path).map(|b| Fingerprint::of(&b))
 }
 
 async fn fingerprint(path: &Path) -> io::Result<Fingerprint> {
+    if tokio::fs::metadata(path).await?.is_dir() {
+        let path = path.to_path_buf();
+        return tokio::task::spawn_blocking(move || dir_fingerprint(&path))
+            .await
+            .map_err(io::Error::other)?;
+    }
     tokio::fs::read(path).await.map(|b| Fingerprint::of(&b))
+}
+
+/// A directory's content: the names and bytes of its regular, non-hidden files
+/// (symlinks followed), in name order.
+fn dir_fingerprint(dir: &Path) -> io::Result<Fingerprint> {
+    let mut files: Vec<(std::ffi::OsString, PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
+        .map(|e| (e.file_name(), e.path()))
+        .collect();
+    files.sort();
+    let mut hasher = DefaultHasher::new();
+    let mut len = 0u64;
+    for (name, path) in files {
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        hasher.write(name.as_encoded_bytes());
+        hasher.write_u8(0);
+        hasher.write_u64(bytes.len() as u64);
+        hasher.write(&bytes);
+        len += bytes.len() as u64;
+    }
+    Ok(Fingerprint {
+        len,
+        hash: hasher.finish(),
+    })
 }
 
 /// The background task: waits for events or poll ticks, checks content, emits changes.
@@ -617,6 +661,23 @@ mod tests {
         symlink("..data/config.yaml", d.join("config.yaml")).unwrap();
         let mut w = ConfigWatcher::spawn(d.join("config.yaml"), poll_options()).unwrap();
         configmap_swap(d, "..old", "..new", "a: 2\n");
+        expect_change(&mut w).await;
+    }
+
+    #[tokio::test]
+    async fn a_watched_directory_sees_edits_additions_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("a.yaml"), "a: 1\n").unwrap();
+        let mut w = start(d, options());
+        fs::write(d.join("a.yaml"), "a: 2\n").unwrap();
+        expect_change(&mut w).await;
+        fs::write(d.join("b.yaml"), "b: 1\n").unwrap();
+        expect_change(&mut w).await;
+        // Hidden names (editor swap files, ConfigMap internals) are not content.
+        fs::write(d.join(".a.yaml.swp"), "x").unwrap();
+        expect_quiet(&mut w).await;
+        fs::remove_file(d.join("b.yaml")).unwrap();
         expect_change(&mut w).await;
     }
 

@@ -1,0 +1,70 @@
+//! `floodgate-control`: run the control plane, or `--check` its config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Floodgate's control plane: versioned config push and the endpoint registry.
+#[derive(Debug, Parser)]
+#[command(name = "floodgate-control", version)]
+struct Args {
+    /// The control-plane config file.
+    #[arg(long, short, default_value = "configs/control.yaml")]
+    config: PathBuf,
+    /// Validate the config and every proxy config in its `configs_dir`, then exit (0 valid, 1 not).
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.check {
+        return match floodgate_control::check(&args.config) {
+            Ok(groups) => {
+                println!("{}: ok ({groups} node groups)", args.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in errors {
+                    eprintln!("{e}");
+                }
+                ExitCode::FAILURE
+            }
+        };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let config = match floodgate_control::config::load_file(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let running = match floodgate_control::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::select! {
+            () = running.wait() => {}
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        }
+        ExitCode::SUCCESS
+    })
+}

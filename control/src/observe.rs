@@ -1,0 +1,18 @@
+//! Metric names (rendered by the proxy's Prometheus recorder on `/metrics`).
+
+/// Counter: snapshots published, by group.
+pub const PUBLISHED: &str = "floodgate_control_published_total";
+/// Gauge: the published version, by group.
+pub const GROUP_VERSION: &str = "floodgate_control_group_version";
+/// Counter: configs refused, by stage (`file`, `merged`).
+pub const REJECTED: &str = "floodgate_control_rejected_total";
+/// Gauge: long polls waiting now.
+pub const POLLS_WAITING: &str = "floodgate_control_polls_waiting";
+/// Counter: snapshot answers, by result (`snapshot`, `not_modified`).
+pub const POLLS: &str = "floodgate_control_polls_total";
+/// Gauge: live registrations.
+pub const REGISTRATIONS: &str = "floodgate_control_registrations";
+/// Counter: registry changes, by change (`registered`, `deregistered`, `expired`).
+pub const REGISTRY_CHANGES: &str = "floodgate_control_registry_changes_total";
+/// Counter: requests refused by auth, by status (`401`, `403`).
+pub const AUTH_REFUSED: &str = "floodgate_control_auth_refused_total";

@@ -1,0 +1,230 @@
+//! The contract with the proxy, end to end without the proxy's client: a published
+//! snapshot is accepted by `floodgate::config::parse_str`, applied to a real
+//! `floodgate::state::Proxy`, and routes a real request to a registered endpoint.
+//! And `configs/control.yaml` passes `floodgate-control --check`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+
+const PROXY: &str = "proxy-token-for-tests-0001";
+const APP: &str = "app-token-for-tests-000002";
+const OPERATOR: &str = "operator-token-for-tests-3";
+
+/// A tiny upstream answering every request with `name`.
+async fn upstream(name: &'static str) -> SocketAddr {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = socket.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| async move {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn json_call(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(body))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_with_a_registered_endpoint_routes_through_a_real_proxy() {
+    let static_up = upstream("static").await;
+    let registered_up = upstream("registered").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("groups")).unwrap();
+    std::fs::write(
+        dir.path().join("groups/edge.yaml"),
+        format!(
+            "# comments are fine\nlisteners:\n  - name: web\n    listen: 127.0.0.1:0\n    \
+             routes: [ {{ name: all, cluster: app }} ]\n\
+             clusters:\n  - name: app\n    endpoints: [\"{static_up}\"]\n"
+        ),
+    )
+    .unwrap();
+    let text = format!(
+        "listen: 127.0.0.1:0\nconfigs_dir: groups\n\
+         tokens: {{ proxy: {PROXY}, app: {APP}, operator: {OPERATOR} }}\n\
+         long_poll: {{ timeout: 1s, jitter: 0s }}\n"
+    );
+    let config = floodgate_control::config::parse_str(&text, "control.yaml", dir.path()).unwrap();
+    let control = floodgate_control::start(config).await.unwrap();
+    let cp = control.local_addr();
+
+    // What a proxy's client will do: poll, parse with the proxy's parser, apply, ACK.
+    let (status, first) = json_call(
+        cp,
+        http::Method::GET,
+        "/v1/snapshot?group=edge&node=p1&version=0",
+        PROXY,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v1 = first["version"].as_u64().unwrap();
+    let parsed = floodgate::config::parse_str(
+        first["config"].as_str().unwrap(),
+        "control-plane",
+        Path::new("."),
+    )
+    .unwrap();
+    let proxy = floodgate::state::Proxy::start(parsed).unwrap();
+    let listen = proxy.listener_addr("web").unwrap();
+    let ack = json!({ "group": "edge", "node": "p1", "version": v1 });
+    assert_eq!(
+        json_call(cp, http::Method::POST, "/v1/ack", PROXY, Some(ack))
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    let reg = json!({ "cluster": "app", "address": registered_up.to_string(), "ttl": "30s" });
+    let (status, _) = json_call(cp, http::Method::POST, "/v1/endpoints", APP, Some(reg)).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (status, second) = json_call(
+        cp,
+        http::Method::GET,
+        &format!("/v1/snapshot?group=edge&node=p1&version={v1}"),
+        PROXY,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v2 = second["version"].as_u64().unwrap();
+    assert!(v2 > v1);
+    let parsed = floodgate::config::parse_str(
+        second["config"].as_str().unwrap(),
+        "control-plane",
+        Path::new("."),
+    )
+    .unwrap();
+    proxy.apply(parsed).unwrap();
+    let ack = json!({ "group": "edge", "node": "p1", "version": v2 });
+    assert_eq!(
+        json_call(cp, http::Method::POST, "/v1/ack", PROXY, Some(ack))
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    // The balancer picks among both endpoints; a request reaches the registered one.
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let req = Request::get(format!("http://{listen}/x"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        if body.as_ref() == b"registered" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request reached the registered endpoint"
+        );
+    }
+
+    let (_, nodes) = json_call(cp, http::Method::GET, "/v1/nodes", OPERATOR, None).await;
+    assert_eq!(nodes["nodes"][0]["version"].as_u64(), Some(v2));
+    proxy.drain().await;
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn configs_control_yaml_passes_check() {
+    let root = repo_root();
+    let out = Command::new(env!("CARGO_BIN_EXE_floodgate-control"))
+        .arg("--config")
+        .arg(root.join("configs/control.yaml"))
+        .arg("--check")
+        .env("FLOODGATE_PROXY_TOKEN", "demo-proxy-token-change-me")
+        .env("FLOODGATE_APP_TOKEN", "demo-app-token-change-me")
+        .env("FLOODGATE_OPERATOR_TOKEN", "demo-operator-token-change-me")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_fails_on_an_invalid_group_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("groups")).unwrap();
+    std::fs::write(
+        dir.path().join("groups/bad.yaml"),
+        "clusters: [ { name: x } ]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("control.yaml"),
+        format!(
+            "configs_dir: groups\ntokens: {{ proxy: {PROXY}, app: {APP}, operator: {OPERATOR} }}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_floodgate-control"))
+        .arg("--config")
+        .arg(dir.path().join("control.yaml"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.yaml"), "{stderr}");
+}
