@@ -89,8 +89,8 @@ pub async fn start(config: ControlConfig) -> anyhow::Result<Running> {
     let addr = socket.local_addr()?;
     let plane = Arc::new(Plane::new(config, Arc::new(MemoryStore::new())));
     // The watcher first, so a change made while the first load runs is not missed.
-    let watcher = source::spawn(Arc::clone(&plane))?;
-    source::load(&plane)?;
+    let watcher = Arc::clone(&plane).watch_dir()?;
+    plane.load_dir()?;
     let sweeper = registry::spawn_sweeper(Arc::clone(&plane));
     let server = tokio::spawn(api::serve(socket, Arc::clone(&plane)));
     tracing::info!(%addr, configs_dir = %plane.config.configs_dir.display(), groups = plane.groups().len(), "control plane listening");

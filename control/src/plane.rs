@@ -14,10 +14,12 @@ use std::time::SystemTime;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use floodgate::config::watch::{ConfigWatcher, WatchOptions};
+
 use crate::config::ControlConfig;
 use crate::observe;
 use crate::snapshot::{self, Additions};
-use crate::source::SourceFile;
+use crate::source::{self, SourceFile};
 use crate::store::{Snapshot, Store, StoreError, Version};
 
 /// What a poll waits on: the group's latest snapshot.
@@ -250,5 +252,33 @@ impl Plane {
         // Wakes every poll waiting on this group at once.
         g.tx.send_replace(Some(Arc::new(snapshot)));
         Ok(())
+    }
+}
+
+impl Plane {
+    /// Loads the config directory once.
+    pub fn load_dir(&self) -> anyhow::Result<()> {
+        let files = source::scan(&self.config.configs_dir)?;
+        self.load_sources(files)?;
+        Ok(())
+    }
+
+    /// Watches the config directory and reloads it on every change, until the
+    /// returned task is aborted.
+    pub fn watch_dir(self: Arc<Self>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        let options = WatchOptions {
+            debounce: self.config.source_watch.debounce,
+            poll_interval: self.config.source_watch.poll_interval,
+            force_poll: false,
+        };
+        let mut watcher = ConfigWatcher::spawn(self.config.configs_dir.clone(), options)?;
+        Ok(tokio::spawn(async move {
+            while watcher.changed().await.is_some() {
+                tracing::info!(dir = %self.config.configs_dir.display(), "config directory changed; reloading");
+                if let Err(e) = self.load_dir() {
+                    tracing::error!(error = %e, "cannot reload the config directory");
+                }
+            }
+        }))
     }
 }

@@ -1,5 +1,5 @@
 //! The control plane's own configuration: file types (what the user writes) →
-//! [`validate`] → runtime [`ControlConfig`], every error naming the file, the
+//! `validate.rs` → runtime [`ControlConfig`], every error naming the file, the
 //! field path and the reason (the proxy's [`ConfigErrors`] type, so both binaries
 //! report alike).
 

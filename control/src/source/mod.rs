@@ -1,14 +1,11 @@
 //! The config directory: one proxy config per node group (`<group>.yaml` or
 //! `.yml`; hidden files skipped, symlinks followed, so a Kubernetes ConfigMap
-//! mount works), watched with the proxy's own [`ConfigWatcher`] on the directory.
+//! mount works). The plane (`crate::plane`) reads it with [`scan`] and watches it
+//! with the proxy's own `ConfigWatcher`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use floodgate::config::watch::{ConfigWatcher, WatchOptions};
-
-use crate::plane::Plane;
 
 /// One group file as read.
 #[derive(Debug, Clone)]
@@ -60,29 +57,4 @@ pub fn scan(dir: &Path) -> std::io::Result<BTreeMap<String, SourceFile>> {
         groups.insert(group, SourceFile { path, text });
     }
     Ok(groups)
-}
-
-/// Loads the directory once into the plane.
-pub fn load(plane: &Plane) -> anyhow::Result<()> {
-    let files = scan(&plane.config.configs_dir)?;
-    plane.load_sources(files)?;
-    Ok(())
-}
-
-/// Watches the directory and reloads it on every change, until the task is aborted.
-pub fn spawn(plane: Arc<Plane>) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let options = WatchOptions {
-        debounce: plane.config.source_watch.debounce,
-        poll_interval: plane.config.source_watch.poll_interval,
-        force_poll: false,
-    };
-    let mut watcher = ConfigWatcher::spawn(plane.config.configs_dir.clone(), options)?;
-    Ok(tokio::spawn(async move {
-        while watcher.changed().await.is_some() {
-            tracing::info!(dir = %plane.config.configs_dir.display(), "config directory changed; reloading");
-            if let Err(e) = load(&plane) {
-                tracing::error!(error = %e, "cannot reload the config directory");
-            }
-        }
-    }))
 }
