@@ -51,7 +51,8 @@ pub use idle::IdleConns;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 100;
-/// Most bytes of a chunk-size line or of the trailer section.
+/// Most bytes of one chunk-size line or one trailer line (trailer lines are each
+/// capped, not counted: a long trailer section is read line by line).
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Bytes read at a time while waiting for a head.
 const HEAD_READ: usize = 8 * 1024;
