@@ -83,15 +83,8 @@ pub struct SourceSettings {
 
 /// Reads, parses and validates a control-plane config file, reporting every error.
 pub fn load_file(path: &Path) -> Result<ControlConfig, ConfigErrors> {
-    let source = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::one(
-            &source,
-            ConfigError::at("", format!("cannot read file: {e}")),
-        )
-    })?;
-    let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
-    parse_str(&text, &source, base_dir)
+    let source = floodgate::config::read_source(path)?;
+    parse_str(&source.text, &source.name, source.base_dir)
 }
 
 /// Parses and validates config text; `base_dir` resolves a relative `configs_dir`

@@ -19,15 +19,33 @@ pub use units::{format_duration, parse_duration, parse_size, DurationError};
 
 /// Reads, parses and validates a config file, reporting every error found.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    let source = path.display().to_string();
+    let source = read_source(path)?;
+    parse_str(&source.text, &source.name, source.base_dir)
+}
+
+/// A config file's text, the name errors give it, and the directory its relative
+/// paths resolve against; a file that cannot be read is a one-error list.
+pub struct Source<'a> {
+    /// The file's path as text, for error messages.
+    pub name: String,
+    /// The file's contents.
+    pub text: String,
+    /// The file's directory.
+    pub base_dir: &'a Path,
+}
+
+/// Reads a config file for parsing (shared by the proxy's and the control plane's
+/// loaders).
+pub fn read_source(path: &Path) -> Result<Source<'_>, ConfigErrors> {
+    let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::one(
-            &source,
-            ConfigError::at("", format!("cannot read file: {e}")),
-        )
+        ConfigErrors::one(&name, ConfigError::at("", format!("cannot read file: {e}")))
     })?;
-    let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
-    parse_str(&text, &source, base_dir)
+    Ok(Source {
+        name,
+        text,
+        base_dir: path.parent().unwrap_or_else(|| Path::new(".")),
+    })
 }
 
 /// Parses and validates config text; `base_dir` resolves relative certificate paths.
