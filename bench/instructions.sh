@@ -5,8 +5,9 @@
 #
 # Starts, on loopback only, a fast upstream (nginx, 1 worker, `return 200`) and, for each
 # BINARY (default: this checkout's release build), Floodgate with one worker under
-# callgrind, in two configs: its defaults (forwarding headers and request id) and bare
-# (`headers: {forwarded: false, request_id: false}`); the access log is off in both.
+# callgrind, in two configs: its defaults (forwarding headers, request id, admission
+# control) and bare (`headers: {forwarded: false, request_id: false}`, `admission:
+# {enabled: false}`); the access log is off in both.
 # After a warm-up of 500 requests the counters are zeroed, REQUESTS requests (default
 # 20000) are sent over 4 keep-alive connections by a bounded client, and the counters
 # dumped: instructions / REQUESTS is printed per binary and config. Instruction counts
@@ -83,7 +84,7 @@ for t in threads: t.start()
 for t in threads: t.join()
 PY
 
-measure() { # $1 binary, $2 label, $3 extra listener lines
+measure() { # $1 binary, $2 label, $3 extra listener lines, $4 extra cluster lines
   local port admin out pid
   port=$(free_port); admin=$(free_port); out="$RUN/callgrind.$2.out"
   cat > "$RUN/$2.yaml" <<YAML
@@ -99,6 +100,7 @@ $3
 clusters:
   - name: app
     endpoints: ["127.0.0.1:$UP"]
+${4:-}
 YAML
   valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --config "$RUN/$2.yaml" --workers 1 \
     > "$RUN/$2.log" 2>&1 & pid=$!
@@ -122,5 +124,5 @@ YAML
 printf '%-60s %-10s %8s\n' binary config instr/req
 for bin in "${BINARIES[@]}"; do
   measure "$bin" defaults ""
-  measure "$bin" bare "    headers: { forwarded: false, request_id: false }"
+  measure "$bin" bare "    headers: { forwarded: false, request_id: false }" "    admission: { enabled: false }"
 done

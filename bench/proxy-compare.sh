@@ -8,10 +8,11 @@
 #   floodgate, nginx           - what Floodgate does to every request by default: keep
 #                                `Host`; add `x-forwarded-for/-proto/-host`; keep or
 #                                generate `x-request-id` and return it (nginx configured
-#                                to do the same);
-#   floodgate-bare, nginx-bare - none of that header work (Floodgate's listener
-#                                `headers: {forwarded: false, request_id: false}`,
-#                                nginx's defaults).
+#                                to do the same); Floodgate's admission control (on by
+#                                default) too;
+#   floodgate-bare, nginx-bare - none of that work (Floodgate's listener
+#                                `headers: {forwarded: false, request_id: false}` and
+#                                `admission: {enabled: false}`, nginx's defaults).
 # Then, for each path (and direct to the upstream), runs wrk saturating (-c CONNECTIONS)
 # for requests/s, ROUNDS times in turn (direct, floodgate, nginx, ..., direct, ...) so
 # that a slow spell of a shared machine hits all alike, and reports each path's median
@@ -79,7 +80,7 @@ nginx_conf proxy 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
     add_header X-Request-Id \$fg_request_id always; } }"
 nginx_conf proxy-bare 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
   server { listen 127.0.0.1:$NB; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
-floodgate_conf() { # $1 name, $2 port, $3 admin port, $4 extra listener lines
+floodgate_conf() { # $1 name, $2 port, $3 admin port, $4 extra listener lines, $5 extra cluster lines
   cat > "$RUN/$1.yaml" <<YAML
 admin: { listen: 127.0.0.1:$3 }
 server: { access_log: false }
@@ -93,10 +94,12 @@ $4
 clusters:
   - name: app
     endpoints: ["127.0.0.1:$UP"]
+${5:-}
 YAML
 }
 floodgate_conf floodgate "$FG" "$FGA" ""
-floodgate_conf floodgate-bare "$FB" "$FBA" "    headers: { forwarded: false, request_id: false }"
+floodgate_conf floodgate-bare "$FB" "$FBA" "    headers: { forwarded: false, request_id: false }" \
+  "    admission: { enabled: false }"
 
 nginx -c "$RUN/upstream.conf" & PIDS+=($!)
 nginx -c "$RUN/proxy.conf" & PIDS+=($!)

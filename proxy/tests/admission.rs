@@ -329,6 +329,49 @@ async fn a_burst_far_above_capacity_with_default_admission_is_answered_quickly()
     assert_eq!(s["queue_depth"], 0, "{s}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_is_on_by_default_and_a_fresh_proxy_does_not_shed_a_slow_apps_traffic() {
+    // A slow app (150 ms per answer, no slot limit) that a fresh proxy meets with
+    // 40 requests at once, no `admission` block: admission is on, and its cold
+    // start admits them all: 20 at once, 20 when those answer (no window pinned
+    // at the minimum limit, no 5 ms queue target before any latency is known).
+    let up = upstream("slow").await;
+    up.set(Behavior {
+        delay: Duration::from_millis(150),
+        ..Behavior::default()
+    });
+    let proxy = start_proxy(&simple_config(&[&up], "", "")).await;
+    let s = admission_status(&proxy).await;
+    assert_eq!(s["limit"], 20, "on by default, at the initial limit: {s}");
+    let client = client();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let (client, url) = (client.clone(), proxy.url("/slow"));
+        set.spawn(
+            async move { send(&client, Request::get(url).body(Full::default()).unwrap()).await },
+        );
+    }
+    while let Some(r) = set.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let s = admission_status(&proxy).await;
+    assert_eq!(
+        (s["offered"].as_u64(), s["shed"]["total"].as_u64()),
+        (Some(40), Some(0)),
+        "{s}"
+    );
+
+    // `enabled: false` turns it off (and `/clusters` says so).
+    let off = start_proxy(&simple_config(
+        &[&up],
+        "",
+        "    admission: { enabled: false }",
+    ))
+    .await;
+    assert!(admission_status(&off).await.is_null());
+}
+
 /// An upstream that holds every request for 30 s and counts the requests it
 /// started and those whose handling was dropped before the answer (the proxy
 /// closed the connection or reset the stream).

@@ -6,11 +6,15 @@
 //! (Nichols & Jacobson, 2012) the queue is *standing* once that delay has stayed
 //! at or above `target` for a whole `interval`, i.e. its minimum over the
 //! interval exceeded the target: a burst the app absorbs within an interval is
-//! queued, a backlog that does not drain is not. It stops standing when the queue
-//! empties (Fail at Scale's "the queue was last empty more than N ms ago": under
-//! LIFO and delay shedding the oldest waiter's age hovers around the target, so a
-//! threshold on it would flap; an empty queue is the unambiguous end). A queue
-//! emptied by shedding is still standing: nothing was served.
+//! queued, a backlog that does not drain is not. It stops standing once the queue
+//! has been empty for a whole `interval` (Fail at Scale's "the queue was last
+//! empty more than N ms ago"). Not at the first empty moment: a standing queue is
+//! kept short (see `mod.rs`), so under overload it empties now and then between
+//! two arrivals, and ending the episode there would make every arrival wait
+//! FIFO for another interval before the queue stood again. A threshold on the
+//! delay would flap the same way: under LIFO and shedding the oldest waiter's
+//! age stays below the target. A queue emptied by shedding is still standing:
+//! nothing was served.
 //!
 //! While standing, the controller serves the newest waiter first and sheds those
 //! that waited longer than `target` (see `queue.rs`).
@@ -35,6 +39,8 @@ pub struct Codel {
     /// Since when the delay has been at or above `target` without a dip.
     above_since: Option<Instant>,
     standing: bool,
+    /// The last time the queue was seen holding a waiter while standing.
+    busy_at: Option<Instant>,
     /// The last delay seen, for reporting.
     delay: Duration,
 }
@@ -47,6 +53,7 @@ impl Codel {
             interval,
             above_since: None,
             standing: false,
+            busy_at: None,
             delay: Duration::ZERO,
         }
     }
@@ -77,9 +84,19 @@ impl Codel {
         let Some(oldest) = oldest else {
             self.delay = Duration::ZERO;
             self.above_since = None;
-            self.standing = false;
-            return false;
+            // Empty: the episode ends once the queue has stayed empty an interval.
+            if self.standing {
+                let busy = *self.busy_at.get_or_insert(now);
+                if now.saturating_duration_since(busy) >= self.interval {
+                    self.standing = false;
+                    self.busy_at = None;
+                }
+            }
+            return self.standing;
         };
+        if self.standing {
+            self.busy_at = Some(now);
+        }
         self.delay = now.saturating_duration_since(oldest);
         if self.delay < self.target {
             // A dip below the target: the minimum over this interval is below it.
@@ -92,16 +109,20 @@ impl Codel {
         let since = *self.above_since.get_or_insert(crossed);
         if now.saturating_duration_since(since) >= self.interval {
             self.standing = true;
+            self.busy_at = Some(now);
         }
         self.standing
     }
 
-    /// Notes that shedding emptied the queue: the delay is 0 again, but the queue
-    /// stays standing (nothing was served; the overload goes on) until service
-    /// empties it or an arrival finds room.
-    pub fn emptied_by_shedding(&mut self) {
+    /// Notes that shedding emptied the queue at `now`: the delay is 0 again, but
+    /// the queue stays standing (nothing was served; the overload goes on), and
+    /// the interval it must stay empty for starts now.
+    pub fn emptied_by_shedding(&mut self, now: Instant) {
         self.delay = Duration::ZERO;
         self.above_since = None;
+        if self.standing {
+            self.busy_at = Some(now);
+        }
     }
 
     /// While standing, the instant before which a waiter has waited longer than
@@ -164,10 +185,12 @@ impl MinLatency {
 /// The target derived from the measured minimum latency: one unloaded service
 /// time (a waiter in a standing queue may at most double its latency), at least
 /// [`MIN_TARGET`], at most half of `cap` (the queue timeout), so that the delay
-/// rule acts before the hard cap does.
+/// rule acts before the hard cap does. Before any latency is measured (a fresh
+/// proxy) it is that half: a slow app's first answers must not find their
+/// waiters shed after 5 ms.
 pub fn auto_target(min_latency: Option<Duration>, cap: Duration) -> Duration {
     let most = (cap / 2).max(MIN_TARGET);
-    min_latency.unwrap_or(MIN_TARGET).clamp(MIN_TARGET, most)
+    min_latency.unwrap_or(most).clamp(MIN_TARGET, most)
 }
 
 #[cfg(test)]
@@ -203,22 +226,31 @@ mod tests {
     }
 
     #[test]
-    fn standing_holds_while_waiters_are_young_and_ends_when_empty() {
+    fn standing_holds_while_waiters_are_young_and_ends_after_an_empty_interval() {
         let t0 = Instant::now();
         let mut c = Codel::new(5 * MS, 100 * MS);
         assert!(c.observe(t0 + 200 * MS, Some(t0)));
         // Old waiters shed, young ones remain: still standing (no flapping).
         assert!(c.observe(t0 + 201 * MS, Some(t0 + 198 * MS)));
-        c.emptied_by_shedding();
+        c.emptied_by_shedding(t0 + 201 * MS);
         assert!(c.is_standing(), "emptied by shedding: still standing");
         assert_eq!(c.cutoff(t0 + 202 * MS), Some(t0 + 197 * MS));
-        assert!(!c.observe(t0 + 202 * MS, None));
+        // Empty for a moment, then a waiter again: the episode goes on.
+        assert!(c.observe(t0 + 202 * MS, None));
+        assert!(c.observe(t0 + 250 * MS, Some(t0 + 249 * MS)));
+        assert!(c.observe(t0 + 251 * MS, None));
+        assert!(c.observe(t0 + 349 * MS, None), "empty for 99 ms only");
+        assert_eq!(c.delay(), Duration::ZERO);
+        // Empty for a whole interval since the last waiter: over.
+        assert!(!c.observe(t0 + 350 * MS, None));
         assert_eq!(
-            c.cutoff(t0 + 300 * MS),
+            c.cutoff(t0 + 400 * MS),
             None,
             "not standing: nothing is shed"
         );
-        assert_eq!(c.delay(), Duration::ZERO);
+        // A new episode needs a whole interval above the target again.
+        assert!(!c.observe(t0 + 460 * MS, Some(t0 + 400 * MS)));
+        assert!(c.observe(t0 + 505 * MS, Some(t0 + 400 * MS)));
     }
 
     #[test]
@@ -244,7 +276,7 @@ mod tests {
     #[test]
     fn auto_target_is_one_service_time_within_bounds() {
         let cap = Duration::from_millis(500);
-        assert_eq!(auto_target(None, cap), 5 * MS);
+        assert_eq!(auto_target(None, cap), 250 * MS);
         assert_eq!(auto_target(Some(MS), cap), 5 * MS);
         assert_eq!(auto_target(Some(12 * MS), cap), 12 * MS);
         assert_eq!(auto_target(Some(Duration::from_secs(2)), cap), 250 * MS);

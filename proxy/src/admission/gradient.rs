@@ -17,6 +17,9 @@ use crate::time::Instant;
 const MIN_WINDOW_SAMPLES: u64 = 10;
 /// A probe holds the limit at this fraction of itself for one window.
 const PROBE_DEPTH: f64 = 0.75;
+/// A first window filled by demand is followed by one at `min` only when its
+/// mean latency is at most this (seconds).
+const PIN_FASTER_THAN: f64 = 0.100;
 /// The deepest probe, after probes that still saw a queue.
 const DEEPEST_PROBE: f64 = 0.5;
 /// A probe that still saw a queue, or a window faster than the floor, brings the
@@ -60,7 +63,8 @@ struct Seen {
 /// `headroom = clamp(√limit, 1, limit / 5)`; the limit rises to a higher target at
 /// once and moves half of the way to a lower one.
 ///
-/// `floor` is the app's no-load latency: measured at `min` at start, lowered by
+/// `floor` is the app's no-load latency: taken from the first window, which runs
+/// at `initial` (or, when demand filled it, from a second one at `min`); lowered by
 /// any faster window, and re-measured every `min_rtt_window` by a probe that holds
 /// the limit at 0.75 × itself for one window (deeper, down to 0.5, and again after
 /// a second while the probe still sees a queue). A probe slower than the floor
@@ -77,8 +81,8 @@ pub struct GradientLimit {
     slow: Option<f64>,
     /// `Some(since)` while probing; only requests admitted after count.
     probing: Option<Instant>,
-    /// The first probe, at `min`, before any floor is known.
-    starting: bool,
+    /// Before any floor is known: the first window, then maybe one at `min`.
+    start: Option<Start>,
     depth: f64,
     next_probe: Instant,
     window: Window,
@@ -87,7 +91,7 @@ pub struct GradientLimit {
 }
 
 impl GradientLimit {
-    /// Starts by measuring the floor at `params.min`, then runs at `params.initial`.
+    /// Starts at `params.initial`, taking the first window's latency for the floor.
     pub fn new(params: &AdaptiveLimit, now: Instant) -> Self {
         let (min, max) = bounds(params);
         Self {
@@ -97,7 +101,7 @@ impl GradientLimit {
             floor_confirmed: now,
             slow: None,
             probing: Some(now),
-            starting: true,
+            start: Some(Start::Open),
             depth: PROBE_DEPTH,
             next_probe: now + params.min_rtt_window,
             window: Window {
@@ -117,7 +121,8 @@ impl GradientLimit {
         let min = self.params.min.max(1);
         let max = self.params.max.max(min);
         let limit = match self.probing {
-            Some(_) if self.starting => return min,
+            Some(_) if self.start == Some(Start::Pinned) => return min,
+            Some(_) if self.start == Some(Start::Open) => self.limit.round(),
             Some(_) => (self.depth * self.limit).ceil(),
             None => self.limit.round(),
         };
@@ -192,7 +197,7 @@ impl GradientLimit {
         };
         let prev = self.prev.replace(seen);
         if self.probing.take().is_some() {
-            self.end_probe(now, seen, prev);
+            self.end_probe(now, seen, prev, in_force);
             return true;
         }
         if now >= self.next_probe {
@@ -218,10 +223,24 @@ impl GradientLimit {
     }
 
     /// A probe window closed: decide what its latency says about the floor.
-    fn end_probe(&mut self, now: Instant, seen: Seen, prev: Option<Seen>) {
+    fn end_probe(&mut self, now: Instant, seen: Seen, prev: Option<Seen>, in_force: usize) {
         self.next_probe = now + self.params.min_rtt_window;
-        let Some(floor) = self.floor.filter(|_| !self.starting) else {
-            self.starting = false;
+        if self.start == Some(Start::Open) && seen.peak >= in_force && seen.mean <= PIN_FASTER_THAN
+        {
+            // Demand filled the first window: its latency may be the app's queue.
+            // Measure the floor at `min` for one window, as a probe would. Only for
+            // a fast app: a window at `min` lasts ten of its answers, and for a slow
+            // one that is longer than its waiters can wait (the floor it measured is
+            // then taken as it is, and the next probe corrects it).
+            self.start = Some(Start::Pinned);
+            self.probing = Some(now);
+            self.prev = None;
+            return;
+        }
+        let Some(floor) = self.floor.filter(|_| self.start.is_none()) else {
+            // The first window's latency: at `min` in flight, or at less than the
+            // limit (demand did not fill it, so the app was not pushed past it).
+            self.start = None;
             self.floor = Some(seen.wide);
             self.floor_confirmed = now;
             return;
@@ -321,6 +340,17 @@ impl GradientLimit {
         let (min, max) = bounds(&self.params);
         self.limit = next.clamp(min, max);
     }
+}
+
+/// The cold start, before the floor is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The first window, at `initial`: admission is on by default, and a start
+    /// pinned at `min` would queue (and shed) the first window of every busy
+    /// cluster's traffic, even when the app is far from full.
+    Open,
+    /// Demand filled the first window: one window at `min` measures the floor.
+    Pinned,
 }
 
 /// `[min, max]` of the limit, as floats (`min ≥ 1`, `max ≥ min`).

@@ -45,6 +45,16 @@ use queue::{Grant, Waiters};
 /// (one to two of these windows).
 const MIN_LATENCY_WINDOW: Duration = Duration::from_secs(10);
 
+/// The most waiters a standing queue holds: a quarter of the limit, at least 2.
+/// Slots free at about `limit / latency` per second, so a quarter of the limit
+/// is a quarter of a service time of work: enough that a freed slot finds a
+/// waiter, few enough that, served newest first, a waiter either goes in soon
+/// or is superseded within a millisecond or two of arriving, instead of being
+/// shed only once it has waited the whole target.
+fn standing_room(limit: usize) -> usize {
+    limit.div_ceil(4).max(2)
+}
+
 /// A drop this close to a waiter's deadline is taken for the deadline (timers
 /// fire on millisecond ticks), not for a client that went away.
 const DEADLINE_SLACK: Duration = Duration::from_millis(1);
@@ -60,15 +70,20 @@ pub enum Shed {
     QueueDelay,
     /// A higher-priority arrival took this waiter's place in a full queue.
     Displaced,
+    /// The queue was standing and held its standing room: a newer arrival took
+    /// the place of this, the oldest waiter (served newest first, it would not
+    /// have been served before passing the target).
+    Superseded,
 }
 
 impl Shed {
     /// Every reason, in index order.
-    pub const ALL: [Shed; 4] = [
+    pub const ALL: [Shed; 5] = [
         Self::QueueFull,
         Self::QueueTimeout,
         Self::QueueDelay,
         Self::Displaced,
+        Self::Superseded,
     ];
 
     /// The `reason` label of `floodgate_shed_total`.
@@ -78,6 +93,7 @@ impl Shed {
             Self::QueueTimeout => "queue_timeout",
             Self::QueueDelay => "queue_delay",
             Self::Displaced => "displaced",
+            Self::Superseded => "superseded",
         }
     }
 
@@ -87,6 +103,7 @@ impl Shed {
             Self::QueueTimeout => 1,
             Self::QueueDelay => 2,
             Self::Displaced => 3,
+            Self::Superseded => 4,
         }
     }
 }
@@ -154,7 +171,7 @@ struct Counts {
     offered: AtomicU64,
     admitted: AtomicU64,
     queued: AtomicU64,
-    shed: [AtomicU64; 4],
+    shed: [AtomicU64; 5],
     gone_queued: AtomicU64,
     gone_in_service: AtomicU64,
 }
@@ -167,7 +184,7 @@ struct Metrics {
     offered: metrics::Counter,
     admitted: metrics::Counter,
     queued: metrics::Counter,
-    shed: [metrics::Counter; 4],
+    shed: [metrics::Counter; 5],
     gone_queued: metrics::Counter,
     gone_in_service: metrics::Counter,
 }
@@ -238,6 +255,8 @@ pub struct ShedCounts {
     pub queue_delay: u64,
     /// Made room for a higher-priority arrival.
     pub displaced: u64,
+    /// Made room for a newer arrival in a full standing queue.
+    pub superseded: u64,
 }
 
 /// Requests whose client went away, by stage.
@@ -360,6 +379,7 @@ impl AdmissionControl {
                 queue_timeout: shed(Shed::QueueTimeout),
                 queue_delay: shed(Shed::QueueDelay),
                 displaced: shed(Shed::Displaced),
+                superseded: shed(Shed::Superseded),
             },
             client_gone: GoneCounts {
                 queued: load(&c.gone_queued),
@@ -421,6 +441,7 @@ impl AdmissionControl {
                 Ok(Permit::new(Arc::clone(self)))
             }
             Some(Grant::Displaced) => Err(Shed::Displaced),
+            Some(Grant::Superseded) => Err(Shed::Superseded),
             Some(Grant::Expired) => Err(Shed::QueueDelay),
             None => {
                 self.count_shed(Shed::QueueTimeout);
@@ -447,23 +468,33 @@ impl AdmissionControl {
         }
         // Shed what a standing queue would not serve in time before judging room.
         self.shed_expired(&mut st, now);
-        if st.waiters.len() >= self.max_queue {
-            let victim = if self.max_queue == 0 {
-                None
-            } else {
-                st.waiters.pop_victim(priority)
+        let standing = st.codel.is_standing();
+        let room = if standing {
+            standing_room(st.limit).min(self.max_queue)
+        } else {
+            self.max_queue
+        };
+        while st.waiters.len() >= room {
+            // Standing: drop the oldest (of the lowest class at or below the
+            // arrival's); otherwise only a lower class makes room for an arrival.
+            let victim = match (room, standing) {
+                (0, _) => None,
+                (_, true) => st
+                    .waiters
+                    .pop_oldest_at_or_below(priority)
+                    .map(|v| (v, Grant::Superseded, Shed::Superseded)),
+                (_, false) => st
+                    .waiters
+                    .pop_victim(priority)
+                    .map(|v| (v, Grant::Displaced, Shed::Displaced)),
             };
-            match victim {
-                Some(victim) => {
-                    if victim.send(Grant::Displaced) {
-                        self.count_shed(Shed::Displaced);
-                    }
-                }
-                None => {
-                    drop(st);
-                    self.count_shed(Shed::QueueFull);
-                    return Err(Shed::QueueFull);
-                }
+            let Some((victim, grant, shed)) = victim else {
+                drop(st);
+                self.count_shed(Shed::QueueFull);
+                return Err(Shed::QueueFull);
+            };
+            if victim.send(grant) {
+                self.count_shed(shed);
             }
         }
         let rx = st.waiters.push(priority, now);
@@ -504,7 +535,7 @@ impl AdmissionControl {
             self.count_shed_n(Shed::QueueDelay, shed);
             if st.waiters.is_empty() {
                 // Emptied by shedding, not by service: still standing.
-                st.codel.emptied_by_shedding();
+                st.codel.emptied_by_shedding(now);
                 self.metrics.depth.set(0.0);
                 self.metrics.delay.set(0.0);
             } else {
@@ -691,7 +722,7 @@ impl Drop for Waiter<'_> {
                 self.admission.release(None);
             }
             // Already shed and counted.
-            Some(Grant::Displaced | Grant::Expired) => return,
+            Some(Grant::Displaced | Grant::Expired | Grant::Superseded) => return,
             None => {}
         }
         if at_deadline {

@@ -28,6 +28,8 @@ pub(super) enum Grant {
     Displaced,
     /// The queue was standing and the waiter had waited longer than the target.
     Expired,
+    /// The queue was standing and full: a newer arrival took the waiter's place.
+    Superseded,
 }
 
 /// One queued waiter. A closed sender (the waiter left) is a tombstone that the
@@ -132,6 +134,21 @@ impl Waiters {
                 let live = front.is_live();
                 let entry = q.pop_front()?;
                 if live {
+                    self.depth = self.depth.saturating_sub(1);
+                    return Some(entry);
+                }
+                self.tombstones = self.tombstones.saturating_sub(1);
+            }
+        }
+        None
+    }
+
+    /// Pops the oldest live waiter of the lowest priority at or below `than` (a
+    /// standing queue's drop-oldest: the waiter least likely to be served in time).
+    pub(super) fn pop_oldest_at_or_below(&mut self, than: Priority) -> Option<Entry> {
+        for q in (class(than)..self.queues.len()).rev() {
+            while let Some(entry) = self.queues.get_mut(q).and_then(VecDeque::pop_front) {
+                if entry.is_live() {
                     self.depth = self.depth.saturating_sub(1);
                     return Some(entry);
                 }

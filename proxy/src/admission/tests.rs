@@ -303,8 +303,11 @@ async fn adaptive_admission_publishes_the_limit_and_admits_more_waiters() {
         &config,
         &metrics::SharedString::from("t"),
     ));
-    assert_eq!(adm.limit(), 1, "probing min_rtt");
-    let first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    assert_eq!(adm.limit(), 3, "the first window runs at the initial limit");
+    let mut slots = Vec::new();
+    for _ in 0..3 {
+        slots.push(adm.acquire(Priority::Normal, far()).await.unwrap());
+    }
     let mut granted = spawn_waiters(
         &adm,
         &[
@@ -315,16 +318,24 @@ async fn adaptive_admission_publishes_the_limit_and_admits_more_waiters() {
     )
     .await;
     tokio::time::advance(Duration::from_millis(1050)).await;
-    // Completing the first request ends the probe (a lone sample closes a window
-    // only after ten intervals): the limit returns to 3 and three waiters are
-    // admitted by the one release.
-    first.complete(Some(Duration::from_millis(1050)));
+    // Demand filled the first window (a lone sample closes it after ten
+    // intervals): the next window measures the floor at the minimum limit.
+    slots.remove(0).complete(Some(Duration::from_millis(50)));
+    assert_eq!((adm.limit(), adm.queue_depth()), (1, 3));
+    slots.clear();
+    let (label, first) = granted.recv().await.unwrap();
+    assert_eq!(label, "a");
+    assert_eq!((adm.in_flight(), adm.queue_depth()), (1, 2));
+    // Its sample ends the measurement: the limit is back at 3, and the one
+    // release admits both remaining waiters.
+    tokio::time::advance(Duration::from_millis(1050)).await;
+    first.unwrap().complete(Some(Duration::from_millis(50)));
     assert_eq!(adm.limit(), 3);
     let mut permits = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..2 {
         permits.push(granted.recv().await.unwrap().1.unwrap());
     }
-    assert_eq!((adm.in_flight(), adm.queue_depth()), (3, 0));
+    assert_eq!((adm.in_flight(), adm.queue_depth()), (2, 0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -358,17 +369,27 @@ async fn a_standing_queue_sheds_waiters_older_than_the_target() {
     );
     assert_eq!(adm.status().shed.queue_delay, 2);
     assert_accounted(&adm);
-    // A slot that frees up with nobody waiting ends the episode.
+    // A slot that frees up with nobody waiting does not end the episode at once
+    // (a short standing queue empties now and then under overload); an empty
+    // interval does.
     drop(first);
+    let p = adm.acquire(Priority::Normal, far()).await.unwrap();
+    assert!(adm.status().queue_standing);
+    drop(p);
+    tokio::time::advance(Duration::from_millis(101)).await;
     let _p = adm.acquire(Priority::Normal, far()).await.unwrap();
     assert!(!adm.status().queue_standing);
     assert_accounted(&adm);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_standing_queue_serves_by_priority_then_newest_first() {
-    let adm = codel(1, 50, 100);
-    let first = adm.acquire(Priority::Normal, far()).await.unwrap();
+async fn a_standing_queue_is_short_serves_by_priority_then_newest_first() {
+    // Limit 16: a standing queue holds a quarter of it, 4 waiters.
+    let adm = codel(16, 50, 100);
+    let mut slots = Vec::new();
+    for _ in 0..16 {
+        slots.push(adm.acquire(Priority::Normal, far()).await.unwrap());
+    }
     let mut old = spawn_waiters(&adm, &[("old", Priority::Normal)]).await;
     tokio::time::advance(Duration::from_millis(200)).await;
     adm.check_queue();
@@ -384,22 +405,38 @@ async fn a_standing_queue_serves_by_priority_then_newest_first() {
             ("s1", Priority::Sheddable),
             ("c1", Priority::Critical),
             ("n2", Priority::Normal),
-            ("n3", Priority::Normal),
         ],
     )
     .await;
-    assert!(adm.status().queue_standing);
-    drop(first);
+    // Full to its standing room: a newer arrival supersedes the oldest waiter of
+    // the lowest class at or below its own, at once.
+    let mut n3 = spawn(&adm, "n3", Priority::Normal);
+    let (label, result) = granted.recv().await.unwrap();
+    assert_eq!((label, result.unwrap_err()), ("s1", Shed::Superseded));
+    until(|| adm.queue_depth() == 4).await;
+    let mut n4 = spawn(&adm, "n4", Priority::Normal);
+    let (label, result) = granted.recv().await.unwrap();
+    assert_eq!((label, result.unwrap_err()), ("n1", Shed::Superseded));
+    until(|| adm.queue_depth() == 4).await;
+    // A sheddable arrival finds no class at or below its own to take from.
+    let mut s2 = spawn(&adm, "s2", Priority::Sheddable);
+    assert_eq!(s2.recv().await.unwrap().1.unwrap_err(), Shed::QueueFull);
+    assert_eq!(adm.status().shed.superseded, 2);
+    // Served by priority, then newest first.
     let mut order = Vec::new();
-    for _ in 0..5 {
-        let (label, permit) = granted.recv().await.unwrap();
+    for _ in 0..4 {
+        drop(slots.pop());
+        let (label, permit) = tokio::select! {
+            Some(g) = granted.recv() => g,
+            Some(g) = n3.recv() => g,
+            Some(g) = n4.recv() => g,
+        };
         order.push(label);
-        drop(permit.unwrap());
+        slots.insert(0, permit.unwrap());
     }
-    assert_eq!(order, ["c1", "n3", "n2", "n1", "s1"]);
+    assert_eq!(order, ["c1", "n4", "n3", "n2"]);
     let s = adm.status();
-    assert!(!s.queue_standing, "served empty: no longer standing");
-    assert_eq!((s.admitted, s.queued, s.shed.total), (6, 6, 1));
+    assert_eq!((s.queued, s.shed.total), (7, 4));
     assert_accounted(&adm);
 }
 

@@ -240,10 +240,12 @@ pub struct FileFailureRate {
     pub min_requests: Option<u32>,
 }
 
-/// `clusters[].admission:` block.
-#[derive(Debug, Clone, Deserialize)]
+/// `clusters[].admission:` block (absent: admission on its defaults).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileAdmission {
+    /// `false` turns admission off for the cluster (default `true`).
+    pub enabled: Option<bool>,
     /// A fixed concurrency limit (instead of the adaptive one).
     pub fixed_limit: Option<usize>,
     /// Adaptive limit at start.
@@ -343,7 +345,7 @@ pub struct FileCluster {
     pub upstream_tls: Option<FileUpstreamTls>,
     /// Circuit breaking.
     pub circuit_breaker: Option<FileBreaker>,
-    /// Adaptive admission.
+    /// Adaptive admission (absent: on, with its defaults).
     pub admission: Option<FileAdmission>,
 }
 

@@ -296,7 +296,8 @@ pub struct ClusterConfig {
     pub upstream_tls: Option<UpstreamTlsConfig>,
     /// Circuit breaking: thresholds and the failure breaker; `None` means off.
     pub circuit_breaker: Option<BreakerConfig>,
-    /// Adaptive admission (concurrency limit with a priority queue); `None` means off.
+    /// Adaptive admission (concurrency limit with a priority queue): on unless the
+    /// file says `admission: { enabled: false }` (`None`).
     pub admission: Option<AdmissionConfig>,
 }
 

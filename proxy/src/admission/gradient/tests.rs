@@ -362,10 +362,12 @@ fn flat_latency_grows_the_limit_to_max() {
         start,
     );
     assert!(g.is_probing());
-    assert_eq!(g.limit(), 4, "the floor is measured at the minimum limit");
+    assert_eq!(g.limit(), 20, "the first window runs at the initial limit");
     let run = Sim::flat(&|_| 10_000).run(&mut g, start, 5.0);
     assert_eq!(g.min_rtt(), Some(Duration::from_secs_f64(S)));
-    assert!(run.limits(0.0, 0.09).iter().all(|&l| l == 4));
+    // Demand filled it: one window at the minimum measures the floor.
+    assert!(run.limits(0.0, 0.09).iter().all(|&l| l == 20));
+    assert!(run.limits(0.12, 0.19).iter().all(|&l| l == 4));
     assert_eq!(run.limits(4.0, 5.0).iter().max(), Some(&100));
 }
 
@@ -378,8 +380,16 @@ fn bounds_are_respected() {
         max: 60,
         ..params()
     };
-    // An app that serves one at a time: the limit falls to min, not below.
+    // An app that serves one at a time: the limit falls to min, not below. (It
+    // starts idle, as a proxy does before a burst: a first window filled by
+    // demand at 500 ms per answer is too slow to be followed by one at `min`.)
     let mut g = GradientLimit::new(&p, start);
+    let idle = Sim {
+        offered: 1,
+        ..Sim::flat(&|_| 1)
+    };
+    idle.run(&mut g, start, 1.0);
+    let start = start + Duration::from_secs(1);
     let run = Sim::flat(&|_| 1).run(&mut g, start, 10.0);
     assert!(run.limits(0.0, 10.0).iter().all(|&l| (3..=60).contains(&l)));
     let late = run.limits(5.0, 10.0);
@@ -402,4 +412,26 @@ fn idle_cluster_does_not_grow() {
         g.tick(now, 0);
     }
     assert_eq!(g.limit(), 20);
+}
+
+#[test]
+fn a_slow_app_met_with_demand_at_start_is_not_pinned_at_min() {
+    // 200 ms per answer, no queue in the app, 40 requests at once from the start:
+    // the first window is filled, but a window at `min` would hold waiters for
+    // longer than they can wait. The limit never falls below `initial` and grows.
+    let start = Instant::now();
+    let mut g = GradientLimit::new(&params(), start);
+    let sim = Sim {
+        slowness: &|_| 20.0,
+        offered: 40,
+        ..Sim::flat(&|_| 10_000)
+    };
+    let run = sim.run(&mut g, start, 5.0);
+    assert!(run.limits(0.0, 5.0).iter().all(|&l| l >= 20));
+    assert!(
+        run.limits(4.0, 5.0).iter().all(|&l| l >= 40),
+        "{:?}",
+        run.limits(4.0, 5.0).iter().min()
+    );
+    assert_eq!(g.min_rtt(), Some(Duration::from_secs_f64(0.2)));
 }

@@ -151,10 +151,13 @@ impl Validator<'_> {
                 .circuit_breaker
                 .as_ref()
                 .map(|b| self.breaker(&format!("{path}.circuit_breaker"), b)),
-            admission: c
-                .admission
-                .as_ref()
-                .map(|a| self.admission(&format!("{path}.admission"), a)),
+            admission: {
+                // On by default: an absent block is `admission: {}`. A disabled
+                // block is still validated, so its mistakes show before it is enabled.
+                let file = c.admission.clone().unwrap_or_default();
+                let admission = self.admission(&format!("{path}.admission"), &file);
+                (file.enabled != Some(false)).then_some(admission)
+            },
         }
     }
 

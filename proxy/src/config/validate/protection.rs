@@ -497,6 +497,33 @@ clusters:
     }
 
     #[test]
+    fn admission_is_on_by_default_and_can_be_turned_off() {
+        let c = parse_str(&config("", ""), "t.yaml", std::path::Path::new(".")).unwrap();
+        let a = c.clusters[0]
+            .admission
+            .as_ref()
+            .expect("on without a block");
+        assert!(matches!(a.limit, ConcurrencyLimit::Adaptive(ref l) if l.initial == 20));
+        assert_eq!((a.max_queue, a.queue_target), (10_000, None));
+        let off = config("", "    admission: { enabled: false }");
+        let c = parse_str(&off, "t.yaml", std::path::Path::new(".")).unwrap();
+        assert!(c.clusters[0].admission.is_none());
+        let on = config("", "    admission: { enabled: true, fixed_limit: 3 }");
+        let c = parse_str(&on, "t.yaml", std::path::Path::new(".")).unwrap();
+        let a = c.clusters[0].admission.as_ref().unwrap();
+        assert!(matches!(a.limit, ConcurrencyLimit::Fixed(3)));
+        // A disabled block is still checked.
+        let e = errors(&config(
+            "",
+            "    admission: { enabled: false, fixed_limit: 0 }",
+        ));
+        assert!(
+            e.join("\n").contains("clusters[0].admission.fixed_limit"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn protection_errors_name_their_fields() {
         let e = errors(&config(
             "        rate_limit: { rps: 0, per_key: { key: \"path_segment:0\", rps: 5 } }\n        cache: { ttl: 0s }",
