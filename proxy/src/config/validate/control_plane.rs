@@ -218,6 +218,96 @@ fn hostname() -> Option<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::config::parse_str;
+
+    const TOKEN: &str = "proxy-token-for-tests-0001";
+
+    fn errors(text: &str) -> String {
+        parse_str(text, "boot.yaml", Path::new("/etc/floodgate"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_bootstrap_may_carry_only_the_control_plane_block() {
+        let text = format!(
+            "control_plane: {{ url: \"http://127.0.0.1:7070/\", group: edge, node_id: n1, token: {TOKEN} }}\n"
+        );
+        let c = parse_str(&text, "boot.yaml", Path::new("/etc/floodgate")).unwrap();
+        assert!(c.listeners.is_empty() && c.clusters.is_empty());
+        let cp = c.control_plane.unwrap();
+        assert_eq!(cp.url, "http://127.0.0.1:7070");
+        assert_eq!(
+            cp.snapshot_file,
+            Path::new("/etc/floodgate/.floodgate-snapshot-edge.yaml")
+        );
+        assert_eq!(cp.poll_timeout, DEFAULT_POLL_TIMEOUT);
+        assert_eq!(cp.backoff.initial, DEFAULT_BACKOFF_INITIAL);
+        assert_eq!(cp.backoff.max, DEFAULT_BACKOFF_MAX);
+        assert!(cp.token.matches(TOKEN.as_bytes()));
+        // The token never reaches `/config`.
+        assert!(!serde_json::to_string(&cp).unwrap().contains(TOKEN));
+    }
+
+    #[test]
+    fn node_id_defaults_to_the_hostname() {
+        let text =
+            format!("control_plane: {{ url: \"http://cp:7070\", group: edge, token: {TOKEN} }}\n");
+        if let Some(host) = hostname() {
+            let c = parse_str(&text, "boot.yaml", Path::new(".")).unwrap();
+            assert_eq!(c.control_plane.unwrap().node_id, host);
+        }
+    }
+
+    #[test]
+    fn a_bootstrap_with_listeners_must_be_a_whole_config() {
+        let text = format!(
+            "control_plane: {{ url: \"http://cp:7070\", group: edge, node_id: n1, token: {TOKEN} }}\n\
+             listeners:\n  - name: web\n    listen: 127.0.0.1:0\n    routes: [ {{ name: all, cluster: app }} ]\n"
+        );
+        let e = errors(&text);
+        assert!(e.contains("clusters"), "{e}");
+        // Without a control plane, listeners and clusters stay required.
+        let e = errors("server: { access_log: false }\n");
+        assert!(e.contains("at least one listener"), "{e}");
+    }
+
+    #[test]
+    fn every_bad_field_is_reported() {
+        let text =
+            "control_plane:\n  url: \"ftp://cp\"\n  group: \"bad group\"\n  node_id: \"\"\n  \
+                    token: env:FLOODGATE_TEST_SURELY_UNSET_TOKEN\n  poll_timeout: 0s\n  \
+                    backoff: { initial: 2s, max: 1s, multiplier: 0.5 }\n";
+        let e = errors(text);
+        for field in [
+            "control_plane.url",
+            "control_plane.group",
+            "control_plane.node_id",
+            "control_plane.token",
+            "control_plane.poll_timeout",
+            "control_plane.backoff.max",
+            "control_plane.backoff.multiplier",
+        ] {
+            assert!(e.contains(field), "{field} missing in:\n{e}");
+        }
+        assert!(e.contains("FLOODGATE_TEST_SURELY_UNSET_TOKEN"), "{e}");
+    }
+
+    #[test]
+    fn https_needs_a_ca_and_http_takes_none() {
+        let https = format!(
+            "control_plane: {{ url: \"https://cp:7443\", group: edge, node_id: n1, token: {TOKEN} }}\n"
+        );
+        assert!(errors(&https).contains("control_plane.ca: required"));
+        let http = format!(
+            "control_plane: {{ url: \"http://cp:7070\", group: edge, node_id: n1, token: {TOKEN}, ca: ca.pem }}\n"
+        );
+        assert!(errors(&http).contains("only for an `https://` url"));
+        let missing = format!(
+            "control_plane: {{ url: \"https://cp:7443\", group: edge, node_id: n1, token: {TOKEN}, ca: nope.pem }}\n"
+        );
+        assert!(errors(&missing).contains("cannot read"));
+    }
 
     #[test]
     fn urls_split_with_default_ports() {
