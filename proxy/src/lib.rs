@@ -17,7 +17,9 @@
 //!   [`forward`]: the request path over a snapshot;
 //! - [`listener`]: accept, TLS, HTTP/1.1 and HTTP/2 serving for any handler;
 //! - on top: [`state`] (the running [`state::Proxy`] and its one reload path,
-//!   [`state::Proxy::apply`]), [`reload`] (file watch and SIGHUP), [`admin`].
+//!   [`state::Proxy::apply`]), [`reload`] (file watch and SIGHUP),
+//!   [`control_client`] (long poll of the control plane, ACK/NACK, the persisted
+//!   snapshot), [`admin`].
 //!
 //! # Embedding: validate a config and drive the reload path
 //!
@@ -69,6 +71,7 @@ pub mod admission;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod control_client;
 pub mod error;
 pub mod forward;
 pub mod headers;

@@ -1,5 +1,6 @@
 //! `floodgate`: the data-plane binary. Loads and validates the config, serves,
-//! reloads on file change or SIGHUP, and drains on SIGTERM/SIGINT.
+//! reloads on file change or SIGHUP — or, when the config has a `control_plane:`
+//! block, polls the control plane for its config — and drains on SIGTERM/SIGINT.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use floodgate::admin::Admin;
 use floodgate::config::{self, Config};
+use floodgate::control_client::Managed;
 use floodgate::state::Proxy;
 use floodgate::workers::Workers;
 use floodgate::{observe, reload};
@@ -79,6 +81,16 @@ fn main() -> ExitCode {
             routes,
             config.clusters.len()
         );
+        if let Some(cp) = &config.control_plane {
+            println!(
+                "{}: takes its config from the control plane {} (group {}, node {}); snapshots persist to {}",
+                cli.config.display(),
+                cp.url,
+                cp.group,
+                cp.node_id,
+                cp.snapshot_file.display()
+            );
+        }
         return ExitCode::SUCCESS;
     }
     let (writer, _log_guard) = tracing_appender::non_blocking(std::io::stdout());
@@ -131,21 +143,46 @@ async fn run(path: PathBuf, config: Config, workers: Arc<Workers>) -> anyhow::Re
     observe::prometheus();
     let admin_addr = config.admin.listen;
     tracing::info!(workers = workers.handles().len(), "starting");
-    let proxy = Proxy::start_on(config, workers).context("starting listeners")?;
-    let admin = Admin::bind(admin_addr)
+    let mut admin = Admin::bind(admin_addr)
         .await
         .with_context(|| format!("binding admin listener {admin_addr}"))?;
     tracing::info!(addr = %admin.local_addr()?, "admin listening");
+    let (proxy, background, managed) = if config.control_plane.is_some() {
+        // The bootstrap is read once: the config comes from the control plane, so
+        // neither a file change nor SIGHUP reloads it (a restart does).
+        let base_dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), PathBuf::from);
+        let managed = Managed::start_on(config, &base_dir, workers)
+            .context("starting with the control plane")?;
+        admin = admin.with_control(Arc::clone(managed.status()));
+        let background = tokio::spawn(ignore_hangups(hangup));
+        (Arc::clone(managed.proxy()), background, Some(managed))
+    } else {
+        let proxy = Proxy::start_on(config, workers).context("starting listeners")?;
+        let reload_task = reload::spawn(Arc::clone(&proxy), path, hangup);
+        (proxy, reload_task, None)
+    };
     let admin_task = tokio::spawn(admin.serve(Arc::clone(&proxy)));
-    let reload_task = reload::spawn(Arc::clone(&proxy), path, hangup);
 
     shutdown.wait().await;
     tracing::info!("shutdown signal received; draining");
-    reload_task.abort();
+    background.abort();
+    if let Some(m) = &managed {
+        m.stop_polling();
+    }
     proxy.drain().await;
     admin_task.abort();
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+/// With a control plane, SIGHUP does not reload the bootstrap; it is logged.
+async fn ignore_hangups(hangup: Option<Signal>) {
+    let Some(mut hangup) = hangup else { return };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP ignored: the config comes from the control plane (restart to re-read the bootstrap)");
+    }
 }
 
 /// The SIGTERM and SIGINT handlers.

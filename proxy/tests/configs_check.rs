@@ -78,9 +78,12 @@ fn every_shipped_yaml_validates() {
     let mut checked = 0;
     for entry in std::fs::read_dir(configs_dir()).expect("configs/") {
         let path = entry.expect("entry").path();
-        // control.yaml, when present, belongs to the control plane, not the proxy.
+        // control.yaml, when present, belongs to the control plane, not the proxy;
+        // bootstrap-*.yaml read their token from the environment (next test).
         let is_proxy_yaml = path.extension().is_some_and(|e| e == "yaml")
-            && path.file_name().is_some_and(|n| n != "control.yaml");
+            && path.file_name().is_some_and(|n| {
+                n != "control.yaml" && !n.to_string_lossy().starts_with("bootstrap-")
+            });
         if is_proxy_yaml {
             if let Err(e) = load_file(&path) {
                 panic!("{} must validate:\n{e}", path.display());
@@ -89,6 +92,50 @@ fn every_shipped_yaml_validates() {
         }
     }
     assert!(checked >= 3);
+}
+
+/// Every `bootstrap-*.yaml` validates (its `env:` token given as a literal), names a
+/// group the shipped control plane serves, and combines with that group's config.
+#[test]
+fn bootstrap_configs_are_valid_and_name_a_shipped_group() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(configs_dir()).expect("configs/") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if !(name.starts_with("bootstrap-") && name.ends_with(".yaml")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let text = text.replace("env:FLOODGATE_PROXY_TOKEN", "demo-proxy-token-change-me");
+        let c = floodgate::config::parse_str(&text, &name, &configs_dir())
+            .unwrap_or_else(|e| panic!("{name} must validate:\n{e}"));
+        let cp = c.control_plane.clone().expect("a control_plane block");
+        assert_eq!(
+            cp.url, "http://127.0.0.1:7070",
+            "{name}: the demo control plane"
+        );
+        assert!(
+            c.listeners.is_empty(),
+            "{name}: listeners come from the control plane"
+        );
+        let group = configs_dir().join(format!("control/{}.yaml", cp.group));
+        let group_text = std::fs::read_to_string(&group)
+            .unwrap_or_else(|e| panic!("{name}: group file {}: {e}", group.display()));
+        let boot = floodgate::control_client::Bootstrap::new(c.clone(), &configs_dir())
+            .expect("bootstrap");
+        let combined = boot
+            .combine(&group_text, "control-plane")
+            .unwrap_or_else(|e| panic!("{name} + {}: {e}", group.display()));
+        assert_eq!(combined.admin, c.admin);
+        assert_eq!(combined.control_plane, c.control_plane);
+        assert!(!combined.listeners.is_empty());
+        checked += 1;
+    }
+    assert!(checked >= 1);
 }
 
 #[test]

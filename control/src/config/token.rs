@@ -2,8 +2,9 @@
 //! grant, and a constant-time comparison. A token is never logged or serialized:
 //! its `Debug` shows only the role.
 
-use std::fmt;
 use std::path::Path;
+
+use floodgate::config::secret::{self, Secret};
 
 use super::file::FileTokens;
 use super::{ConfigError, MIN_TOKEN_LEN};
@@ -34,39 +35,9 @@ impl Role {
     }
 }
 
-/// A secret; `Debug` redacts it.
-#[derive(Clone)]
-pub struct Token(Vec<u8>);
-
-impl Token {
-    /// Wraps a secret.
-    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
-        Token(secret.into())
-    }
-
-    /// Whether `presented` equals this token, in time that depends only on the lengths.
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        constant_time_eq(&self.0, presented)
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
-
-/// Compares two byte strings without an early exit on the first difference.
-///
-/// The length is not secret (tokens have a public minimum length); the content is.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    // black_box keeps the optimizer from turning the fold into an early-exit compare.
-    std::hint::black_box(diff) == 0
-}
+/// A bearer token: the floodgate library's [`Secret`] (`Debug` redacts it,
+/// comparison is constant-time), shared with the proxy's `control_plane.token`.
+pub type Token = Secret;
 
 /// The token of every role.
 #[derive(Debug, Clone)]
@@ -157,37 +128,21 @@ pub(super) fn validate(
     }
     let mut it = resolved.into_iter();
     match (it.next()??, it.next()??, it.next()??) {
-        (p, a, o) if errors.is_empty() => Some(Tokens::new(Token(p), Token(a), Token(o))),
+        (p, a, o) if errors.is_empty() => {
+            Some(Tokens::new(Token::new(p), Token::new(a), Token::new(o)))
+        }
         _ => None,
     }
 }
 
-/// Reads one token spec; the error never contains the secret.
+/// Reads one token spec (the floodgate library's one reader of secrets).
 fn resolve(spec: &str, base_dir: &Path) -> Result<Vec<u8>, String> {
-    if let Some(path) = spec.strip_prefix("file:") {
-        let full = base_dir.join(path);
-        let text = std::fs::read_to_string(&full)
-            .map_err(|e| format!("cannot read token file {}: {e}", full.display()))?;
-        Ok(text.trim().as_bytes().to_vec())
-    } else if let Some(name) = spec.strip_prefix("env:") {
-        let value = std::env::var(name).map_err(|e| format!("environment variable {name}: {e}"))?;
-        Ok(value.trim().as_bytes().to_vec())
-    } else {
-        Ok(spec.as_bytes().to_vec())
-    }
+    secret::resolve(spec, base_dir).map(|s| s.expose().to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn constant_time_eq_is_eq() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(constant_time_eq(b"", b""));
-    }
 
     #[test]
     fn debug_never_shows_the_secret() {

@@ -1,4 +1,10 @@
-//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`, `/clusters`.
+//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`, `/clusters`, and
+//! `/control` when the proxy takes its config from a control plane.
+//!
+//! `/ready` is 200 while not draining and, for a proxy with a control plane, once
+//! it has something to serve (the bootstrap's listeners, a persisted snapshot or
+//! one from the control plane), connected or not, as Envoy is ready after its first
+//! config; its body then says `connected` or `not_connected` and the version.
 //!
 //! Served on its own address (default `127.0.0.1:9901`) so probes and scrapes
 //! never compete with, or get routed like, proxied traffic.
@@ -15,12 +21,14 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::body::{self, Body};
+use crate::control_client::status::Status;
 use crate::observe;
 use crate::state::Proxy;
 
 /// A bound admin server.
 pub struct Admin {
     socket: TcpListener,
+    control: Option<Arc<Status>>,
 }
 
 impl Admin {
@@ -28,7 +36,14 @@ impl Admin {
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
         Ok(Self {
             socket: TcpListener::bind(addr).await?,
+            control: None,
         })
+    }
+
+    /// Reports the control-plane client's status on `/ready` and `/control`.
+    pub fn with_control(mut self, status: Arc<Status>) -> Self {
+        self.control = Some(status);
+        self
     }
 
     /// The address actually bound.
@@ -48,10 +63,12 @@ impl Admin {
                 }
             };
             let proxy = Arc::clone(&proxy);
+            let control = self.control.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let proxy = Arc::clone(&proxy);
-                    async move { Ok::<_, Infallible>(respond(&proxy, req)) }
+                    let control = control.clone();
+                    async move { Ok::<_, Infallible>(respond(&proxy, control.as_deref(), req)) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -61,20 +78,28 @@ impl Admin {
     }
 }
 
-/// Answers one admin request.
-pub fn respond(proxy: &Proxy, req: Request<Incoming>) -> Response<Body> {
+/// Answers one admin request; `control` is the control-plane client's status, if any.
+pub fn respond(proxy: &Proxy, control: Option<&Status>, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "live\n"),
-        "/ready" => {
-            if proxy.is_ready() {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        "/ready" => match control {
+            _ if !proxy.is_ready() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+            None => text(StatusCode::OK, "ready\n"),
+            Some(c) if c.is_serving() => {
+                owned_text(StatusCode::OK, format!("ready\n{}", c.summary()))
             }
-        }
+            Some(c) => owned_text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("waiting for the first snapshot\n{}", c.summary()),
+            ),
+        },
+        "/control" => match control {
+            Some(c) => json(&serde_json::json!(c.view())),
+            None => text(StatusCode::NOT_FOUND, "no control_plane configured\n"),
+        },
         "/metrics" => {
             proxy.publish_gauges();
             let mut r = Response::new(body::full(observe::prometheus().render()));
@@ -98,13 +123,17 @@ pub fn respond(proxy: &Proxy, req: Request<Incoming>) -> Response<Body> {
         })),
         "/" => text(
             StatusCode::OK,
-            "floodgate admin: /live /ready /metrics /config /clusters\n",
+            "floodgate admin: /live /ready /metrics /config /clusters /control\n",
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
 fn text(status: StatusCode, body_text: &'static str) -> Response<Body> {
+    owned_text(status, body_text.to_owned())
+}
+
+fn owned_text(status: StatusCode, body_text: String) -> Response<Body> {
     let mut r = Response::new(body::full(body_text));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -23,10 +23,48 @@ pub struct FileConfig {
     pub admin: Option<FileAdmin>,
     /// Process-wide settings (optional).
     pub server: Option<FileServer>,
-    /// Listening sockets and their routes (at least one).
+    /// The control plane this proxy takes its config from (a bootstrap; optional).
+    pub control_plane: Option<FileControlPlane>,
+    /// Listening sockets and their routes (at least one, unless `control_plane` is set).
+    #[serde(default)]
     pub listeners: Vec<FileListener>,
-    /// Upstream services (at least one).
+    /// Upstream services (at least one, unless `control_plane` is set).
+    #[serde(default)]
     pub clusters: Vec<FileCluster>,
+}
+
+/// `control_plane:` block (see `docs/config.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileControlPlane {
+    /// `http://host:port` or `https://host:port` of the control plane's API.
+    pub url: String,
+    /// This proxy's name in the control plane's node list (default: the hostname).
+    pub node_id: Option<String>,
+    /// The node group whose snapshots this proxy runs.
+    pub group: String,
+    /// The proxy-role bearer token: a literal, `file:PATH` or `env:NAME`.
+    pub token: String,
+    /// PEM CA bundle the control plane's certificate must chain to (`https://` only).
+    pub ca: Option<PathBuf>,
+    /// Where the last applied snapshot is persisted.
+    pub snapshot_file: Option<PathBuf>,
+    /// HTTP timeout of one long poll (above the control plane's `long_poll.timeout + jitter`).
+    pub poll_timeout: Option<Scalar>,
+    /// Retry schedule after a failed poll.
+    pub backoff: Option<FileBackoff>,
+}
+
+/// `control_plane.backoff:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackoff {
+    /// First retry delay.
+    pub initial: Option<Scalar>,
+    /// Longest retry delay.
+    pub max: Option<Scalar>,
+    /// Growth factor from one delay to the next.
+    pub multiplier: Option<f64>,
 }
 
 /// `admin:` block.

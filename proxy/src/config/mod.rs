@@ -7,6 +7,7 @@
 mod error;
 pub mod file;
 mod runtime;
+pub mod secret;
 pub mod units;
 mod validate;
 pub mod watch;

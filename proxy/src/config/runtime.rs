@@ -30,6 +30,9 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Clusters in file order; route references are checked to exist here.
     pub clusters: Vec<ClusterConfig>,
+    /// The control plane this proxy polls (bootstrap only; `None` for a file-only proxy
+    /// and in every snapshot a control plane serves).
+    pub control_plane: Option<ControlPlaneConfig>,
 }
 
 impl Config {
@@ -37,6 +40,51 @@ impl Config {
     pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
         self.clusters.iter().find(|c| c.name == name)
     }
+}
+
+/// `control_plane:`: where this proxy takes its config from (see `docs/config.md`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ControlPlaneConfig {
+    /// The URL as written, without a trailing `/`.
+    pub url: String,
+    /// Whether the URL is `https://` (then `ca` is set).
+    pub tls: bool,
+    /// Host and port of the URL (port 80 / 443 when not written).
+    pub endpoint: EndpointAddr,
+    /// The URL's path prefix without a trailing `/` (usually empty).
+    pub base_path: String,
+    /// This proxy's node name (default: the hostname).
+    pub node_id: String,
+    /// The node group whose snapshots this proxy runs.
+    pub group: String,
+    /// The proxy-role bearer token (redacted on `/config`).
+    pub token: super::secret::Secret,
+    /// CA bundle path (PEM) the control plane's certificate must chain to.
+    pub ca: Option<PathBuf>,
+    /// The CA bundle's PEM bytes.
+    #[serde(skip)]
+    pub ca_pem: Vec<u8>,
+    /// Where the last applied snapshot is persisted
+    /// (default `<config dir>/.floodgate-snapshot-<group>.yaml`).
+    pub snapshot_file: PathBuf,
+    /// HTTP timeout of one long poll (default 45s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub poll_timeout: Duration,
+    /// Retry schedule after a failed poll.
+    pub backoff: BackoffConfig,
+}
+
+/// A jittered exponential retry schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BackoffConfig {
+    /// First delay (default 250ms).
+    #[serde(serialize_with = "serialize_duration")]
+    pub initial: Duration,
+    /// Longest delay (default 30s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub max: Duration,
+    /// Growth factor per failed attempt (default 2).
+    pub multiplier: f64,
 }
 
 /// The admin listener.

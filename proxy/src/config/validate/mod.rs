@@ -9,7 +9,8 @@
 //! `admin`, `server`) and the entry point; one file per section does the rest:
 //! [`listener`] (listeners, server TLS, limits, headers), [`route`] (routes, matches,
 //! backends, retry), [`cluster`] (clusters, health check, outlier, upstream TLS) and
-//! [`protection`] (rate limit, cache, priority, breaker, admission). [`grammar`] has the
+//! [`protection`] (rate limit, cache, priority, breaker, admission), [`control_plane`]
+//! (the bootstrap's `control_plane` block). [`grammar`] has the
 //! small parsers they share (host pattern, DNS name, URL path, method, endpoint). Each
 //! section's defaults (`DEFAULT_*`) are public constants in its own file.
 
@@ -23,6 +24,7 @@ use super::{AdminConfig, Config, ConfigError, ConfigErrors, ServerConfig};
 use crate::tls::pem::{self as tls, TlsError};
 
 mod cluster;
+mod control_plane;
 mod grammar;
 mod listener;
 mod protection;
@@ -52,8 +54,23 @@ pub(super) fn validate(
             known.push(&c.name);
         }
     }
-    let listeners = v.listeners(&file.listeners, &known, admin.listen);
-    let clusters = v.clusters(&file.clusters);
+    let control_plane = file
+        .control_plane
+        .as_ref()
+        .and_then(|cp| v.control_plane(cp));
+    // A bootstrap may carry only `admin` and `control_plane`: its listeners and
+    // clusters then come from the first snapshot. If it carries either, they are
+    // static resources served until then, validated like any config.
+    let bootstrap_only =
+        file.control_plane.is_some() && file.listeners.is_empty() && file.clusters.is_empty();
+    let (listeners, clusters) = if bootstrap_only {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            v.listeners(&file.listeners, &known, admin.listen),
+            v.clusters(&file.clusters),
+        )
+    };
     if v.errors.is_empty() {
         Ok(Config {
             source: source.to_owned(),
@@ -61,6 +78,7 @@ pub(super) fn validate(
             server,
             listeners,
             clusters,
+            control_plane,
         })
     } else {
         Err(ConfigErrors {
