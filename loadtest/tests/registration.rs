@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../proxy/tests/common/certs.rs"]
+mod certs;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -22,7 +25,15 @@ const OPERATOR: &str = "operator-token-for-tests-3";
 
 /// A control plane whose group `demo` routes to cluster `healthcode`.
 async fn control_plane(listen: SocketAddr) -> (tempfile::TempDir, floodgate_control::Running) {
-    let dir = tempfile::tempdir().unwrap();
+    control_plane_in(tempfile::tempdir().unwrap(), listen, "").await
+}
+
+/// The same in `dir`, with `extra` appended to `control.yaml`.
+async fn control_plane_in(
+    dir: tempfile::TempDir,
+    listen: SocketAddr,
+    extra: &str,
+) -> (tempfile::TempDir, floodgate_control::Running) {
     let groups = dir.path().join("groups");
     std::fs::create_dir(&groups).unwrap();
     std::fs::write(
@@ -35,7 +46,7 @@ async fn control_plane(listen: SocketAddr) -> (tempfile::TempDir, floodgate_cont
         "listen: {listen}\nconfigs_dir: groups\n\
          tokens: {{ proxy: {PROXY}, app: {APP}, operator: {OPERATOR} }}\n\
          registry: {{ sweep_interval: 20ms }}\n\
-         source: {{ debounce: 20ms, poll_interval: 200ms }}\n"
+         source: {{ debounce: 20ms, poll_interval: 200ms }}\n{extra}"
     );
     let config = floodgate_control::config::parse_str(&text, "control.yaml", dir.path()).unwrap();
     let running = floodgate_control::start(config).await.unwrap();
@@ -44,7 +55,12 @@ async fn control_plane(listen: SocketAddr) -> (tempfile::TempDir, floodgate_cont
 
 /// The app, registering with `url`; returns the child and the address it listens on.
 fn app(url: &str, ttl: &str) -> (Child, String) {
+    app_with(url, ttl, &[])
+}
+
+fn app_with(url: &str, ttl: &str, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_healthcode-app"))
+        .args(extra)
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -214,4 +230,51 @@ async fn keeps_serving_while_the_control_plane_is_away_then_registers_and_heartb
     drop(cp);
     child.kill().unwrap();
     let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_over_https_with_the_control_planes_ca() {
+    let ca = certs::TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    certs::write_pair(dir.path(), "api", &ca.issue(&["localhost", "127.0.0.1"]));
+    let ca_path = ca.write_to(dir.path());
+    let (_dir, cp) = control_plane_in(
+        dir,
+        "127.0.0.1:0".parse().unwrap(),
+        "tls: { cert: api.crt, key: api.key }\n",
+    )
+    .await;
+    let cp_addr = cp.local_addr();
+    let url = format!("https://localhost:{}", cp_addr.port());
+    let ca_arg = ca_path.display().to_string();
+    let (mut child, addr) = app_with(&url, "60s", &["--register-ca", &ca_arg]);
+    // The operator's view needs TLS too: ask the plane's store directly.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cp
+        .plane()
+        .store
+        .endpoints()
+        .unwrap()
+        .iter()
+        .any(|e| e.address == addr)
+    {
+        assert!(Instant::now() < deadline, "not registered over https");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+    assert!(
+        !cp.plane()
+            .store
+            .endpoints()
+            .unwrap()
+            .iter()
+            .any(|e| e.address == addr),
+        "deregistered over https"
+    );
 }

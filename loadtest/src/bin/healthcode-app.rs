@@ -31,10 +31,13 @@ struct Args {
     /// Cache-Control header added to code responses (e.g. "max-age=1").
     #[arg(long)]
     cache_control: Option<String>,
-    /// Register with the Floodgate control plane at this URL (`http://host:port`):
+    /// Register with the Floodgate control plane at this URL (`http[s]://host:port`):
     /// heartbeat every third of the TTL, deregister on SIGTERM / ctrl-c.
     #[arg(long, value_name = "URL")]
     register: Option<String>,
+    /// PEM CA bundle that an `https://` control plane's certificate must chain to.
+    #[arg(long, value_name = "FILE", requires = "register")]
+    register_ca: Option<std::path::PathBuf>,
     /// The control plane's app token: a literal, `env:NAME` or `file:PATH`
     /// (default: the `FLOODGATE_APP_TOKEN` environment variable).
     #[arg(long, value_name = "SPEC", requires = "register")]
@@ -111,6 +114,7 @@ fn main() -> anyhow::Result<()> {
                     addr,
                     args.register_ttl,
                     metadata,
+                    args.register_ca.as_deref(),
                 )?)
             }
         };

@@ -1,6 +1,6 @@
 //! One request to the control plane's registry: `POST`/`DELETE /v1/endpoints` over
-//! HTTP/1.1, a fresh connection each time (a heartbeat every few seconds does not
-//! need a pool), bounded by a timeout.
+//! HTTP/1.1 (plain, or TLS verified against `--register-ca`), a fresh connection each
+//! time (a heartbeat every few seconds does not need a pool), bounded by a timeout.
 
 use std::time::Duration;
 
@@ -9,11 +9,18 @@ use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
-/// Where the control plane is: `http://host:port[/prefix]`.
+/// Where the control plane is: `http[s]://host:port[/prefix]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlUrl {
+    /// `https://`: TLS, verified against the configured CA.
+    pub https: bool,
+    /// The host (no brackets), the name the certificate is verified against.
+    pub host: String,
     /// `host:port`, as sent in `Host` and resolved for the connection.
     pub authority: String,
     /// The registry endpoint's path (`/prefix/v1/endpoints`).
@@ -26,8 +33,8 @@ pub enum UrlError {
     /// Not a URL at all.
     #[error("`{0}` is not a URL (expected http://host:port)")]
     Syntax(String),
-    /// A scheme other than `http`.
-    #[error("`{0}`: only http:// is supported by --register (https is not yet)")]
+    /// A scheme other than `http` or `https`.
+    #[error("`{0}`: the scheme must be http:// or https://")]
     Scheme(String),
     /// No `host:port`.
     #[error("`{0}` has no host")]
@@ -38,14 +45,15 @@ pub enum UrlError {
 }
 
 impl ControlUrl {
-    /// Parses `http://host[:port][/prefix]`; the port defaults to 80.
+    /// Parses `http[s]://host[:port][/prefix]`; the port defaults to 80 (443 for https).
     pub fn parse(text: &str) -> Result<Self, UrlError> {
         let uri: Uri = text.parse().map_err(|_| UrlError::Syntax(text.into()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             Some(_) => return Err(UrlError::Scheme(text.into())),
             None => return Err(UrlError::Syntax(text.into())),
-        }
+        };
         let Some(auth) = uri.authority() else {
             return Err(UrlError::NoHost(text.into()));
         };
@@ -55,9 +63,13 @@ impl ControlUrl {
         if uri.query().is_some() {
             return Err(UrlError::Query(text.into()));
         }
-        let authority = format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80));
+        let port = auth.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let authority = format!("{}:{port}", auth.host());
+        let host = auth.host().trim_start_matches('[').trim_end_matches(']');
         let prefix = uri.path().trim_end_matches('/');
         Ok(Self {
+            https,
+            host: host.to_owned(),
             authority,
             endpoints_path: format!("{prefix}/v1/endpoints"),
         })
@@ -70,6 +82,12 @@ pub enum CallError {
     /// TCP connect (or name resolution) failed.
     #[error("cannot connect to {0}: {1}")]
     Connect(String, std::io::Error),
+    /// The TLS handshake failed (an untrusted certificate, a plain-HTTP port).
+    #[error("TLS with {0}: {1}")]
+    Tls(String, std::io::Error),
+    /// `https://` without a TLS client config.
+    #[error("https:// needs a CA (--register-ca)")]
+    NoTls,
     /// The HTTP exchange failed.
     #[error("HTTP error: {0}")]
     Http(#[from] hyper::Error),
@@ -90,22 +108,25 @@ pub struct Answer {
     pub error: Option<String>,
 }
 
-/// Sends `method` with a JSON body to the registry endpoint, within `timeout`.
+/// Sends `method` with a JSON body to the registry endpoint, within `timeout`; `tls`
+/// is used for `https://` URLs.
 pub async fn call(
     url: &ControlUrl,
+    tls: Option<&TlsConnector>,
     method: Method,
     token: &str,
     body: &serde_json::Value,
     timeout: Duration,
 ) -> Result<Answer, CallError> {
-    match tokio::time::timeout(timeout, exchange(url, method, token, body)).await {
+    match tokio::time::timeout(timeout, connect(url, tls, method, token, body)).await {
         Ok(r) => r,
         Err(_) => Err(CallError::Timeout(timeout)),
     }
 }
 
-async fn exchange(
+async fn connect(
     url: &ControlUrl,
+    tls: Option<&TlsConnector>,
     method: Method,
     token: &str,
     body: &serde_json::Value,
@@ -114,7 +135,34 @@ async fn exchange(
         .await
         .map_err(|e| CallError::Connect(url.authority.clone(), e))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    if !url.https {
+        return exchange(stream, url, method, token, body).await;
+    }
+    let connector = tls.ok_or(CallError::NoTls)?;
+    let name = ServerName::try_from(url.host.clone()).map_err(|e| {
+        CallError::Tls(
+            url.authority.clone(),
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        )
+    })?;
+    let stream = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| CallError::Tls(url.authority.clone(), e))?;
+    exchange(stream, url, method, token, body).await
+}
+
+async fn exchange<I>(
+    io: I,
+    url: &ControlUrl,
+    method: Method,
+    token: &str,
+    body: &serde_json::Value,
+) -> Result<Answer, CallError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = http1::handshake(TokioIo::new(io)).await?;
     let conn = tokio::spawn(conn);
     let req = Request::builder()
         .method(method)
@@ -148,8 +196,19 @@ mod tests {
             (u.authority.as_str(), u.endpoints_path.as_str()),
             ("cp.local:80", "/base/v1/endpoints")
         );
+        let u = ControlUrl::parse("https://cp.local").unwrap();
+        assert!(u.https);
+        assert_eq!(
+            (u.host.as_str(), u.authority.as_str()),
+            ("cp.local", "cp.local:443")
+        );
+        let u = ControlUrl::parse("http://[::1]:7070").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.authority.as_str()),
+            ("::1", "[::1]:7070")
+        );
         assert!(matches!(
-            ControlUrl::parse("https://cp:7070"),
+            ControlUrl::parse("ftp://cp:7070"),
             Err(UrlError::Scheme(_))
         ));
         assert!(matches!(

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
+use tokio_rustls::TlsConnector;
 
 use self::backoff::Backoff;
 use self::client::{call, Answer, ControlUrl, UrlError};
@@ -53,6 +54,9 @@ pub enum SettingsError {
     /// The cluster name.
     #[error("--register-cluster: must not be empty")]
     Cluster,
+    /// The CA for `https://`.
+    #[error("--register-ca: {0}")]
+    Ca(String),
 }
 
 /// What to register, where, and how.
@@ -70,6 +74,8 @@ pub struct Settings {
     pub metadata: Map<String, Value>,
     /// How long the registration lives without a heartbeat.
     pub ttl: Duration,
+    /// TLS client config for `https://` (trusting only `--register-ca`).
+    pub tls: Option<TlsConnector>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -81,6 +87,7 @@ impl std::fmt::Debug for Settings {
             .field("address", &self.address)
             .field("metadata", &self.metadata)
             .field("ttl", &self.ttl)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +96,7 @@ impl Settings {
     /// Validates the flags: `url`, a token spec (see [`resolve_token`]), the cluster,
     /// the address to advertise (`advertise`, else `listening`, which must then not
     /// be a wildcard address), the TTL.
+    #[allow(clippy::too_many_arguments)] // one per flag, named at the one call site
     pub fn new(
         url: &str,
         token: Option<&str>,
@@ -97,6 +105,7 @@ impl Settings {
         listening: SocketAddr,
         ttl: Duration,
         metadata: Map<String, Value>,
+        ca: Option<&Path>,
     ) -> Result<Self, SettingsError> {
         let url = ControlUrl::parse(url)?;
         let token = resolve_token(token, |name| std::env::var(name).ok())?;
@@ -109,6 +118,20 @@ impl Settings {
                 "must be at least {MIN_TTL:?} (the heartbeat is a third of it)"
             )));
         }
+        let tls = match (url.https, ca) {
+            (true, Some(ca)) => Some(connector(ca)?),
+            (true, None) => {
+                return Err(SettingsError::Ca(
+                    "an https:// control plane needs the PEM CA to verify it".into(),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(SettingsError::Ca(
+                    "only with an https:// --register URL".into(),
+                ))
+            }
+            (false, None) => None,
+        };
         Ok(Self {
             url,
             token,
@@ -116,6 +139,7 @@ impl Settings {
             address,
             metadata,
             ttl,
+            tls,
         })
     }
 
@@ -136,6 +160,27 @@ impl Settings {
     fn deregister_body(&self) -> Value {
         json!({ "cluster": self.cluster, "address": self.address })
     }
+}
+
+/// A TLS client trusting only the PEM CA bundle at `path` (the proxy's rustls client
+/// builder, TLS 1.2/1.3).
+fn connector(path: &Path) -> Result<TlsConnector, SettingsError> {
+    let ca_pem = std::fs::read(path)
+        .map_err(|e| SettingsError::Ca(format!("cannot read {}: {e}", path.display())))?;
+    let config = floodgate::tls::client_config(
+        &floodgate::config::UpstreamTlsConfig {
+            ca: path.to_owned(),
+            sni: None,
+            client_cert: None,
+            client_key: None,
+            ca_pem,
+            client_cert_pem: Vec::new(),
+            client_key_pem: Vec::new(),
+        },
+        false,
+    )
+    .map_err(|e| SettingsError::Ca(format!("{}: {e}", path.display())))?;
+    Ok(TlsConnector::from(config))
 }
 
 /// Resolves the token: `spec` is a literal, `env:NAME` or `file:PATH` (whitespace
@@ -237,6 +282,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) {
 async fn heartbeat(settings: &Settings) -> Result<(), String> {
     let answer = call(
         &settings.url,
+        settings.tls.as_ref(),
         Method::POST,
         &settings.token,
         &settings.register_body(),
@@ -253,6 +299,7 @@ async fn heartbeat(settings: &Settings) -> Result<(), String> {
 async fn deregister(settings: &Settings) {
     match call(
         &settings.url,
+        settings.tls.as_ref(),
         Method::DELETE,
         &settings.token,
         &settings.deregister_body(),
@@ -357,6 +404,7 @@ mod tests {
             "127.0.0.1:9001".parse().unwrap(),
             DEFAULT_TTL,
             Map::new(),
+            None,
         )
         .unwrap();
         assert_eq!(s.heartbeat(), DEFAULT_TTL / 3);
@@ -371,7 +419,38 @@ mod tests {
             "127.0.0.1:9001".parse().unwrap(),
             Duration::from_millis(100),
             Map::new(),
+            None,
         );
         assert!(matches!(short, Err(SettingsError::Ttl(_))));
+        let local = "127.0.0.1:9001".parse().unwrap();
+        let https = |ca: Option<&Path>| {
+            Settings::new(
+                "https://cp:7070",
+                Some("t"),
+                "c",
+                None,
+                local,
+                DEFAULT_TTL,
+                Map::new(),
+                ca,
+            )
+        };
+        assert!(matches!(https(None), Err(SettingsError::Ca(_))));
+        let missing = https(Some(Path::new("/definitely/not/ca.pem"))).unwrap_err();
+        assert!(
+            missing.to_string().contains("/definitely/not/ca.pem"),
+            "{missing}"
+        );
+        let plain = Settings::new(
+            "http://cp:7070",
+            Some("t"),
+            "c",
+            None,
+            local,
+            DEFAULT_TTL,
+            Map::new(),
+            Some(Path::new("ca.pem")),
+        );
+        assert!(matches!(plain, Err(SettingsError::Ca(_))));
     }
 }
