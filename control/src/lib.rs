@@ -12,6 +12,7 @@
 //! - [`plane`]: the shared state and the one publish path;
 //! - [`source`]: the watched config directory; [`registry`]: register, heartbeat,
 //!   deregister, TTL sweep; [`push`]: long polls;
+//! - [`tls`]: TLS on the API (the proxy's rustls builder), the handshake of one connection;
 //! - [`api`]: the HTTP API and its bearer-token auth.
 //!
 //! # Embedding
@@ -35,6 +36,7 @@ pub mod registry;
 pub mod snapshot;
 pub mod source;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -83,6 +85,10 @@ impl Drop for Running {
 pub async fn start(config: ControlConfig) -> anyhow::Result<Running> {
     // Install the Prometheus recorder before anything is counted.
     floodgate::observe::prometheus();
+    let tls = match &config.tls {
+        Some(t) => Some(tls::acceptor(t).map_err(|e| anyhow::anyhow!("tls: {e}"))?),
+        None => None,
+    };
     let socket = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.listen))?;
@@ -92,8 +98,8 @@ pub async fn start(config: ControlConfig) -> anyhow::Result<Running> {
     let watcher = Arc::clone(&plane).watch_dir()?;
     plane.load_dir()?;
     let sweeper = registry::spawn_sweeper(Arc::clone(&plane));
-    let server = tokio::spawn(api::serve(socket, Arc::clone(&plane)));
-    tracing::info!(%addr, configs_dir = %plane.config.configs_dir.display(), groups = plane.groups().len(), "control plane listening");
+    let server = tokio::spawn(api::serve(socket, Arc::clone(&plane), tls));
+    tracing::info!(%addr, tls = plane.config.tls.is_some(), configs_dir = %plane.config.configs_dir.display(), groups = plane.groups().len(), "control plane listening");
     Ok(Running {
         addr,
         plane,

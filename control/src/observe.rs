@@ -16,3 +16,5 @@ pub const REGISTRATIONS: &str = "floodgate_control_registrations";
 pub const REGISTRY_CHANGES: &str = "floodgate_control_registry_changes_total";
 /// Counter: requests refused by auth, by status (`401`, `403`).
 pub const AUTH_REFUSED: &str = "floodgate_control_auth_refused_total";
+/// Counter: API connections refused before HTTP, by reason (`plaintext`, `handshake`, `timeout`, `closed`).
+pub const TLS_REFUSED: &str = "floodgate_control_tls_refused_total";

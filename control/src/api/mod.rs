@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Role;
 use crate::plane::Plane;
@@ -31,8 +32,8 @@ pub const VERSION_HEADER: &str = "x-floodgate-version";
 
 type Body = Full<Bytes>;
 
-/// Serves the API on `socket` until the task is aborted.
-pub async fn serve(socket: TcpListener, plane: Arc<Plane>) {
+/// Serves the API on `socket` (over TLS when `tls` is given) until the task is aborted.
+pub async fn serve(socket: TcpListener, plane: Arc<Plane>, tls: Option<TlsAcceptor>) {
     loop {
         let (stream, _) = match socket.accept().await {
             Ok(a) => a,
@@ -44,16 +45,32 @@ pub async fn serve(socket: TcpListener, plane: Arc<Plane>) {
         };
         let _ = stream.set_nodelay(true);
         let plane = Arc::clone(&plane);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let plane = Arc::clone(&plane);
-                async move { Ok::<_, Infallible>(respond(&plane, req).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => serve_connection(stream, plane).await,
+                Some(acceptor) => {
+                    if let Some(stream) = crate::tls::accept(&acceptor, stream).await {
+                        serve_connection(stream, plane).await;
+                    }
+                }
+            }
         });
     }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one accepted connection (plain or TLS).
+async fn serve_connection<I>(io: I, plane: Arc<Plane>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let plane = Arc::clone(&plane);
+        async move { Ok::<_, Infallible>(respond(&plane, req).await) }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), service)
+        .await;
 }
 
 /// Who may call an endpoint; None for an unknown one.

@@ -20,6 +20,18 @@ pub struct FileControl {
     pub long_poll: Option<FileLongPoll>,
     /// The config directory watch.
     pub source: Option<FileSource>,
+    /// TLS on the API; plain HTTP when absent.
+    pub tls: Option<FileTls>,
+}
+
+/// `tls:`; paths relative to the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// PEM certificate chain.
+    pub cert: Option<String>,
+    /// PEM private key.
+    pub key: Option<String>,
 }
 
 /// `tokens:`; each a literal, `file:PATH` or `env:NAME`.

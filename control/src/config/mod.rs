@@ -4,6 +4,7 @@
 //! report alike).
 
 mod file;
+mod tls;
 mod token;
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use floodgate::config::file::Scalar;
 pub use floodgate::config::{ConfigError, ConfigErrors};
+pub use tls::ApiTls;
 pub use token::{Role, Token, Tokens};
 
 /// `listen` default.
@@ -50,6 +52,8 @@ pub struct ControlConfig {
     pub long_poll: LongPollSettings,
     /// Config directory watch settings.
     pub source_watch: SourceSettings,
+    /// TLS on the API (`tls:`); `None` serves plain HTTP.
+    pub tls: Option<ApiTls>,
 }
 
 /// `registry:`.
@@ -127,6 +131,7 @@ fn validate(
     }
 
     let tokens = token::validate(f.tokens, base_dir, &mut errors);
+    let tls = f.tls.and_then(|t| tls::validate(t, base_dir, &mut errors));
 
     let r = f.registry.unwrap_or_default();
     let registry = RegistrySettings {
@@ -193,6 +198,7 @@ fn validate(
             registry,
             long_poll,
             source_watch,
+            tls,
         }),
         _ => Err(ConfigErrors {
             file: source.to_owned(),

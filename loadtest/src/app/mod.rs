@@ -4,7 +4,8 @@
 //!   `max_queue` waiting, 503 immediately beyond it;
 //! - [`handlers`]: the routes (`/api/v1/codes/{id}`, `/api/v1/scans`, `/healthz`, `/stats`);
 //! - [`server`]: HTTP/1.1 + h2c serving with graceful shutdown, startable in-process on
-//!   `127.0.0.1:0` for tests.
+//!   `127.0.0.1:0` for tests;
+//! - [`register`]: self-registration with Floodgate's control plane (`--register`).
 //!
 //! Service time is a tokio sleep while holding a worker slot: it models an app whose
 //! requests wait on I/O (a database, a cache), not one that burns CPU, so a 2-core test
@@ -13,6 +14,7 @@
 
 pub mod capacity;
 pub mod handlers;
+pub mod register;
 pub mod server;
 
 use std::time::Duration;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use floodgate_loadtest::app::handlers::AppState;
-use floodgate_loadtest::app::{server, AppConfig};
+use floodgate_loadtest::app::{register, server, AppConfig};
 
 /// A demo upstream: `workers` requests in service at once, each for `service-time`,
 /// at most `max-queue` waiting (FIFO), 503 beyond that.
@@ -31,30 +31,56 @@ struct Args {
     /// Cache-Control header added to code responses (e.g. "max-age=1").
     #[arg(long)]
     cache_control: Option<String>,
+    /// Register with the Floodgate control plane at this URL (`http[s]://host:port`):
+    /// heartbeat every third of the TTL, deregister on SIGTERM / ctrl-c.
+    #[arg(long, value_name = "URL")]
+    register: Option<String>,
+    /// PEM CA bundle that an `https://` control plane's certificate must chain to.
+    #[arg(long, value_name = "FILE", requires = "register")]
+    register_ca: Option<std::path::PathBuf>,
+    /// The control plane's app token: a literal, `env:NAME` or `file:PATH`
+    /// (default: the `FLOODGATE_APP_TOKEN` environment variable).
+    #[arg(long, value_name = "SPEC", requires = "register")]
+    token: Option<String>,
+    /// The cluster to register in.
+    #[arg(long, default_value = register::DEFAULT_CLUSTER, requires = "register")]
+    register_cluster: String,
+    /// The `host:port` proxies should connect to (default: the listening address).
+    #[arg(long, value_name = "HOST:PORT", requires = "register")]
+    advertise: Option<String>,
+    /// How long the registration lives without a heartbeat.
+    #[arg(long, default_value = "10s", value_parser = dur, requires = "register")]
+    register_ttl: Duration,
+    /// A metadata label `KEY=VALUE` for the registration (repeatable; `workers` is added).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = label, requires = "register")]
+    register_meta: Vec<(String, String)>,
+}
+
+fn label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
 }
 
 fn dur(s: &str) -> Result<Duration, String> {
     floodgate_loadtest::duration::parse(s).map_err(|e| e.to_string())
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or ctrl-c. The SIGTERM handler is installed when this is called (not when
+/// the future is first polled), so a SIGTERM right after startup is not fatal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -69,8 +95,29 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
+        let shutdown = shutdown_signal();
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         let addr = listener.local_addr()?;
+        let registration = match &args.register {
+            None => None,
+            Some(url) => {
+                let mut metadata = serde_json::Map::new();
+                metadata.insert("workers".into(), args.workers.into());
+                for (k, v) in &args.register_meta {
+                    metadata.insert(k.clone(), v.clone().into());
+                }
+                Some(register::Settings::new(
+                    url,
+                    args.token.as_deref(),
+                    &args.register_cluster,
+                    args.advertise.as_deref(),
+                    addr,
+                    args.register_ttl,
+                    metadata,
+                    args.register_ca.as_deref(),
+                )?)
+            }
+        };
         let state = Arc::new(AppState::new(AppConfig {
             workers: args.workers,
             service_time: args.service_time,
@@ -86,7 +133,18 @@ fn main() -> anyhow::Result<()> {
             args.workers as f64 / args.service_time.as_secs_f64().max(1e-6),
             args.max_queue
         );
-        server::serve(listener, state, shutdown_signal()).await?;
+        match registration {
+            None => server::serve(listener, state, shutdown).await?,
+            Some(settings) => {
+                // Deregister first, then stop serving: proxies drop this replica
+                // before it refuses connections.
+                let agent = tokio::spawn(register::run(settings, shutdown));
+                server::serve(listener, state, async move {
+                    let _ = agent.await;
+                })
+                .await?;
+            }
+        }
         eprintln!("healthcode-app: stopped");
         anyhow::Ok(())
     })
