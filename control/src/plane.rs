@@ -16,7 +16,9 @@ use tokio::sync::watch;
 
 use floodgate::config::watch::{ConfigWatcher, WatchOptions};
 
+use crate::autoscale::{ScaleBoard, ScaleMap};
 use crate::config::ControlConfig;
+use crate::fence::Fences;
 use crate::observe;
 use crate::snapshot::{self, Additions};
 use crate::source::{self, SourceFile};
@@ -31,6 +33,10 @@ pub struct Plane {
     pub config: ControlConfig,
     /// Where versions, snapshots, nodes and registrations live.
     pub store: Arc<dyn Store>,
+    /// The autoscaler's published decisions, per cluster.
+    pub scale: ScaleBoard,
+    /// Replicas the process scaler is draining: their registrations are refused.
+    pub fences: Fences,
     groups: Mutex<BTreeMap<String, Group>>,
 }
 
@@ -74,6 +80,8 @@ impl Plane {
         Plane {
             config,
             store,
+            scale: ScaleBoard::new(),
+            fences: Fences::default(),
             groups: Mutex::new(BTreeMap::new()),
         }
     }
@@ -85,6 +93,12 @@ impl Plane {
     /// A receiver of the group's snapshots; None for a group without a file.
     pub fn subscribe(&self, group: &str) -> Option<SnapshotRx> {
         self.lock().get(group).map(|g| g.tx.subscribe())
+    }
+
+    /// A receiver of the autoscaler's decisions: every cluster's [`crate::autoscale::ScaleState`],
+    /// sent again whenever one of them changes (see [`ScaleBoard`]).
+    pub fn scale_watch(&self) -> watch::Receiver<ScaleMap> {
+        self.scale.subscribe()
     }
 
     /// Every group's status.

@@ -242,6 +242,7 @@ async fn register(plane: &Plane, req: Request<Incoming>) -> Result<Response<Body
             Ok(resp)
         }
         Err(RegistryError::Invalid(why)) => Ok(error(StatusCode::BAD_REQUEST, &why)),
+        Err(RegistryError::Draining(why)) => Ok(error(StatusCode::CONFLICT, &why)),
         Err(RegistryError::Store(e)) => Err(e),
     }
 }

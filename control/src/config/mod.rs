@@ -4,6 +4,8 @@
 //! report alike).
 
 mod file;
+pub mod scalers;
+pub mod template;
 mod tls;
 mod token;
 
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use floodgate::config::file::Scalar;
 pub use floodgate::config::{ConfigError, ConfigErrors};
+pub use scalers::{ClusterScalers, Ports, ProcessSettings, ScalerSettings, WebhookSettings};
 pub use tls::ApiTls;
 pub use token::{Role, Token, Tokens};
 
@@ -54,6 +57,8 @@ pub struct ControlConfig {
     pub source_watch: SourceSettings,
     /// TLS on the API (`tls:`); `None` serves plain HTTP.
     pub tls: Option<ApiTls>,
+    /// What acts on the autoscaler's decisions (`scalers:`), by cluster.
+    pub scalers: ScalerSettings,
 }
 
 /// `registry:`.
@@ -132,6 +137,7 @@ fn validate(
 
     let tokens = token::validate(f.tokens, base_dir, &mut errors);
     let tls = f.tls.and_then(|t| tls::validate(t, base_dir, &mut errors));
+    let scalers = scalers::validate(f.scalers, base_dir, &mut errors);
 
     let r = f.registry.unwrap_or_default();
     let registry = RegistrySettings {
@@ -199,6 +205,7 @@ fn validate(
             long_poll,
             source_watch,
             tls,
+            scalers,
         }),
         _ => Err(ConfigErrors {
             file: source.to_owned(),
