@@ -508,3 +508,88 @@ pub fn parse_url(text: &str) -> Result<WebhookUrl, String> {
         path: path.to_owned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse_str;
+
+    const HEAD: &str = "configs_dir: .\ntokens: { proxy: proxy-token-0123456789, app: app-token-0123456789, operator: operator-token-0123456789 }\n";
+
+    #[test]
+    fn defaults_of_process_and_webhook() {
+        let text = format!(
+            "{HEAD}scalers:\n  app:\n    process: {{ command: [healthcode-app, --listen, \"{{address}}\"] }}\n    \
+             webhook: {{ url: \"http://127.0.0.1:9000/scale?x=1\" }}\n"
+        );
+        let c = parse_str(&text, "control.yaml", Path::new(".")).unwrap();
+        let s = &c.scalers["app"];
+        let p = s.process.as_ref().unwrap();
+        assert_eq!(p.program, PathBuf::from("healthcode-app"));
+        assert_eq!((p.min_replicas, p.max_replicas), (1, 1));
+        assert_eq!(p.ports, Ports::Auto);
+        assert_eq!(p.start_timeout, DEFAULT_START_TIMEOUT);
+        assert_eq!(p.stop_timeout, DEFAULT_STOP_TIMEOUT);
+        assert_eq!(p.drain, DEFAULT_DRAIN);
+        let w = s.webhook.as_ref().unwrap();
+        assert_eq!(w.url.path, "/scale?x=1");
+        assert_eq!((w.url.host.as_str(), w.url.port), ("127.0.0.1", 9000));
+        assert_eq!(w.timeout, DEFAULT_WEBHOOK_TIMEOUT);
+        assert_eq!(w.backoff, DEFAULT_WEBHOOK_BACKOFF);
+        assert!(w.token.is_none());
+        let none = parse_str(HEAD, "control.yaml", Path::new(".")).unwrap();
+        assert!(none.scalers.is_empty());
+    }
+
+    #[test]
+    fn every_scaler_error_is_reported_with_its_field() {
+        let text = format!(
+            "{HEAD}scalers:\n  a:\n    process:\n      command: [app, \"{{token}}\"]\n      ports: 9000-9001\n      \
+             min_replicas: 5\n      max_replicas: 3\n      drain: soon\n  \
+             b:\n    process: {{ command: [app, --flag] }}\n    webhook: {{ url: \"https://h/x\" }}\n  \
+             c: {{}}\n  d:\n    process: {{ command: [./missing/app, \"{{port}}\"] }}\n    \
+             webhook: {{ url: \"ftp://x\", backoff: {{ initial: 1m, max: 1s }} }}\n"
+        );
+        let e = parse_str(&text, "control.yaml", Path::new(".")).unwrap_err();
+        let text = e.to_string();
+        for needle in [
+            "scalers.a.process.command: argument 1 `{token}`: unknown placeholder",
+            "scalers.a.process.min_replicas: must not be above max_replicas (3)",
+            "scalers.a.process.ports: `9000-9001`: holds 2 ports, fewer than max_replicas (3)",
+            "scalers.a.process.drain: `soon`",
+            "scalers.b.process.command: must pass `{port}` or `{address}`",
+            "scalers.b.webhook.ca: an https:// webhook needs `ca`",
+            "scalers.c: needs `process:`, `webhook:` or both",
+            "scalers.d.process.command: the program ././missing/app is not a file",
+            "scalers.d.webhook.url: `ftp://x` must start with http:// or https://",
+            "scalers.d.webhook.backoff.initial: must not be longer than backoff.max",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn urls_and_port_ranges() {
+        let u = parse_url("https://[::1]:8443").unwrap();
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "::1", 8443, "/")
+        );
+        assert_eq!(u.to_string(), "https://[::1]:8443/");
+        assert_eq!(parse_url("http://hooks.example").unwrap().port, 80);
+        assert!(parse_url("http://user@h/").is_err());
+        assert!(parse_url("http://:80/").is_err());
+        assert_eq!(
+            ports("9100-9103", 4),
+            Ok(Ports::Range {
+                first: 9100,
+                last: 9103
+            })
+        );
+        assert!(ports("9103-9100", 1).is_err());
+        assert!(ports("nine", 1).is_err());
+        assert_eq!(ports("auto", 64), Ok(Ports::Auto));
+    }
+}
