@@ -20,6 +20,7 @@ use crate::autoscale::{ScaleBoard, ScaleMap};
 use crate::config::ControlConfig;
 use crate::fence::Fences;
 use crate::observe;
+use crate::reports::{LoadStore, MemoryLoad};
 use crate::snapshot::{self, Additions};
 use crate::source::{self, SourceFile};
 use crate::store::{Snapshot, Store, StoreError, Version};
@@ -37,6 +38,8 @@ pub struct Plane {
     pub scale: ScaleBoard,
     /// Replicas the process scaler is draining: their registrations are refused.
     pub fences: Fences,
+    /// The proxies' load reports.
+    pub load: Arc<dyn LoadStore>,
     groups: Mutex<BTreeMap<String, Group>>,
 }
 
@@ -50,6 +53,8 @@ struct Group {
     valid: Option<Arc<str>>,
     /// Clusters the valid text defines.
     clusters: BTreeSet<String>,
+    /// Endpoints the valid text lists, per cluster (the static floor).
+    static_endpoints: BTreeMap<String, usize>,
     /// Why the file (or its merge with the registry) was last refused.
     error: Option<String>,
     /// The file is gone; its last snapshot keeps being served.
@@ -82,6 +87,7 @@ impl Plane {
             store,
             scale: ScaleBoard::new(),
             fences: Fences::default(),
+            load: Arc::new(MemoryLoad::new()),
             groups: Mutex::new(BTreeMap::new()),
         }
     }
@@ -117,6 +123,15 @@ impl Plane {
             .collect()
     }
 
+    /// The most endpoints any group's file lists for `cluster` (None: no group
+    /// defines it).
+    pub fn static_endpoints(&self, cluster: &str) -> Option<usize> {
+        self.lock()
+            .values()
+            .filter_map(|g| g.static_endpoints.get(cluster).copied())
+            .max()
+    }
+
     /// The groups whose config defines `cluster`.
     pub fn groups_with_cluster(&self, cluster: &str) -> Vec<String> {
         self.lock()
@@ -148,6 +163,7 @@ impl Plane {
                 seen: None,
                 valid: None,
                 clusters: BTreeSet::new(),
+                static_endpoints: BTreeMap::new(),
                 error: None,
                 removed: false,
                 tx: watch::Sender::new(None),
@@ -174,6 +190,11 @@ impl Plane {
                 Ok(config) => {
                     g.valid = Some(text);
                     g.clusters = snapshot::cluster_names(&config).into_iter().collect();
+                    g.static_endpoints = config
+                        .clusters
+                        .iter()
+                        .map(|c| (c.name.clone(), c.endpoints.len()))
+                        .collect();
                     g.error = None;
                     self.publish(&name, g, &registrations)?;
                 }

@@ -6,6 +6,9 @@
 //! The decision itself is pure (`decision.rs`); the ticking task lives apart, so
 //! this module stays a leaf that `crate::plane` can hold.
 
+pub mod decision;
+pub mod run;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -24,6 +24,8 @@ pub struct FileControl {
     pub tls: Option<FileTls>,
     /// What acts on the autoscaler's decisions, by cluster.
     pub scalers: Option<std::collections::BTreeMap<String, super::scalers::FileScaler>>,
+    /// Autoscaling policy per cluster.
+    pub autoscale: Option<std::collections::BTreeMap<String, super::autoscale::FileAutoscale>>,
 }
 
 /// `tls:`; paths relative to the config file.

@@ -3,16 +3,19 @@
 //! field path and the reason (the proxy's [`ConfigErrors`] type, so both binaries
 //! report alike).
 
+pub mod autoscale;
 mod file;
 pub mod scalers;
 pub mod template;
 mod tls;
 mod token;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use autoscale::{AutoscalePolicy, Target};
 use floodgate::config::file::Scalar;
 pub use floodgate::config::{ConfigError, ConfigErrors};
 pub use scalers::{ClusterScalers, Ports, ProcessSettings, ScalerSettings, WebhookSettings};
@@ -59,6 +62,8 @@ pub struct ControlConfig {
     pub tls: Option<ApiTls>,
     /// What acts on the autoscaler's decisions (`scalers:`), by cluster.
     pub scalers: ScalerSettings,
+    /// Autoscaling policy per cluster (`autoscale:`); clusters not named are not autoscaled.
+    pub autoscale: BTreeMap<String, AutoscalePolicy>,
 }
 
 /// `registry:`.
@@ -137,7 +142,6 @@ fn validate(
 
     let tokens = token::validate(f.tokens, base_dir, &mut errors);
     let tls = f.tls.and_then(|t| tls::validate(t, base_dir, &mut errors));
-    let scalers = scalers::validate(f.scalers, base_dir, &mut errors);
 
     let r = f.registry.unwrap_or_default();
     let registry = RegistrySettings {
@@ -195,8 +199,13 @@ fn validate(
         ),
     };
 
+    let autoscale = autoscale::validate(f.autoscale.unwrap_or_default(), &mut errors);
+    // After `autoscale:`: a process scaler's bounds default to its cluster's policy.
+    let scalers = scalers::validate(f.scalers, &autoscale, base_dir, &mut errors);
+
     match tokens {
         Some(tokens) if errors.is_empty() => Ok(ControlConfig {
+            autoscale,
             source: source.to_owned(),
             listen,
             configs_dir,

@@ -12,6 +12,7 @@ use floodgate::config::secret::{self, Secret};
 use floodgate::config::BackoffConfig;
 use serde::Deserialize;
 
+use super::autoscale::AutoscalePolicy;
 use super::template::{Template, Var};
 use super::{duration, zero_ok, ConfigError};
 
@@ -21,7 +22,7 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// `process.drain` default: deregistration to SIGTERM.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
-/// `process.min_replicas` default (without an autoscale policy).
+/// `process.min_replicas` default without an autoscale policy for the cluster.
 pub const DEFAULT_MIN_REPLICAS: u32 = 1;
 /// The most replicas one process scaler runs (one machine).
 pub const MAX_PROCESS_REPLICAS: u32 = 64;
@@ -184,6 +185,7 @@ impl std::fmt::Display for WebhookUrl {
 /// Validates `scalers:`, pushing every error.
 pub(super) fn validate(
     f: Option<BTreeMap<String, FileScaler>>,
+    policies: &BTreeMap<String, AutoscalePolicy>,
     base_dir: &Path,
     errors: &mut Vec<ConfigError>,
 ) -> ScalerSettings {
@@ -201,9 +203,10 @@ pub(super) fn validate(
             errors.push(ConfigError::at(&at, "needs `process:`, `webhook:` or both"));
             continue;
         }
+        let policy = policies.get(&cluster);
         let process = s
             .process
-            .and_then(|p| process(p, &format!("{at}.process"), base_dir, errors));
+            .and_then(|p| process(p, policy, &format!("{at}.process"), base_dir, errors));
         let webhook = s
             .webhook
             .and_then(|w| webhook(w, &format!("{at}.webhook"), base_dir, errors));
@@ -214,6 +217,7 @@ pub(super) fn validate(
 
 fn process(
     p: FileProcess,
+    policy: Option<&AutoscalePolicy>,
     at: &str,
     base_dir: &Path,
     errors: &mut Vec<ConfigError>,
@@ -250,8 +254,16 @@ fn process(
             (program, args)
         }
     };
-    let min_replicas = p.min_replicas.unwrap_or(DEFAULT_MIN_REPLICAS);
-    let max_replicas = p.max_replicas.unwrap_or(min_replicas.max(1));
+    // Without their own bounds, the cluster's autoscale policy's; without a policy,
+    // one replica.
+    let min_replicas = p
+        .min_replicas
+        .or(policy.map(|a| a.min_replicas))
+        .unwrap_or(DEFAULT_MIN_REPLICAS);
+    let max_replicas = p
+        .max_replicas
+        .or(policy.map(|a| a.max_replicas.min(MAX_PROCESS_REPLICAS)))
+        .unwrap_or(min_replicas.max(1));
     if max_replicas == 0 {
         errors.push(ConfigError::at(
             format!("{at}.max_replicas"),
@@ -540,6 +552,18 @@ mod tests {
         assert_eq!(w.backoff, DEFAULT_WEBHOOK_BACKOFF);
         assert!(w.token.is_none());
         let none = parse_str(HEAD, "control.yaml", Path::new(".")).unwrap();
+        assert!(none.scalers.is_empty());
+        // The bounds of the cluster's autoscale policy (its max capped to 64).
+        let text = format!(
+            "{HEAD}autoscale:\n  app: {{ min_replicas: 2, max_replicas: 6 }}\n  big: {{}}\n\
+             scalers:\n  app:\n    process: {{ command: [app, \"{{port}}\"] }}\n  \
+             big:\n    process: {{ command: [app, \"{{port}}\"] }}\n"
+        );
+        let c = parse_str(&text, "control.yaml", Path::new(".")).unwrap();
+        let p = c.scalers["app"].process.as_ref().unwrap();
+        assert_eq!((p.min_replicas, p.max_replicas), (2, 6));
+        let p = c.scalers["big"].process.as_ref().unwrap();
+        assert_eq!((p.min_replicas, p.max_replicas), (1, MAX_PROCESS_REPLICAS));
         assert!(none.scalers.is_empty());
     }
 

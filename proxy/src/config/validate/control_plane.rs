@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::grammar;
 use super::Validator;
-use crate::config::file::{FileBackoff, FileControlPlane};
+use crate::config::file::{FileBackoff, FileControlPlane, Scalar};
 use crate::config::{secret, BackoffConfig, ControlPlaneConfig, EndpointAddr};
 use crate::tls::pem as tls;
 
@@ -19,6 +19,13 @@ pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(250);
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// `control_plane.backoff.multiplier` default.
 pub const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
+
+/// `control_plane.report_interval` default: two load reports a second.
+pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_millis(500);
+/// Shortest `control_plane.report_interval` accepted (other than `0s`).
+pub const MIN_REPORT_INTERVAL: Duration = Duration::from_millis(50);
+/// Longest `control_plane.report_interval` accepted.
+pub const MAX_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The default `snapshot_file`: `.floodgate-snapshot-<group>.yaml` in `base_dir`.
 pub fn default_snapshot_file(base_dir: &Path, group: &str) -> std::path::PathBuf {
@@ -109,6 +116,7 @@ impl Validator<'_> {
             DEFAULT_POLL_TIMEOUT,
         );
         let backoff = self.backoff(cp.backoff.as_ref());
+        let report_interval = self.report_interval(cp.report_interval.as_ref());
         let (tls_url, endpoint, base_path) = parsed?;
         let token = token?;
         (self.errors.len() == before).then(|| ControlPlaneConfig {
@@ -124,7 +132,23 @@ impl Validator<'_> {
             snapshot_file,
             poll_timeout,
             backoff,
+            report_interval,
         })
+    }
+
+    /// `control_plane.report_interval`: default 500ms; `0s` turns reports off;
+    /// otherwise from 50ms to 10s.
+    fn report_interval(&mut self, v: Option<&Scalar>) -> Duration {
+        let path = "control_plane.report_interval";
+        let d = self.duration(path, v, DEFAULT_REPORT_INTERVAL);
+        if !d.is_zero() && !(MIN_REPORT_INTERVAL..=MAX_REPORT_INTERVAL).contains(&d) {
+            self.err(
+                path,
+                format!("{d:?}: must be 0s (no reports) or from 50ms to 10s"),
+            );
+            return DEFAULT_REPORT_INTERVAL;
+        }
+        d
     }
 
     /// `control_plane.backoff`: `initial` (default 250ms, > 0), `max` (default 30s,
