@@ -37,6 +37,7 @@ pub mod observe;
 pub mod plane;
 pub mod push;
 pub mod registry;
+pub mod replicas;
 pub mod reports;
 pub mod scaler;
 pub mod snapshot;

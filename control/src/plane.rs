@@ -20,6 +20,7 @@ use crate::autoscale::{ScaleBoard, ScaleMap};
 use crate::config::ControlConfig;
 use crate::fence::Fences;
 use crate::observe;
+use crate::replicas::ReplicaBoard;
 use crate::reports::{LoadStore, MemoryLoad};
 use crate::snapshot::{self, Additions};
 use crate::source::{self, SourceFile};
@@ -38,6 +39,8 @@ pub struct Plane {
     pub scale: ScaleBoard,
     /// Replicas the process scaler is draining: their registrations are refused.
     pub fences: Fences,
+    /// What the process scalers run (`GET /v1/scalers`).
+    pub replicas: ReplicaBoard,
     /// The proxies' load reports.
     pub load: Arc<dyn LoadStore>,
     groups: Mutex<BTreeMap<String, Group>>,
@@ -87,6 +90,7 @@ impl Plane {
             store,
             scale: ScaleBoard::new(),
             fences: Fences::default(),
+            replicas: ReplicaBoard::default(),
             load: Arc::new(MemoryLoad::new()),
             groups: Mutex::new(BTreeMap::new()),
         }

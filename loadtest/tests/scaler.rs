@@ -132,6 +132,10 @@ async fn scales_1_to_3_to_1_newest_first_and_leaves_nothing_running() {
     .await;
     let first = status(&cp).replicas[0].clone();
     assert_eq!(first.replica, 1);
+    let (code, api) = request(addr, Method::GET, "/v1/scalers", OPERATOR).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(api["scalers"][0]["cluster"], "healthcode");
+    assert_eq!(api["scalers"][0]["replicas"][0]["pid"], first.pid);
     assert!(registered(addr).await.contains(&first.address));
 
     // desired 1 → 3: two more start and register.

@@ -25,7 +25,8 @@ use tokio::task::JoinHandle;
 use crate::autoscale::ScaleState;
 use crate::plane::Plane;
 
-pub use process::{ProcessScaler, ProcessStatus, ReplicaStatus};
+pub use crate::replicas::{ProcessStatus, ReplicaStatus};
+pub use process::ProcessScaler;
 pub use webhook::{Webhook, WebhookError};
 
 /// Counter: replicas started by the process scaler, by cluster.
@@ -64,7 +65,7 @@ pub enum ScalerError {
 pub struct Scalers {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    status: BTreeMap<String, watch::Receiver<ProcessStatus>>,
+    plane: Arc<Plane>,
 }
 
 impl Scalers {
@@ -76,7 +77,7 @@ impl Scalers {
         let mut scalers = Scalers {
             stop,
             tasks: Vec::new(),
-            status: BTreeMap::new(),
+            plane: Arc::clone(&plane),
         };
         if plane.config.scalers.is_empty() {
             return Ok(scalers);
@@ -94,7 +95,6 @@ impl Scalers {
                     .unwrap_or_else(|| default_url.clone());
                 let scaler =
                     ProcessScaler::new(cluster, p.clone(), Arc::clone(&plane), url, token.clone());
-                scalers.status.insert(cluster.clone(), scaler.status());
                 let desired = rx.clone();
                 let stop = scalers.stop.subscribe();
                 scalers.tasks.push(tokio::spawn(scaler.run(desired, stop)));
@@ -119,7 +119,7 @@ impl Scalers {
 
     /// Every process scaler's status, by cluster.
     pub fn status(&self) -> Vec<ProcessStatus> {
-        self.status.values().map(|rx| rx.borrow().clone()).collect()
+        self.plane.replicas.all()
     }
 
     /// Stops the scalers: every replica is deregistered, SIGTERMed, SIGKILLed after

@@ -32,7 +32,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use floodgate::config::BackoffConfig;
 use floodgate::control_client::backoff::Backoff;
-use serde::Serialize;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -42,6 +41,7 @@ use crate::config::template::Vars;
 use crate::config::{Ports, ProcessSettings};
 use crate::plane::Plane;
 use crate::registry::{self, DeregisterRequest};
+use crate::replicas::{ProcessStatus, ReplicaStatus};
 
 /// How often the scaler looks at its replicas and the registry.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -55,40 +55,6 @@ pub const RESTART_BACKOFF: BackoffConfig = BackoffConfig {
     max: Duration::from_secs(30),
     multiplier: 2.0,
 };
-
-/// What `GET /v1/scalers` shows of one process scaler.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ProcessStatus {
-    /// The cluster.
-    pub cluster: String,
-    /// The autoscaler's last desired replicas (None before the first decision).
-    pub desired: Option<u32>,
-    /// What the scaler runs towards: `desired` clamped to `min..=max`.
-    pub target: u32,
-    /// `min_replicas`.
-    pub min_replicas: u32,
-    /// `max_replicas`.
-    pub max_replicas: u32,
-    /// Failed replicas in a row (exited on their own or never registered).
-    pub failures: u32,
-    /// Every replica it runs, oldest first.
-    pub replicas: Vec<ReplicaStatus>,
-}
-
-/// One replica.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ReplicaStatus {
-    /// Its number (from 1, newer is higher).
-    pub replica: u64,
-    /// The PID the scaler started (and signals).
-    pub pid: u32,
-    /// `127.0.0.1:port`.
-    pub address: String,
-    /// `starting`, `ready`, `draining`, `stopping` or `killed`.
-    pub phase: &'static str,
-    /// When it was started, Unix milliseconds.
-    pub started_at: u64,
-}
 
 struct Replica {
     id: u64,
@@ -114,7 +80,6 @@ pub struct ProcessScaler {
     backoff: Backoff,
     backoff_until: Option<Instant>,
     desired: Option<u32>,
-    status: watch::Sender<ProcessStatus>,
 }
 
 impl ProcessScaler {
@@ -127,12 +92,12 @@ impl ProcessScaler {
         register_url: String,
         token: String,
     ) -> Self {
-        let status = ProcessStatus {
+        plane.replicas.set(ProcessStatus {
             cluster: cluster.to_owned(),
             min_replicas: settings.min_replicas,
             max_replicas: settings.max_replicas,
             ..ProcessStatus::default()
-        };
+        });
         ProcessScaler {
             cluster: cluster.to_owned(),
             settings,
@@ -144,13 +109,7 @@ impl ProcessScaler {
             backoff: Backoff::new(RESTART_BACKOFF),
             backoff_until: None,
             desired: None,
-            status: watch::Sender::new(status),
         }
-    }
-
-    /// A receiver of this scaler's status.
-    pub fn status(&self) -> watch::Receiver<ProcessStatus> {
-        self.status.subscribe()
     }
 
     /// Follows `desired` until `stop` changes (or its sender is dropped), then stops
@@ -445,13 +404,7 @@ impl ProcessScaler {
             failures: self.backoff.failures(),
             replicas,
         };
-        self.status.send_if_modified(|s| {
-            if *s == next {
-                return false;
-            }
-            *s = next;
-            true
-        });
+        self.plane.replicas.set(next);
     }
 
     /// Deregisters and SIGTERMs every replica, SIGKILLs what still runs after
