@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod autoscale;
+pub mod burst;
 pub mod config;
 pub mod fence;
 pub mod observe;
@@ -125,13 +126,14 @@ pub async fn start(config: ControlConfig) -> anyhow::Result<Running> {
     let sweeper = registry::spawn_sweeper(Arc::clone(&plane));
     let scalers = scaler::Scalers::start(Arc::clone(&plane), addr)?;
     let autoscaler = autoscale::run::spawn(Arc::clone(&plane));
+    let burst = burst::spawn(Arc::clone(&plane));
     let server = tokio::spawn(api::serve(socket, Arc::clone(&plane), tls));
     tracing::info!(%addr, tls = plane.config.tls.is_some(), configs_dir = %plane.config.configs_dir.display(), groups = plane.groups().len(), "control plane listening");
     Ok(Running {
         addr,
         plane,
         scalers: Some(scalers),
-        tasks: vec![watcher, sweeper, autoscaler, server],
+        tasks: vec![watcher, sweeper, autoscaler, burst, server],
     })
 }
 

@@ -228,6 +228,12 @@ impl Plane {
         Ok(())
     }
 
+    /// Re-merges and publishes the groups that define one of `clusters` after their
+    /// burst mode changed (the autoscaler entered or left panic).
+    pub fn burst_changed(&self, clusters: &BTreeSet<String>) -> Result<(), StoreError> {
+        self.registry_changed(Some(clusters))
+    }
+
     /// Builds the group's snapshot from its valid text and the registry, validates
     /// it, and publishes it under a new version if it differs from the current one.
     fn publish(
@@ -252,7 +258,9 @@ impl Plane {
         for list in additions.values_mut() {
             list.sort();
         }
-        let merged = match snapshot::merge(&base, name, &additions) {
+        // Clusters in panic run their routes' burst-mode overrides.
+        let bursting = panicking(&self.scale.current());
+        let merged = match snapshot::merge_with_burst(&base, name, &additions, &bursting) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(group = %name, error = %e, "cannot merge registered endpoints; not published");
@@ -292,6 +300,14 @@ impl Plane {
         g.tx.send_replace(Some(Arc::new(snapshot)));
         Ok(())
     }
+}
+
+/// The clusters whose autoscaler is in panic in `map`: they are in burst mode.
+pub fn panicking(map: &ScaleMap) -> BTreeSet<String> {
+    map.values()
+        .filter(|s| s.panic)
+        .map(|s| s.cluster.clone())
+        .collect()
 }
 
 impl Plane {
