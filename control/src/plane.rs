@@ -37,6 +37,9 @@ pub struct Plane {
     pub scale: ScaleBoard,
     /// The proxies' load reports.
     pub load: Arc<dyn LoadStore>,
+    /// Woken by every accepted load report: the autoscaler decides at once (at
+    /// most every [`crate::autoscale::run::MIN_GAP`]) instead of at its next tick.
+    pub reports_arrived: tokio::sync::Notify,
     groups: Mutex<BTreeMap<String, Group>>,
 }
 
@@ -84,6 +87,7 @@ impl Plane {
             store,
             scale: ScaleBoard::new(),
             load: Arc::new(MemoryLoad::new()),
+            reports_arrived: tokio::sync::Notify::new(),
             groups: Mutex::new(BTreeMap::new()),
         }
     }

@@ -12,7 +12,8 @@
 //!   requests stuck); with `target_rps_per_replica`, `offered_rps`;
 //! - **wanted** = `ceil(demand / (target × target_utilization))`;
 //! - **panic** starts when the panic demand — the higher of the panic window's and
-//!   the last second's ([`FAST_WINDOW`]), so a step shows within a second — divided
+//!   the last half second's ([`FAST_WINDOW`], counted once it saw
+//!   [`FAST_MIN_ARRIVALS`]), so a step shows within a second — divided
 //!   by the per-replica target is at least `panic_threshold × max(ready, 1)`; each tick over the threshold renews it. In
 //!   panic desired never goes down: it is the highest wanted seen since panic began.
 //!   Panic ends `stable_window` after the last tick over the threshold, **and only
@@ -35,8 +36,13 @@ use crate::reports::window::ClusterWindow;
 use crate::reports::LoadStore;
 use crate::store::StoreError;
 
-/// The short window that lets a step show within a second in panic.
-pub const FAST_WINDOW: Duration = Duration::from_secs(1);
+/// The short window that lets a step show within a second in panic: one
+/// default report interval.
+pub const FAST_WINDOW: Duration = Duration::from_millis(500);
+/// Arrivals the fast window must have seen (over all proxies) to count: below
+/// this a few requests more are noise, not a burst (at 50 arrivals, 2x is 7 σ of
+/// Poisson noise).
+pub const FAST_MIN_ARRIVALS: f64 = 50.0;
 
 /// What the decision reads: the cluster's load over its three windows.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -47,6 +53,8 @@ pub struct Observation {
     pub panic: ClusterWindow,
     /// Over [`FAST_WINDOW`].
     pub fast: ClusterWindow,
+    /// Arrivals in the fast window, over all proxies.
+    pub fast_arrivals: f64,
     /// Ready replicas.
     pub ready: u32,
     /// Proxies reporting.
@@ -138,10 +146,19 @@ impl Decider {
         let ready = obs.ready;
         let ready_ratio = f64::from(ready.max(1));
         let stable_demand = demand(p.target, &obs.stable);
-        let panic_demand = demand(p.target, &obs.panic).max(demand(p.target, &obs.fast));
+        let fast = if obs.fast_arrivals >= FAST_MIN_ARRIVALS {
+            demand(p.target, &obs.fast)
+        } else {
+            0.0
+        };
+        let panic_demand = demand(p.target, &obs.panic).max(fast);
         let stable_want = wanted(stable_demand, per);
         let panic_want = wanted(panic_demand, per);
-        let offered_rps = obs.panic.offered_rps.max(obs.fast.offered_rps);
+        let offered_rps = if fast > 0.0 {
+            obs.panic.offered_rps.max(obs.fast.offered_rps)
+        } else {
+            obs.panic.offered_rps
+        };
         let first = self.last.is_none();
         let prev = self.last.unwrap_or(ready);
 
@@ -253,11 +270,13 @@ pub fn observe(
         &[policy.stable_window, policy.panic_window, FAST_WINDOW],
         now_ms,
     )?;
+    let fast_arrivals = view.fast_arrivals;
     let w = |i: usize| view.windows.get(i).copied().unwrap_or_default();
     let mut obs = Observation {
         stable: w(0),
         panic: w(1),
         fast: w(2),
+        fast_arrivals,
         ready,
         nodes: view.nodes,
     };

@@ -181,7 +181,10 @@ pub async fn run(
             continue;
         }
         let sent = match serde_json::to_vec(&report) {
-            Ok(json) => http.send_report(json, interval).await,
+            Ok(json) => {
+                http.send_report(json, interval.max(Duration::from_secs(1)))
+                    .await
+            }
             Err(e) => Err(super::http::HttpError::Request(e.to_string())),
         };
         match sent {
