@@ -43,6 +43,9 @@ pub struct Plane {
     pub replicas: ReplicaBoard,
     /// The proxies' load reports.
     pub load: Arc<dyn LoadStore>,
+    /// Woken by every accepted load report: the autoscaler decides at once (at
+    /// most every [`crate::autoscale::run::MIN_GAP`]) instead of at its next tick.
+    pub reports_arrived: tokio::sync::Notify,
     groups: Mutex<BTreeMap<String, Group>>,
 }
 
@@ -92,6 +95,7 @@ impl Plane {
             fences: Fences::default(),
             replicas: ReplicaBoard::default(),
             load: Arc::new(MemoryLoad::new()),
+            reports_arrived: tokio::sync::Notify::new(),
             groups: Mutex::new(BTreeMap::new()),
         }
     }

@@ -290,6 +290,7 @@ async fn report(plane: &Plane, req: Request<Incoming>) -> Result<Response<Body>,
     match plane.load.record(&r, crate::autoscale::run::now_ms()) {
         Ok(()) => {
             metrics::counter!(observe::REPORTS, "result" => "ok").increment(1);
+            plane.reports_arrived.notify_one();
             Ok(ok_json(&json!({ "ok": true })))
         }
         Err(ReportError::Invalid(why)) => {

@@ -12,17 +12,19 @@
 //!   requests stuck); with `target_rps_per_replica`, `offered_rps`;
 //! - **wanted** = `ceil(demand / (target × target_utilization))`;
 //! - **panic** starts when the panic demand — the higher of the panic window's and
-//!   the last second's ([`FAST_WINDOW`]), so a step shows within a second — wants at
-//!   least `panic_threshold × ready`; each tick over the threshold renews it. In
+//!   the last half second's ([`FAST_WINDOW`], counted once it saw
+//!   [`FAST_MIN_ARRIVALS`]), so a step shows within a second — divided
+//!   by the per-replica target is at least `panic_threshold × max(ready, 1)`; each tick over the threshold renews it. In
 //!   panic desired never goes down: it is the highest wanted seen since panic began.
 //!   Panic ends `stable_window` after the last tick over the threshold, **and only
 //!   when** the ready replicas have caught up with desired or the stable demand no
 //!   longer needs more than are ready (Knative's serving#3153: leaving panic while 40
 //!   of 1,000 pods were ready undid the scale-up);
 //! - outside panic, desired = the stable window's wanted;
-//! - then the rates: at most `ceil(max(ready, 1) × max_scale_up_rate)`, at least
-//!   `floor(ready / max_scale_down_rate)`; then `scale_down_delay`: the highest
-//!   value of the last `scale_down_delay`; then `min_replicas..=max_replicas`.
+//! - then `scale_down_delay`: the highest of those values over the last
+//!   `scale_down_delay`; then the rates: at most `ceil(max(ready, 1) ×
+//!   max_scale_up_rate)`, at least `floor(ready / max_scale_down_rate)`; then
+//!   `min_replicas..=max_replicas`.
 //! - A new decider holds the replicas that are ready for `scale_down_delay`, so a
 //!   restarted control plane does not scale down before the reports arrive.
 
@@ -34,8 +36,13 @@ use crate::reports::window::ClusterWindow;
 use crate::reports::LoadStore;
 use crate::store::StoreError;
 
-/// The short window that lets a step show within a second in panic.
-pub const FAST_WINDOW: Duration = Duration::from_secs(1);
+/// The short window that lets a step show within a second in panic: one
+/// default report interval.
+pub const FAST_WINDOW: Duration = Duration::from_millis(500);
+/// Arrivals the fast window must have seen (over all proxies) to count: below
+/// this a few requests more are noise, not a burst (at 50 arrivals, 2x is 7 σ of
+/// Poisson noise).
+pub const FAST_MIN_ARRIVALS: f64 = 50.0;
 
 /// What the decision reads: the cluster's load over its three windows.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -46,6 +53,8 @@ pub struct Observation {
     pub panic: ClusterWindow,
     /// Over [`FAST_WINDOW`].
     pub fast: ClusterWindow,
+    /// Arrivals in the fast window, over all proxies.
+    pub fast_arrivals: f64,
     /// Ready replicas.
     pub ready: u32,
     /// Proxies reporting.
@@ -137,14 +146,24 @@ impl Decider {
         let ready = obs.ready;
         let ready_ratio = f64::from(ready.max(1));
         let stable_demand = demand(p.target, &obs.stable);
-        let panic_demand = demand(p.target, &obs.panic).max(demand(p.target, &obs.fast));
+        let fast = if obs.fast_arrivals >= FAST_MIN_ARRIVALS {
+            demand(p.target, &obs.fast)
+        } else {
+            0.0
+        };
+        let panic_demand = demand(p.target, &obs.panic).max(fast);
         let stable_want = wanted(stable_demand, per);
         let panic_want = wanted(panic_demand, per);
-        let offered_rps = obs.panic.offered_rps.max(obs.fast.offered_rps);
+        let offered_rps = if fast > 0.0 {
+            obs.panic.offered_rps.max(obs.fast.offered_rps)
+        } else {
+            obs.panic.offered_rps
+        };
         let first = self.last.is_none();
         let prev = self.last.unwrap_or(ready);
 
-        let over = f64::from(panic_want) >= p.panic_threshold * ready_ratio && panic_want > ready;
+        // As Knative: the unrounded replicas the panic demand needs, over ready.
+        let over = panic_demand / per >= p.panic_threshold * ready_ratio && panic_want > ready;
         let mut reason;
         let raw;
         if over {
@@ -185,6 +204,25 @@ impl Decider {
             );
         }
 
+        // scale_down_delay: the highest wanted of the last `scale_down_delay`. A new
+        // decider starts from the ready replicas, so a restart does not scale
+        // down before reports arrive.
+        if first {
+            self.recent.push_back((now_ms, ready));
+        }
+        self.recent.push_back((now_ms, raw));
+        let horizon = now_ms.saturating_sub(ms(p.scale_down_delay));
+        while self.recent.len() > 1 && self.recent.front().is_some_and(|(t, _)| *t < horizon) {
+            self.recent.pop_front();
+        }
+        let delayed = self.recent.iter().map(|(_, d)| *d).max().unwrap_or(raw);
+        if delayed > raw {
+            reason.push_str(&format!(
+                "; {delayed} held by scale_down_delay ({:?})",
+                p.scale_down_delay
+            ));
+        }
+
         let up_cap = (ready_ratio * p.max_scale_up_rate).ceil();
         let up_cap = if up_cap >= f64::from(u32::MAX) {
             u32::MAX
@@ -192,7 +230,7 @@ impl Decider {
             up_cap as u32
         };
         let down_floor = (f64::from(ready) / p.max_scale_down_rate).floor() as u32;
-        let mut limited = raw;
+        let mut limited = delayed;
         if limited > up_cap {
             limited = up_cap;
             reason.push_str(&format!("; capped at {up_cap} by max_scale_up_rate"));
@@ -202,29 +240,10 @@ impl Decider {
             reason.push_str(&format!("; held at {down_floor} by max_scale_down_rate"));
         }
 
-        // scale_down_delay: the highest value of the last `scale_down_delay`.
-        // A new decider starts from the ready replicas, so a restart does not
-        // scale down before reports arrive.
-        if first {
-            self.recent.push_back((now_ms, ready));
-        }
-        self.recent.push_back((now_ms, limited));
-        let horizon = now_ms.saturating_sub(ms(p.scale_down_delay));
-        while self.recent.len() > 1 && self.recent.front().is_some_and(|(t, _)| *t < horizon) {
-            self.recent.pop_front();
-        }
-        let delayed = self.recent.iter().map(|(_, d)| *d).max().unwrap_or(limited);
-        if delayed > limited {
-            reason.push_str(&format!(
-                "; {delayed} held by scale_down_delay ({:?})",
-                p.scale_down_delay
-            ));
-        }
-
-        let desired = delayed.clamp(p.min_replicas, p.max_replicas);
-        if desired == p.max_replicas && delayed > p.max_replicas {
+        let desired = limited.clamp(p.min_replicas, p.max_replicas);
+        if desired == p.max_replicas && limited > p.max_replicas {
             reason.push_str(&format!("; clamped to max_replicas {}", p.max_replicas));
-        } else if desired > delayed {
+        } else if desired > limited {
             reason.push_str(&format!("; min_replicas {}", p.min_replicas));
         }
         self.last = Some(desired);
@@ -251,11 +270,13 @@ pub fn observe(
         &[policy.stable_window, policy.panic_window, FAST_WINDOW],
         now_ms,
     )?;
+    let fast_arrivals = view.fast_arrivals;
     let w = |i: usize| view.windows.get(i).copied().unwrap_or_default();
     let mut obs = Observation {
         stable: w(0),
         panic: w(1),
         fast: w(2),
+        fast_arrivals,
         ready,
         nodes: view.nodes,
     };
@@ -272,3 +293,6 @@ pub fn observe(
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,5 @@
-//! The autoscaler's task: every tick, for each cluster named in `autoscale:`,
+//! The autoscaler's task: every tick and whenever a load report arrives (at most
+//! every [`MIN_GAP`]), for each cluster named in `autoscale:`,
 //! reads its ready replicas and its load over the three windows, asks its
 //! [`Decider`], and publishes every cluster's [`ScaleState`] on the plane's
 //! [`super::ScaleBoard`] and as gauges. Also prunes the load store.
@@ -13,6 +14,8 @@ use crate::config::autoscale::DEFAULT_TICK;
 use crate::observe as names;
 use crate::plane::Plane;
 
+/// Shortest time between two decisions woken by reports (ticks come on top).
+pub const MIN_GAP: Duration = Duration::from_millis(50);
 /// How often the load store is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
@@ -60,8 +63,21 @@ async fn run(plane: Arc<Plane>) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_prune = 0;
+    let mut last_decision = tokio::time::Instant::now();
     loop {
-        interval.tick().await;
+        // A tick, or a report (then all clusters are decided, at most every MIN_GAP):
+        // a step in the load shows as soon as the report that carries it arrives.
+        let woken_by_report = tokio::select! {
+            _ = interval.tick() => false,
+            () = plane.reports_arrived.notified() => true,
+        };
+        if woken_by_report {
+            tokio::time::sleep_until(last_decision + MIN_GAP).await;
+            for d in deciders.values_mut() {
+                d.1 = 0;
+            }
+        }
+        last_decision = tokio::time::Instant::now();
         let now = now_ms();
         if now.saturating_sub(last_prune) >= ms(PRUNE_EVERY) {
             last_prune = now;

@@ -45,6 +45,8 @@ pub struct ClusterLoadView {
     pub windows: Vec<ClusterWindow>,
     /// The highest p99 latency of the proxies' last intervals, ms.
     pub p99_ms: Option<f64>,
+    /// Arrivals counted in the last window asked for (the shortest, by convention).
+    pub fast_arrivals: f64,
 }
 
 /// A reporting proxy, for `GET /v1/reports`.
@@ -185,6 +187,9 @@ impl LoadStore for MemoryLoad {
                 view.p99_ms = Some(view.p99_ms.map_or(p, |q: f64| q.max(p)));
             }
         }
+        view.fast_arrivals = per_window
+            .last()
+            .map_or(0.0, |l| l.iter().map(|w| w.offered).sum());
         view.windows = per_window.iter().map(ClusterWindow::sum).collect();
         Ok(view)
     }

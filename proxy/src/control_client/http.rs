@@ -186,16 +186,11 @@ impl ControlHttp {
         }
     }
 
-    /// `POST /v1/reports` with a load report, within `timeout`.
-    pub async fn send_report(
-        &self,
-        report: &super::report::LoadReport,
-        timeout: Duration,
-    ) -> Result<(), HttpError> {
-        let bytes = serde_json::to_vec(report).map_err(|e| HttpError::Request(e.to_string()))?;
+    /// `POST /v1/reports` with a load report's JSON, within `timeout`.
+    pub async fn send_report(&self, json: Vec<u8>, timeout: Duration) -> Result<(), HttpError> {
         let path = format!("{}/v1/reports", self.cp.base_path);
         let (status, body) = self
-            .exchange(Method::POST, &path, Bytes::from(bytes), timeout)
+            .exchange(Method::POST, &path, Bytes::from(json), timeout)
             .await?;
         if status.is_success() {
             Ok(())

@@ -180,7 +180,14 @@ pub async fn run(
         if report.clusters.is_empty() {
             continue;
         }
-        match http.send_report(&report, interval).await {
+        let sent = match serde_json::to_vec(&report) {
+            Ok(json) => {
+                http.send_report(json, interval.max(Duration::from_secs(1)))
+                    .await
+            }
+            Err(e) => Err(super::http::HttpError::Request(e.to_string())),
+        };
+        match sent {
             Ok(()) => {
                 if failing {
                     tracing::info!("load reports delivered again");

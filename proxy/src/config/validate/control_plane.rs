@@ -268,9 +268,31 @@ mod tests {
         assert_eq!(cp.poll_timeout, DEFAULT_POLL_TIMEOUT);
         assert_eq!(cp.backoff.initial, DEFAULT_BACKOFF_INITIAL);
         assert_eq!(cp.backoff.max, DEFAULT_BACKOFF_MAX);
+        assert_eq!(cp.report_interval, DEFAULT_REPORT_INTERVAL);
         assert!(cp.token.matches(TOKEN.as_bytes()));
         // The token never reaches `/config`.
         assert!(!serde_json::to_string(&cp).unwrap().contains(TOKEN));
+    }
+
+    #[test]
+    fn report_interval_is_off_or_in_range() {
+        let with = |v: &str| {
+            format!(
+                "control_plane: {{ url: \"http://cp:7070\", group: edge, node_id: n1, token: {TOKEN}, report_interval: {v} }}\n"
+            )
+        };
+        let cp = |v: &str| {
+            parse_str(&with(v), "boot.yaml", Path::new("."))
+                .unwrap()
+                .control_plane
+                .unwrap()
+        };
+        assert_eq!(cp("0s").report_interval, Duration::ZERO);
+        assert_eq!(cp("1s").report_interval, Duration::from_secs(1));
+        for bad in ["10ms", "1m", "soon"] {
+            let e = errors(&with(bad));
+            assert!(e.contains("control_plane.report_interval"), "{bad}: {e}");
+        }
     }
 
     #[test]
