@@ -384,10 +384,10 @@ async fn a_standing_queue_sheds_waiters_older_than_the_target() {
 
 #[tokio::test(start_paused = true)]
 async fn a_standing_queue_is_short_serves_by_priority_then_newest_first() {
-    // Limit 16: a standing queue holds a quarter of it, 4 waiters.
-    let adm = codel(16, 50, 100);
+    // Limit 32: a standing queue holds an eighth of it, 4 waiters.
+    let adm = codel(32, 50, 100);
     let mut slots = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..32 {
         slots.push(adm.acquire(Priority::Normal, far()).await.unwrap());
     }
     let mut old = spawn_waiters(&adm, &[("old", Priority::Normal)]).await;
