@@ -212,15 +212,17 @@ ENV
   if [[ $foreground == 1 ]]; then
     trap 'cmd_down; exit 0' INT TERM
     log "running in the foreground; Ctrl-C stops everything"
-    # Wake up every second; leave when the proxy or the control plane dies. A replica
-    # that exits (the README kills one to show traffic moving) is only reported.
+    # Wake up every second; leave when the proxy dies. A replica or the control plane
+    # that exits (the README kills them to show traffic moving and the proxy serving
+    # without its control plane) is only reported.
     local -A gone=()
     while true; do
       local name pid
       while read -r name pid; do
         kill -0 "$pid" 2>/dev/null && continue
         case "$name" in
-          app-*) [[ -n "${gone[$name]:-}" ]] || { log "$name exited; the others keep serving"; gone[$name]=1; } ;;
+          app-* | floodgate-control)
+            [[ -n "${gone[$name]:-}" ]] || { log "$name exited; the proxy keeps serving"; gone[$name]=1; } ;;
           *) log "$name exited"; cmd_down; exit 1 ;;
         esac
       done <"$RUN_DIR/pids"
