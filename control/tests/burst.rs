@@ -90,6 +90,11 @@ async fn panic_turns_burst_mode_on_at_the_proxy_and_leaving_it_restores_the_rout
     .await;
     let text = get_text(admin_addr, "/config").await.unwrap().1;
     assert!(text.contains("\"sheddable\""), "{text}");
+    let metrics = get_text(admin_addr, "/metrics").await.unwrap().1;
+    assert!(
+        metrics.contains("floodgate_route_burst_active{listener=\"web\",route=\"all\"} 1"),
+        "{metrics}"
+    );
     // The burst limit (1 rps, burst 1) answers 429 to back-to-back requests.
     let got = statuses(&m, 5).await;
     assert!(got.contains(&StatusCode::TOO_MANY_REQUESTS), "{got:?}");
