@@ -59,6 +59,24 @@ ensure_floodgate() {
   return 1
 }
 
+# ensure_control: builds floodgate-control (release) if missing.
+ensure_control() {
+  if [[ -x "$BIN_DIR/floodgate-control" ]]; then return 0; fi
+  log "building floodgate-control (release)…"
+  (cd "$ROOT" && cargo build --release -p floodgate-control) >&2 && [[ -x "$BIN_DIR/floodgate-control" ]] \
+    || die "cargo build --release -p floodgate-control failed"
+}
+
+# wait_ok URL SECONDS [CURL_ARGS…]: waits until URL answers 2xx (bounded).
+wait_ok() {
+  local url="$1" secs="$2" i; shift 2
+  for i in $(seq 1 $((secs * 10))); do
+    if curl -fs -o /dev/null --max-time 1 "$@" "$url"; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
 # start_bg NAME LOGFILE CMD…: starts CMD in the background, records "NAME PID" in
 # $RUN_DIR/pids and sets LAST_PID.
 start_bg() {
@@ -118,7 +136,9 @@ wait_http() {
 # (settings from APP_WORKERS, APP_SERVICE_TIME, APP_MAX_QUEUE, APP_EXTRA_ARGS) and sets
 # APP_ADDRS (space separated) and the template values APP_ENDPOINTS, NGINX_UPSTREAMS,
 # HAPROXY_SERVERS.
-# With APP_PORTS="9001 9002" the replicas bind those fixed ports instead (the demo config).
+# With APP_PORTS="9001 9002" the first replicas bind those fixed ports instead (the demo
+# config); with APP_REGISTER=URL each registers itself with the control plane at URL
+# (`--register URL`, token from $FLOODGATE_APP_TOKEN).
 start_apps() {
   local n="$1" i addr
   local -a ports=(${APP_PORTS:-})
@@ -128,7 +148,7 @@ start_apps() {
     # shellcheck disable=SC2086
     start_bg "app-$i" "$RUN_DIR/app-$i.log" "$BIN_DIR/healthcode-app" --listen "127.0.0.1:$port" \
       --workers "${APP_WORKERS:-16}" --service-time "${APP_SERVICE_TIME:-5ms}" \
-      --max-queue "${APP_MAX_QUEUE:-64}" ${APP_EXTRA_ARGS:-}
+      --max-queue "${APP_MAX_QUEUE:-64}" ${APP_REGISTER:+--register "$APP_REGISTER"} ${APP_EXTRA_ARGS:-}
     addr=$(wait_listening "$RUN_DIR/app-$i.log" "$LAST_PID") || die "healthcode-app $i did not start"
     APP_ADDRS="$APP_ADDRS $addr"
   done

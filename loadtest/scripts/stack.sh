@@ -1,31 +1,43 @@
 #!/usr/bin/env bash
-# stack.sh — the local demo stack: N healthcode-app replicas + Floodgate in front.
+# stack.sh — the local demo stack: N healthcode-app replicas + Floodgate in front, with
+# or without the control plane.
 #
-#   stack.sh up [--config FILE] [--replicas N] [--foreground] [--no-proxy]
+#   stack.sh up [--replicas N] [--foreground]          the quick start, via floodgate-control
+#   stack.sh up --static [--foreground]                 configs/demo.yaml, no control plane
+#   stack.sh up --config FILE [--replicas N] [--foreground] [--no-proxy]
 #   stack.sh down
 #   stack.sh status
 #
-# `up` starts N replicas (default 2) on free loopback ports, renders the Floodgate config
-# template with those ports, starts `floodgate --config RENDERED`, waits until the proxy
-# answers, and prints the URLs. State lives in .floodgate-run/ at the repo root:
-#   pids        one "NAME PID" line per process (stopped newest first by `down`)
-#   env         shell-sourceable addresses: PROXY_URL, ADMIN_URL, APP_ADDRS, CONFIG
-#   *.log       each process's output; floodgate.yaml: the rendered config
-# `--foreground` stays attached and stops everything on Ctrl-C / SIGTERM.
-# `--no-proxy` starts only the replicas (PROXY_URL then points at the first one).
-#
-# With no --config, the README's quick start: configs/demo.yaml as written (proxy on
-# 127.0.0.1:8080, admin on 127.0.0.1:9901) in front of two replicas on the fixed ports
-# 9001 and 9002 that it names. With --config, a template whose ports are picked free.
-# Placeholders, written ${NAME}:
+# With no --config (the README's quick start), through the control plane:
+#   1. floodgate-control --config configs/control.yaml (API on 127.0.0.1:7070; group
+#      `demo` = configs/control/demo.yaml, whose cluster `healthcode` has no static
+#      endpoints: they all come from the registry). The three FLOODGATE_*_TOKEN
+#      variables are exported with the demo values `demo-*-token-change-me` when unset.
+#   2. N replicas (default 2; the first two on 127.0.0.1:9001 and :9002, more on free
+#      ports), each started with `--register http://127.0.0.1:7070`: they register
+#      themselves, heartbeat, and deregister on SIGTERM.
+#   3. floodgate --config configs/bootstrap-demo.yaml (proxy 127.0.0.1:8080, admin
+#      127.0.0.1:9901): it gets its listeners and clusters from the control plane and
+#      keeps its last snapshot in .floodgate-run/snapshot-demo.yaml.
+#   It waits until the proxy is ready, /v1/nodes shows it ACKed the current version and
+#   /v1/endpoints lists every replica.
+# With --static: configs/demo.yaml as written in front of two replicas on 9001 and 9002,
+# no control plane (the stack before issue #13).
+# With --config: a template whose ports are picked free, no control plane (burst.sh,
+# protection.sh, compare.sh use it through lib.sh). Placeholders, written ${NAME}:
 #   ${PROXY_PORT}     public listener port      ${ADMIN_PORT}  admin listener port
 #   ${APP_ENDPOINTS}  replicas as YAML list items: "127.0.0.1:P1", "127.0.0.1:P2"
 #   ${RUN_DIR}        the run folder (.floodgate-run)
+#
+# State lives in .floodgate-run/ at the repo root:
+#   pids        one "NAME PID" line per process (stopped newest first by `down`)
+#   env         shell-sourceable addresses: PROXY_URL, ADMIN_URL, APP_ADDRS, CONFIG,
+#               CONTROL_URL (empty without the control plane)
+#   *.log       each process's output; floodgate.yaml: the rendered config (--config)
+# `--foreground` stays attached and stops everything on Ctrl-C / SIGTERM.
+# `--no-proxy` starts only the replicas (PROXY_URL then points at the first one).
 # Replica settings (environment): APP_WORKERS (16), APP_SERVICE_TIME (5ms),
 # APP_MAX_QUEUE (64), APP_EXTRA_ARGS (e.g. "--fail-rate 0.01").
-#
-# To add a process (e.g. the control plane): render its config the same way, start it
-# with start_bg NAME LOG CMD… (see lib.sh) so `down` stops it, and add its URL to `env`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -46,24 +58,76 @@ cmd_status() {
   [[ -f "$RUN_DIR/env" ]] && cat "$RUN_DIR/env"
 }
 
+CONTROL_ADDR=127.0.0.1:7070
+DEMO_GROUP=demo
+DEMO_NODE=demo-proxy-1
+
+# demo_tokens: exports the demo tokens for the FLOODGATE_*_TOKEN variables that are unset.
+demo_tokens() {
+  local role var defaulted=""
+  for role in proxy app operator; do
+    var="FLOODGATE_${role^^}_TOKEN"
+    if [[ -z "${!var:-}" ]]; then
+      export "$var=demo-$role-token-change-me"
+      defaulted="$defaulted $var"
+    fi
+  done
+  [[ -z "$defaulted" ]] || log "using the demo tokens (demo-*-token-change-me) for unset:$defaulted"
+}
+
+# op PATH: GET on the control plane's API with the operator token.
+op() {
+  curl -fs --max-time 2 -H "Authorization: Bearer $FLOODGATE_OPERATOR_TOKEN" "http://$CONTROL_ADDR$1"
+}
+
+# wait_control_state N SECONDS: waits until /v1/endpoints lists N healthcode endpoints
+# and /v1/nodes shows the demo proxy running (ACKed) the group's current version.
+wait_control_state() {
+  local n="$1" secs="$2" i state=""
+  for i in $(seq 1 $((secs * 10))); do
+    state=$(python3 - "$n" "$DEMO_GROUP" "$DEMO_NODE" \
+      "$(op /v1/endpoints || true)" "$(op /v1/nodes || true)" "$(op /v1/groups || true)" <<'PY' || true
+import json, sys
+n, group, node = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+try:
+    eps = [e for e in json.loads(sys.argv[4])["endpoints"] if e["cluster"] == "healthcode"]
+    nodes = json.loads(sys.argv[5])["nodes"]
+    version = next(g["version"] for g in json.loads(sys.argv[6])["groups"] if g["group"] == group)
+except Exception:
+    sys.exit(1)
+mine = next((x for x in nodes if x["node"] == node), None)
+acked = mine is not None and mine.get("last_ack") == version
+print(f"{len(eps)} endpoints, node {'ACKed' if acked else 'not ACKed'} version {version}")
+sys.exit(0 if len(eps) >= n and acked else 1)
+PY
+    ) && { log "control plane: $state"; return 0; }
+    sleep 0.1
+  done
+  log "control plane: ${state:-no answer}"
+  return 1
+}
+
 cmd_up() {
-  local config="" replicas=2 foreground=0 proxy=1
+  local config="" replicas=2 foreground=0 proxy=1 mode=control run_config=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
-      --config) config="$2"; shift 2 ;;
+      --config) config="$2"; mode=template; shift 2 ;;
+      --static) mode=static; shift ;;
       --replicas) replicas="$2"; shift 2 ;;
       --foreground) foreground=1; shift ;;
       --no-proxy) proxy=0; shift ;;
       *) die "unknown option $1" ;;
     esac
   done
-  local fixed=0
-  if [[ -z "$config" ]]; then
-    config="$ROOT/configs/demo.yaml"
-    fixed=1
-    replicas=2
-    export APP_PORTS="${APP_PORTS:-9001 9002}"
-  fi
+  case "$mode" in
+    static)
+      config="$ROOT/configs/demo.yaml"
+      replicas=2
+      export APP_PORTS="${APP_PORTS:-9001 9002}" ;;
+    control)
+      config="$ROOT/configs/bootstrap-demo.yaml"
+      export APP_PORTS="${APP_PORTS:-9001 9002}" ;;
+  esac
   mkdir -p "$RUN_DIR"
   if [[ -s "$RUN_DIR/pids" ]]; then
     log "a stack seems to be running; stopping it first"
@@ -75,12 +139,27 @@ cmd_up() {
     die "floodgate is not available; use --no-proxy to start only the replicas"
   fi
   trap 'log "startup failed; stopping what was started"; stop_all' ERR
+  local control_url=""
+  if [[ $mode == control ]]; then
+    ensure_control
+    demo_tokens
+    start_bg floodgate-control "$RUN_DIR/control.log" \
+      "$BIN_DIR/floodgate-control" --config "$ROOT/configs/control.yaml"
+    control_url="http://$CONTROL_ADDR"
+    if ! wait_ok "$control_url/ready" 30; then
+      tail -n 20 "$RUN_DIR/control.log" >&2 || true
+      false
+    fi
+    log "control plane: $control_url (log: $RUN_DIR/control.log)"
+    export APP_REGISTER="$control_url"
+  fi
   start_apps "$replicas"
+  unset APP_REGISTER
   log "replicas: $APP_ADDRS"
   local proxy_url admin_url=""
   if [[ $proxy == 1 ]]; then
     export PROXY_PORT ADMIN_PORT
-    if [[ $fixed == 1 ]]; then
+    if [[ $mode != template ]]; then
       PROXY_PORT=8080
       ADMIN_PORT=9901
     else
@@ -88,14 +167,25 @@ cmd_up() {
       ADMIN_PORT=$(free_port)
       grep -q '\${' "$config" || log "warning: $config has no \${…} placeholders; ports are not substituted"
     fi
-    render "$config" "$RUN_DIR/floodgate.yaml"
-    start_bg floodgate "$RUN_DIR/floodgate.log" "$BIN_DIR/floodgate" --config "$RUN_DIR/floodgate.yaml"
+    run_config="$config"
+    if [[ $mode != control ]]; then
+      run_config="$RUN_DIR/floodgate.yaml"
+      render "$config" "$run_config"
+    fi
+    start_bg floodgate "$RUN_DIR/floodgate.log" "$BIN_DIR/floodgate" --config "$run_config"
     proxy_url="http://127.0.0.1:$PROXY_PORT"
     admin_url="http://127.0.0.1:$ADMIN_PORT"
     # Wait on the admin /ready, not a request through the proxy: a probe through the
     # route would be the first latency sample the adaptive admission limit sees.
-    if ! wait_http "$admin_url/ready" 30; then
+    # Through the control plane, /ready is 503 until the first snapshot is applied.
+    local ready=wait_http
+    [[ $mode == control ]] && ready=wait_ok
+    if ! "$ready" "$admin_url/ready" 30; then
       tail -n 20 "$RUN_DIR/floodgate.log" >&2 || true
+      false
+    fi
+    if [[ $mode == control ]] && ! wait_control_state "$replicas" 30; then
+      tail -n 20 "$RUN_DIR/control.log" "$RUN_DIR/floodgate.log" >&2 || true
       false
     fi
   else
@@ -106,20 +196,35 @@ cmd_up() {
 PROXY_URL=$proxy_url
 ADMIN_URL=$admin_url
 APP_ADDRS="$APP_ADDRS"
-CONFIG=$RUN_DIR/floodgate.yaml
+CONFIG=$run_config
+CONTROL_URL=$control_url
 ENV
   echo "proxy:    $proxy_url   (try: curl $proxy_url/api/v1/codes/42)"
-  [[ -n "$admin_url" ]] && echo "admin:    $admin_url"
+  if [[ -n "$admin_url" ]]; then
+    echo "admin:    $admin_url   (curl $admin_url/clusters${control_url:+, $admin_url/control})"
+  fi
+  if [[ -n "$control_url" ]]; then
+    echo "control:  $control_url   (operator token: \$FLOODGATE_OPERATOR_TOKEN, demo value demo-operator-token-change-me)"
+    echo "          curl -H \"Authorization: Bearer \$FLOODGATE_OPERATOR_TOKEN\" $control_url/v1/nodes"
+  fi
   echo "replicas: $APP_ADDRS"
   echo "state:    $RUN_DIR"
   if [[ $foreground == 1 ]]; then
     trap 'cmd_down; exit 0' INT TERM
     log "running in the foreground; Ctrl-C stops everything"
-    # Wake up every second; leave when any process of the stack dies.
+    # Wake up every second; leave when the proxy dies. A replica or the control plane
+    # that exits (the README kills them to show traffic moving and the proxy serving
+    # without its control plane) is only reported.
+    local -A gone=()
     while true; do
       local name pid
       while read -r name pid; do
-        kill -0 "$pid" 2>/dev/null || { log "$name exited"; cmd_down; exit 1; }
+        kill -0 "$pid" 2>/dev/null && continue
+        case "$name" in
+          app-* | floodgate-control)
+            [[ -n "${gone[$name]:-}" ]] || { log "$name exited; the proxy keeps serving"; gone[$name]=1; } ;;
+          *) log "$name exited"; cmd_down; exit 1 ;;
+        esac
       done <"$RUN_DIR/pids"
       sleep 1
     done
@@ -130,5 +235,5 @@ case "${1:-}" in
   up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up [--config FILE] [--replicas N] [--foreground] [--no-proxy] | down | status" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--static | --config FILE] [--replicas N] [--foreground] [--no-proxy] | down | status" >&2; exit 2 ;;
 esac

@@ -16,6 +16,11 @@
 //! age stays below the target. A queue emptied by shedding is still standing:
 //! nothing was served.
 //!
+//! The controller may also declare the queue standing at once, when the queue is
+//! already longer than the app can serve within one interval ([`Codel::stand`]):
+//! such a queue cannot drain within the interval by definition, and waiting the
+//! interval out only makes its waiters older.
+//!
 //! While standing, the controller serves the newest waiter first and sheds those
 //! that waited longer than `target` (see `queue.rs`).
 //!
@@ -112,6 +117,20 @@ impl Codel {
             self.busy_at = Some(now);
         }
         self.standing
+    }
+
+    /// Declares the queue standing at `now` without waiting for the interval: the
+    /// caller predicts it cannot drain within one (see `mod.rs`).
+    pub fn stand(&mut self, now: Instant) {
+        if !self.standing {
+            self.standing = true;
+            self.busy_at = Some(now);
+        }
+    }
+
+    /// How long the delay must stay above the target before the queue stands.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     /// Notes that shedding emptied the queue at `now`: the delay is 0 again, but

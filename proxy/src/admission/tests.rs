@@ -384,10 +384,10 @@ async fn a_standing_queue_sheds_waiters_older_than_the_target() {
 
 #[tokio::test(start_paused = true)]
 async fn a_standing_queue_is_short_serves_by_priority_then_newest_first() {
-    // Limit 16: a standing queue holds a quarter of it, 4 waiters.
-    let adm = codel(16, 50, 100);
+    // Limit 32: a standing queue holds an eighth of it, 4 waiters.
+    let adm = codel(32, 50, 100);
     let mut slots = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..32 {
         slots.push(adm.acquire(Priority::Normal, far()).await.unwrap());
     }
     let mut old = spawn_waiters(&adm, &[("old", Priority::Normal)]).await;
@@ -467,6 +467,37 @@ async fn a_queue_that_drains_within_the_interval_is_served_fifo_and_sheds_nothin
     assert_eq!(order, ["a", "b", "c"]);
     let s = adm.status();
     assert_eq!((s.shed.total, s.queue_standing), (0, false));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_longer_than_an_interval_of_service_stands_at_once() {
+    let adm = codel(1, 5, 100);
+    // One answer of 30 ms: the app serves about 3 requests per 100 ms interval.
+    let p = adm.acquire(Priority::Normal, far()).await.unwrap();
+    p.complete(Some(Duration::from_millis(30)));
+    let _first = adm.acquire(Priority::Normal, far()).await.unwrap();
+    let _granted = spawn_waiters(
+        &adm,
+        &[
+            ("a", Priority::Normal),
+            ("b", Priority::Normal),
+            ("c", Priority::Normal),
+        ],
+    )
+    .await;
+    assert!(
+        !adm.status().queue_standing,
+        "90 ms of work drains within 100 ms"
+    );
+    // A fourth waiter: 120 ms of work, more than an interval: standing now, with
+    // no time passed, and the standing queue's room (2) supersedes the oldest.
+    let _more = spawn_waiters(&adm, &[("d", Priority::Normal)]).await;
+    let s = adm.status();
+    assert!(s.queue_standing, "{s:?}");
+    let _e = spawn(&adm, "e", Priority::Normal);
+    until(|| adm.status().shed.superseded == 3).await;
+    assert_eq!(adm.queue_depth(), 2);
+    assert_accounted(&adm);
 }
 
 #[tokio::test(start_paused = true)]

@@ -104,6 +104,9 @@ pub fn write(path: &Path, group: &str, version: u64, text: &str) -> Result<(), P
         .unwrap_or_else(|| "snapshot".to_owned());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
+        // The directory may not exist yet (e.g. a run folder): make it, as a
+        // package manager would have.
+        std::fs::create_dir_all(dir)?;
         let mut f = std::fs::File::create(&tmp)?;
         writeln!(f, "{HEADER}group={group} version={version}")?;
         f.write_all(text.as_bytes())?;
@@ -174,11 +177,16 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_directory_is_an_io_error() {
+    fn a_missing_directory_is_made_and_an_unwritable_one_is_an_io_error() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nope/snap.yaml");
+        let path = dir.path().join("run/snap.yaml");
+        write(&path, "edge", 1, CONFIG).unwrap();
+        assert!(read(&path, "edge").is_ok());
+        // A file where the directory should be: nothing can be written.
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, "").unwrap();
         assert!(matches!(
-            write(&path, "edge", 1, CONFIG),
+            write(&blocked.join("snap.yaml"), "edge", 1, CONFIG),
             Err(PersistError::Io { .. })
         ));
     }

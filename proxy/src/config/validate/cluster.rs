@@ -65,18 +65,13 @@ impl Validator<'_> {
         out
     }
 
-    /// One cluster: `endpoints` (non-empty, `host:port`, no duplicates, see
-    /// [`endpoint`]), `balancer` (`p2c_least_request`), `protocol` (`http1`),
+    /// One cluster: `endpoints` (`host:port`, no duplicates, see [`endpoint`]; an
+    /// explicit `[]` is a cluster whose endpoints all come from the control plane's
+    /// registry: it answers 503 `no_healthy_endpoint` until one arrives), `balancer` (`p2c_least_request`), `protocol` (`http1`),
     /// `connect_timeout` (1s, > 0), `idle_timeout` (90s, > 0), `max_idle_per_endpoint`
     /// (256), `healthy_panic_threshold` (50, 0..=100), optional `health_check`,
     /// `outlier` and `upstream_tls`.
     fn cluster(&mut self, path: &str, c: &FileCluster) -> ClusterConfig {
-        if c.endpoints.is_empty() {
-            self.err(
-                format!("{path}.endpoints"),
-                "at least one endpoint is required",
-            );
-        }
         let mut endpoints: Vec<EndpointAddr> = Vec::with_capacity(c.endpoints.len());
         let mut seen: HashMap<EndpointAddr, usize> = HashMap::new();
         for (i, text) in c.endpoints.iter().enumerate() {

@@ -196,7 +196,6 @@ fn bad_configs_report_path_and_reason() {
         ("          attempts: 3", "          backoff: soon", "listeners[0].routes[0].retry.backoff", "not a non-negative number followed by a unit"),
         // clusters
         ("  - name: audit", "  - name: healthcode\n    endpoints: [\"127.0.0.1:1\"]\n  - name: audit", "clusters[1].name", "duplicate cluster name `healthcode` (also clusters[0])"),
-        ("[127.0.0.1:9001, 127.0.0.1:9002]", "[]", "clusters[0].endpoints", "at least one endpoint"),
         ("[127.0.0.1:9001, 127.0.0.1:9002]", "[127.0.0.1:9001, 127.0.0.1:9001]", "clusters[0].endpoints[1]", "duplicate endpoint `127.0.0.1:9001`"),
         ("[127.0.0.1:9001, 127.0.0.1:9002]", "[127.0.0.1]", "clusters[0].endpoints[0]", "needs a port"),
         ("[127.0.0.1:9001, 127.0.0.1:9002]", "[\"127.0.0.1:0\"]", "clusters[0].endpoints[0]", "1 to 65535"),
@@ -287,6 +286,23 @@ fn empty_lists_are_rejected() {
         "    routes: []\n",
     ));
     assert_eq!(errs[0].0, "listeners[0].routes");
+}
+
+#[test]
+fn an_explicitly_empty_endpoint_list_is_a_registry_only_cluster() {
+    // `endpoints: []` is valid: the control plane's registry fills it in. A missing
+    // `endpoints` stays an error (a typo must not silently make a cluster empty).
+    let config = check(&edit("[127.0.0.1:9001, 127.0.0.1:9002]", "[]")).unwrap();
+    assert!(config.cluster("healthcode").unwrap().endpoints.is_empty());
+    let errs = errors(&edit(
+        "    endpoints: [127.0.0.1:9001, 127.0.0.1:9002]\n",
+        "",
+    ));
+    assert!(
+        errs.iter()
+            .any(|(_, r)| r.contains("missing field `endpoints`")),
+        "{errs:?}"
+    );
 }
 
 #[test]
