@@ -7,7 +7,8 @@
 //! ```
 //!
 //! NODES (default 200) simulated proxies each POST a report for cluster `app` every
-//! INTERVAL_MS (default 500), on a fresh connection as the real proxy does, for
+//! INTERVAL_MS (default 500) on kept-alive connections as the real proxy does
+//! (`FRESH=1`: a new connection per report), for
 //! SECONDS (default 30), with rising cumulative counters. Prints the reports sent
 //! and refused. Read the control plane's CPU from `/proc/<pid>/stat` around it.
 
@@ -32,9 +33,13 @@ async fn main() {
     let nodes: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let seconds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
     let interval: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(500);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build_http::<Full<Bytes>>();
+    // FRESH=1: a connection per report (the proxy before it kept its report connection).
+    let fresh = std::env::var("FRESH").is_ok_and(|v| v == "1");
+    let mut builder = Client::builder(TokioExecutor::new());
+    if fresh {
+        builder.pool_max_idle_per_host(0);
+    }
+    let client = builder.build_http::<Full<Bytes>>();
     let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let end = Instant::now() + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..nodes)

@@ -8,7 +8,7 @@
 //! never queued, while the control plane is away: the next one carries the totals.
 //!
 //! The reading ([`collect`]) is pure over the clusters' state; the loop ([`run`])
-//! only times and sends it.
+//! only times and sends it, on one kept-alive connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::http::ControlHttp;
+use super::http::{ControlHttp, ReportConnection};
 use crate::balance::Cluster;
 use crate::load::{self, Classes, UnavailableCounts};
 use crate::state::Proxy;
@@ -174,6 +174,7 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut prev = Previous::default();
     let mut failing = false;
+    let mut conn = ReportConnection::default();
     for seq in 0u64.. {
         ticker.tick().await;
         let report = collect(&proxy, &group, &node, interval, seq, &mut prev);
@@ -182,7 +183,7 @@ pub async fn run(
         }
         let sent = match serde_json::to_vec(&report) {
             Ok(json) => {
-                http.send_report(json, interval.max(Duration::from_secs(1)))
+                http.send_report(&mut conn, json, interval.max(Duration::from_secs(1)))
                     .await
             }
             Err(e) => Err(super::http::HttpError::Request(e.to_string())),
