@@ -280,3 +280,46 @@ async fn the_proxys_own_headers_are_not_taken_from_clients_or_upstreams() {
     );
     assert_eq!(r.header("x-upstream"), "app");
 }
+
+#[tokio::test]
+async fn an_upstream_that_goes_silent_mid_body_is_cut_off_by_read_timeout() {
+    // Sends the head and 10 of 100 body bytes, then nothing for 30 s.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let yaml = format!(
+        r#"
+server: {{ access_log: false }}
+listeners:
+  - name: public
+    listen: 127.0.0.1:0
+    routes: [ {{ name: all, cluster: app, timeout: 10s }} ]
+clusters:
+  - {{ name: app, endpoints: ["{up}"], read_timeout: 300ms }}
+"#
+    );
+    let p = start_proxy(&yaml).await;
+    let start = Instant::now();
+    let out = raw(
+        p.addr("public"),
+        b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let took = start.elapsed();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("0123456789"), "the client got what was sent: {out}");
+    // Cut off after about the read timeout: the connection closes, so the client
+    // sees a truncated body instead of waiting for the upstream forever.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+}

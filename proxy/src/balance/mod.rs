@@ -110,6 +110,7 @@ impl Cluster {
         let pool_settings = Arc::new(PoolSettings {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
+            read_timeout: config.read_timeout,
             max_idle: config.max_idle_per_endpoint,
             protocol: config.protocol,
             tls,

@@ -371,6 +371,8 @@ pub struct FileCluster {
     pub connect_timeout: Option<Scalar>,
     /// Idle pooled connections are closed after this long.
     pub idle_timeout: Option<Scalar>,
+    /// Longest silence of a response body between two reads.
+    pub read_timeout: Option<Scalar>,
     /// Most idle pooled connections per endpoint, per worker.
     pub max_idle_per_endpoint: Option<usize>,
     /// Below this share (percent) of available endpoints, balance over all of them.

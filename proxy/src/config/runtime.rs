@@ -330,6 +330,10 @@ pub struct ClusterConfig {
     /// Pooled idle connections are closed after this long (default 90s).
     #[serde(serialize_with = "serialize_duration")]
     pub idle_timeout: Duration,
+    /// Longest silence of an upstream response body between two reads, once its
+    /// head has arrived (default 60s, nginx's `proxy_read_timeout`).
+    #[serde(serialize_with = "serialize_duration")]
+    pub read_timeout: Duration,
     /// Most idle connections kept per endpoint by each worker (default 256).
     pub max_idle_per_endpoint: usize,
     /// When fewer than this percentage of the endpoints are available (healthy
