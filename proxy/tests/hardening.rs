@@ -318,8 +318,60 @@ clusters:
     .await;
     let took = start.elapsed();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(out.ends_with("0123456789"), "the client got what was sent: {out}");
+    assert!(
+        out.ends_with("0123456789"),
+        "the client got what was sent: {out}"
+    );
     // Cut off after about the read timeout: the connection closes, so the client
     // sees a truncated body instead of waiting for the upstream forever.
     assert!(took < Duration::from_secs(4), "took {took:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off_by_send_timeout() {
+    const BIG: usize = 64 << 20;
+    // An upstream with a 64 MiB answer, written as fast as the proxy takes it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n");
+                let _ = s.write_all(head.as_bytes()).await;
+                let chunk = vec![b'a'; 1 << 16];
+                for _ in 0..BIG / chunk.len() {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let yaml = format!(
+        r#"
+server: {{ access_log: false }}
+listeners:
+  - name: public
+    listen: 127.0.0.1:0
+    limits: {{ send_timeout: 300ms }}
+    routes: [ {{ name: all, cluster: app }} ]
+clusters:
+  - {{ name: app, endpoints: ["{up}"] }}
+"#
+    );
+    let p = start_proxy(&yaml).await;
+    let mut s = TcpStream::connect(p.addr("public")).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // Read nothing for longer than the send timeout: the proxy's writes block.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    // What the socket buffers held, and then the close: far from the whole body.
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert!(got.len() < BIG / 2, "read {} bytes: not cut off", got.len());
+    assert_eq!(get(&p.url("/ok")).await.status, 200, "still serving");
 }

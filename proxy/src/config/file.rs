@@ -147,6 +147,8 @@ pub struct FileLimits {
     pub header_read_timeout: Option<Scalar>,
     /// Keep-alive idle time before a connection is closed.
     pub idle_timeout: Option<Scalar>,
+    /// Longest time a client may take nothing of a response being written.
+    pub send_timeout: Option<Scalar>,
     /// Largest request head (`65536` or `64KiB`).
     pub max_header_bytes: Option<Scalar>,
     /// Largest request body (`10485760` or `10MiB`).

@@ -154,6 +154,10 @@ pub struct ListenerLimits {
     /// A keep-alive connection with no request for this long is closed (default 60s).
     #[serde(serialize_with = "serialize_duration")]
     pub idle_timeout: Duration,
+    /// A connection whose client takes nothing of what the proxy writes for this
+    /// long is closed (default 60s, nginx's `send_timeout`).
+    #[serde(serialize_with = "serialize_duration")]
+    pub send_timeout: Duration,
     /// Largest request head (request line plus headers) in bytes (default 64 KiB); larger gets 431.
     pub max_header_bytes: usize,
     /// Largest request body in bytes (default 10 MiB); larger gets 413.
