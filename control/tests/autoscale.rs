@@ -50,7 +50,18 @@ async fn slow_upstream(delay: Duration) -> SocketAddr {
 /// `app` autoscaled at 2 concurrent requests per replica.
 async fn control_plane(endpoint: SocketAddr) -> (tempfile::TempDir, floodgate_control::Running) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("groups")).unwrap();
+    let running = control_plane_in(&dir, endpoint, "127.0.0.1:0").await;
+    (dir, running)
+}
+
+/// A control plane in `dir` listening on `listen` (retried while the port is
+/// still held by a stopped one).
+async fn control_plane_in(
+    dir: &tempfile::TempDir,
+    endpoint: SocketAddr,
+    listen: &str,
+) -> floodgate_control::Running {
+    let _ = std::fs::create_dir(dir.path().join("groups"));
     std::fs::write(
         dir.path().join("groups/edge.yaml"),
         format!(
@@ -60,7 +71,7 @@ async fn control_plane(endpoint: SocketAddr) -> (tempfile::TempDir, floodgate_co
     )
     .unwrap();
     let text = format!(
-        "listen: 127.0.0.1:0\nconfigs_dir: groups\n\
+        "listen: {listen}\nconfigs_dir: groups\n\
          tokens: {{ proxy: {PROXY}, app: {APP}, operator: {OPERATOR} }}\n\
          long_poll: {{ timeout: 1s, jitter: 0s }}\n\
          source: {{ debounce: 20ms, poll_interval: 200ms }}\n\
@@ -68,8 +79,10 @@ async fn control_plane(endpoint: SocketAddr) -> (tempfile::TempDir, floodgate_co
          max_replicas: 50, stable_window: 10s, panic_window: 2s, scale_down_delay: 0s }}\n"
     );
     let config = floodgate_control::config::parse_str(&text, "control.yaml", dir.path()).unwrap();
-    let running = floodgate_control::start(config).await.unwrap();
-    (dir, running)
+    eventually("the control plane binds", || async {
+        floodgate_control::start(config.clone()).await.ok()
+    })
+    .await
 }
 
 fn proxy(cp: SocketAddr, dir: &std::path::Path) -> Managed {
@@ -230,4 +243,26 @@ async fn report_and_scale_routes_check_roles_and_input() {
     })
     .await;
     assert_eq!(s["desired"], 1, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_resume_after_a_control_plane_restart() {
+    let upstream = slow_upstream(Duration::from_millis(1)).await;
+    let (dir, running) = control_plane(upstream).await;
+    let cp = running.local_addr();
+    let m = proxy(cp, dir.path());
+    eventually("the proxy's reports count", || async {
+        (scale(cp).await["nodes"] == 1).then_some(())
+    })
+    .await;
+    // The kept-alive report connection dies with the control plane; a new one on the
+    // same port gets reports again (in-memory state is gone: it relearns the node).
+    drop(running);
+    let running = control_plane_in(&dir, upstream, &cp.to_string()).await;
+    assert_eq!(running.local_addr(), cp);
+    eventually("reports reach the restarted control plane", || async {
+        (scale(cp).await["nodes"] == 1).then_some(())
+    })
+    .await;
+    drop(m);
 }

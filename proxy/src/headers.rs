@@ -104,6 +104,25 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
     sent.insert(value);
 }
 
+/// The proxy's own header namespace: what it says to clients (`x-floodgate-reason`,
+/// `x-floodgate-cache`) and what trusted hops may say to it (a priority header).
+pub const INTERNAL_PREFIX: &str = "x-floodgate-";
+
+/// Removes every `x-floodgate-*` field: a client's never reach an upstream (it
+/// could pose as the proxy, or as a trusted hop, to the app), and an upstream's
+/// never reach a client as if this proxy had said them. Most messages carry none,
+/// so the common case is one pass over the names.
+pub fn strip_internal(headers: &mut HeaderMap) {
+    let is_internal = |n: &HeaderName| n.as_str().starts_with(INTERNAL_PREFIX);
+    if !headers.keys().any(is_internal) {
+        return;
+    }
+    let present: Vec<HeaderName> = headers.keys().filter(|n| is_internal(n)).cloned().collect();
+    for name in present {
+        headers.remove(name);
+    }
+}
+
 /// Whether `name` is hop-by-hop by definition (besides those a `Connection` header names).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     // `HeaderName`s are lower case already.
@@ -180,6 +199,22 @@ mod tests {
         for name in ["content-type", "x-te", "te2", "upgrades", "host"] {
             assert!(!is_hop_by_hop_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn internal_headers_are_removed_and_others_kept() {
+        let mut h = HeaderMap::new();
+        h.insert("x-floodgate-reason", HeaderValue::from_static("overloaded"));
+        h.append("x-floodgate-cache", HeaderValue::from_static("hit"));
+        h.insert(
+            "x-floodgatex",
+            HeaderValue::from_static("kept: not the namespace"),
+        );
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        strip_internal(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-floodgatex", "x-request-id"]);
     }
 
     #[test]

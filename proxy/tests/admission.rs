@@ -261,7 +261,8 @@ clusters:
     assert!(limits.len() >= 5, "too few samples: {limits:?}");
     limits.sort_unstable();
     let median = limits[limits.len() / 2];
-    let band = (WORKERS as u64 / 2)..=(WORKERS as u64 * 7 / 2);
+    // Wide enough for a loaded 2-core machine (latency noise lifts the estimate).
+    let band = (WORKERS as u64 / 2)..=(WORKERS as u64 * 4);
     assert!(
         band.contains(&median),
         "median limit {median} outside {band:?} for {WORKERS} workers: {limits:?}"

@@ -39,9 +39,14 @@ pub const VERSION_HEADER: &str = "x-floodgate-version";
 
 type Body = Full<Bytes>;
 
-/// Serves the API on `socket` (over TLS when `tls` is given) until the task is aborted.
+/// Serves the API on `socket` (over TLS when `tls` is given) until the task is
+/// aborted; aborting it also closes every open connection (kept-alive report
+/// connections included), as a stopped process would.
 pub async fn serve(socket: TcpListener, plane: Arc<Plane>, tls: Option<TlsAcceptor>) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Reap finished connections so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
         let (stream, _) = match socket.accept().await {
             Ok(a) => a,
             Err(e) => {
@@ -53,7 +58,7 @@ pub async fn serve(socket: TcpListener, plane: Arc<Plane>, tls: Option<TlsAccept
         let _ = stream.set_nodelay(true);
         let plane = Arc::clone(&plane);
         let tls = tls.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             match tls {
                 None => serve_connection(stream, plane).await,
                 Some(acceptor) => {

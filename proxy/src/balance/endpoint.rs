@@ -339,6 +339,7 @@ pub(super) fn for_tests(port: u16, epoch: Instant) -> Arc<Endpoint> {
     let settings = Arc::new(PoolSettings {
         connect_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
+        read_timeout: Duration::from_secs(60),
         max_idle: 1,
         protocol: UpstreamProtocol::Http1,
         tls: None,

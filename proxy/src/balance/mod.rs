@@ -112,6 +112,7 @@ impl Cluster {
         let pool_settings = Arc::new(PoolSettings {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
+            read_timeout: config.read_timeout,
             max_idle: config.max_idle_per_endpoint,
             protocol: config.protocol,
             tls,
@@ -269,6 +270,9 @@ impl Cluster {
             }
             return Err(ProxyError::new(ErrorKind::NoHealthyEndpoint));
         };
+        // After admission and the stack read what they trust (a priority header):
+        // the proxy's own namespace never reaches the app from a client.
+        crate::headers::strip_internal(req.headers_mut());
         if req.extensions().get::<UseEndpointHost>().is_some() {
             if let Ok(host) = http::HeaderValue::try_from(endpoint.addr().to_string()) {
                 req.headers_mut().insert(http::header::HOST, host);
@@ -305,7 +309,10 @@ impl Cluster {
                     self.record_outcome(&endpoint, outcome);
                     // The max_requests slot stays taken until the response body ends.
                     guard.hold(ticket.and_then(|t| t.finish(outcome.for_breaker())));
-                    return Ok(sent.into_response(pool, Some(guard)));
+                    let mut response = sent.into_response(pool, Some(guard));
+                    // An upstream's `x-floodgate-*` would read as this proxy's own word.
+                    crate::headers::strip_internal(response.headers_mut());
+                    return Ok(response);
                 }
                 Err(mut e) => {
                     if reused && fresh_retry_left {

@@ -149,6 +149,8 @@ pub struct FileLimits {
     pub header_read_timeout: Option<Scalar>,
     /// Keep-alive idle time before a connection is closed.
     pub idle_timeout: Option<Scalar>,
+    /// Longest time a client may take nothing of a response being written.
+    pub send_timeout: Option<Scalar>,
     /// Largest request head (`65536` or `64KiB`).
     pub max_header_bytes: Option<Scalar>,
     /// Largest request body (`10485760` or `10MiB`).
@@ -388,6 +390,8 @@ pub struct FileCluster {
     pub connect_timeout: Option<Scalar>,
     /// Idle pooled connections are closed after this long.
     pub idle_timeout: Option<Scalar>,
+    /// Longest silence of a response body between two reads.
+    pub read_timeout: Option<Scalar>,
     /// Most idle pooled connections per endpoint, per worker.
     pub max_idle_per_endpoint: Option<usize>,
     /// Below this share (percent) of available endpoints, balance over all of them.

@@ -157,6 +157,10 @@ pub struct ListenerLimits {
     /// A keep-alive connection with no request for this long is closed (default 60s).
     #[serde(serialize_with = "serialize_duration")]
     pub idle_timeout: Duration,
+    /// A connection whose client takes nothing of what the proxy writes for this
+    /// long is closed (default 60s, nginx's `send_timeout`).
+    #[serde(serialize_with = "serialize_duration")]
+    pub send_timeout: Duration,
     /// Largest request head (request line plus headers) in bytes (default 64 KiB); larger gets 431.
     pub max_header_bytes: usize,
     /// Largest request body in bytes (default 10 MiB); larger gets 413.
@@ -349,6 +353,10 @@ pub struct ClusterConfig {
     /// Pooled idle connections are closed after this long (default 90s).
     #[serde(serialize_with = "serialize_duration")]
     pub idle_timeout: Duration,
+    /// Longest silence of an upstream response body between two reads, once its
+    /// head has arrived (default 60s, nginx's `proxy_read_timeout`).
+    #[serde(serialize_with = "serialize_duration")]
+    pub read_timeout: Duration,
     /// Most idle connections kept per endpoint by each worker (default 256).
     pub max_idle_per_endpoint: usize,
     /// When fewer than this percentage of the endpoints are available (healthy

@@ -8,7 +8,7 @@
 //! never queued, while the control plane is away: the next one carries the totals.
 //!
 //! The reading ([`collect`]) is pure over the clusters' state; the loop ([`run`])
-//! only times and sends it.
+//! only times and sends it, on one kept-alive connection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::http::ControlHttp;
+use super::http::{ControlHttp, ReportConnection};
 use crate::balance::Cluster;
 use crate::load::{self, Classes, UnavailableCounts};
 use crate::state::Proxy;
@@ -174,6 +174,7 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut prev = Previous::default();
     let mut failing = false;
+    let mut conn = ReportConnection::default();
     for seq in 0u64.. {
         ticker.tick().await;
         let report = collect(&proxy, &group, &node, interval, seq, &mut prev);
@@ -182,7 +183,7 @@ pub async fn run(
         }
         let sent = match serde_json::to_vec(&report) {
             Ok(json) => {
-                http.send_report(json, interval.max(Duration::from_secs(1)))
+                http.send_report(&mut conn, json, interval.max(Duration::from_secs(1)))
                     .await
             }
             Err(e) => Err(super::http::HttpError::Request(e.to_string())),
@@ -207,3 +208,71 @@ pub async fn run(
 
 /// Counter: load reports not delivered (skipped).
 pub const REPORTS_DROPPED: &str = "floodgate_control_reports_dropped_total";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::Answered;
+
+    fn cluster(admission: &str) -> Arc<Cluster> {
+        let text = format!(
+            "listeners:\n  - name: web\n    listen: 127.0.0.1:0\n    routes: [ {{ name: all, cluster: app }} ]\n\
+             clusters:\n  - name: app\n    endpoints: [\"127.0.0.1:1\"]\n{admission}"
+        );
+        let config = crate::config::parse_str(&text, "t.yaml", std::path::Path::new(".")).unwrap();
+        Cluster::new(config.clusters[0].clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn admission_counters_answers_and_interval_quantiles() {
+        let c = cluster("");
+        let admission = c.admission().expect("admission is on by default").clone();
+        let permit = admission.try_acquire().unwrap();
+        let ms = Duration::from_millis;
+        c.load().record(200, Answered::Upstream, None, ms(10));
+        c.load()
+            .record(503, Answered::Proxy, Some(b"overloaded"), ms(0));
+        c.load()
+            .record(429, Answered::Proxy, Some(b"rate_limited"), ms(0));
+        let mut prev = Previous::default();
+        let first = cluster_load(&c, &mut prev);
+        assert_eq!((first.offered, first.admitted, first.in_flight), (1, 1, 1));
+        assert!(first.limit.is_some());
+        assert_eq!(first.completed.ok, 1);
+        assert_eq!(first.unavailable.overloaded, 1);
+        assert_eq!(first.too_many_requests, 1);
+        assert_eq!((first.latency_count, first.latency_sum_us), (1, 10_000));
+        assert!(first
+            .latency_p50_ms
+            .is_some_and(|p| (10.0..12.0).contains(&p)));
+        drop(permit);
+        // Nothing new in the next interval: counters stay, quantiles are empty.
+        let second = cluster_load(&c, &mut prev);
+        assert_eq!((second.offered, second.in_flight), (1, 0));
+        assert_eq!(second.latency_p99_ms, None);
+        // The JSON the control plane reads back.
+        let report = LoadReport {
+            group: "g".into(),
+            node: "n".into(),
+            interval_ms: 500,
+            seq: 1,
+            clusters: vec![second],
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.contains("\"2xx\":1"), "{json}");
+        assert_eq!(serde_json::from_str::<LoadReport>(&json).unwrap(), report);
+    }
+
+    #[tokio::test]
+    async fn without_admission_answers_are_the_offered_load() {
+        let c = cluster("    admission: { enabled: false }\n");
+        assert!(c.admission().is_none());
+        c.load()
+            .record(200, Answered::Upstream, None, Duration::from_millis(1));
+        c.load().record(200, Answered::Cache, None, Duration::ZERO);
+        let l = cluster_load(&c, &mut Previous::default());
+        assert_eq!((l.offered, l.admitted, l.limit), (2, 2, None));
+        // The cache's answer is not the app's latency.
+        assert_eq!(l.latency_count, 1);
+    }
+}

@@ -2,6 +2,7 @@
 //! forwarding headers, run the route stack, and answer — with the upstream's
 //! response or the proxy's own error response — then count and log it.
 
+mod authority;
 mod request_id;
 
 use std::sync::Arc;
@@ -61,11 +62,20 @@ pub async fn handle(
     let downstream_version = head.version;
     let method = head.method.clone();
 
-    let route = listener.and_then(|l| l.router.find(&head));
-    let (route, listener) = match (route, listener) {
-        (Some(route), Some(listener)) => (route, listener),
-        _ => {
-            let response = error_response(ErrorKind::NoRoute, request_id.as_ref());
+    // One authority, checked before routing: routed and forwarded by the same host.
+    let routed = match authority::normalize(&mut head) {
+        Ok(()) => listener
+            .and_then(|l| Some((l.router.find(&head)?, l)))
+            .ok_or(ErrorKind::NoRoute),
+        Err(e) => {
+            tracing::debug!(reason = ?e, "request refused: its authority");
+            Err(ErrorKind::BadRequest)
+        }
+    };
+    let (route, listener) = match routed {
+        Ok(found) => found,
+        Err(kind) => {
+            let response = error_response(kind, request_id.as_ref());
             finish(
                 &snapshot,
                 conn,

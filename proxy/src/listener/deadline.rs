@@ -8,6 +8,9 @@
 //! mark when they start and finish, and the watchdog ([`Watchdog::check`]),
 //! ticking a few times per timeout, decides. A slow head is cut off between
 //! `header_read_timeout` and 1.5 × `header_read_timeout` after its first byte.
+//! A client that takes nothing of what is written to it (a write that stays
+//! blocked) is cut off after `send_timeout`: otherwise a client that never reads
+//! a large response holds the exchange and its upstream connection forever.
 
 use std::io;
 use std::pin::Pin;
@@ -42,6 +45,8 @@ pub struct Activity {
     /// `PROTO_*`; how many preface bytes matched so far while unknown, in `matched`.
     proto: AtomicU8,
     matched: AtomicU8,
+    /// Since when a write has been blocked (ns since `opened`, plus 1; 0: not).
+    write_blocked: AtomicU64,
 }
 
 impl Activity {
@@ -55,6 +60,7 @@ impl Activity {
             head_pending: AtomicBool::new(false),
             proto: AtomicU8::new(PROTO_UNKNOWN),
             matched: AtomicU8::new(0),
+            write_blocked: AtomicU64::new(0),
         }
     }
 
@@ -103,6 +109,29 @@ impl Activity {
         self.proto.store(proto, Ordering::Relaxed);
     }
 
+    /// A write made progress (`true`) or could not (`false`).
+    fn wrote(&self, progressed: bool) {
+        let blocked = self.write_blocked.load(Ordering::Relaxed);
+        match (progressed, blocked) {
+            (true, 0) | (false, 1..) => {}
+            (true, _) => self.write_blocked.store(0, Ordering::Relaxed),
+            (false, 0) => {
+                let ns = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+                self.write_blocked.store(ns + 1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// How long the current write has been blocked, if one is.
+    fn write_blocked_for(&self) -> Option<Duration> {
+        let since = self.write_blocked.load(Ordering::Relaxed).checked_sub(1)?;
+        Some(
+            self.opened
+                .elapsed()
+                .saturating_sub(Duration::from_nanos(since)),
+        )
+    }
+
     fn idle_for(&self) -> Duration {
         let last = Duration::from_nanos(self.last_done_ns.load(Ordering::Relaxed));
         self.opened.elapsed().saturating_sub(last)
@@ -124,6 +153,8 @@ pub enum Verdict {
     Idle,
     /// A request head took longer than `header_read_timeout`: close now.
     SlowHead,
+    /// The client took nothing written to it for `send_timeout`: close now.
+    SlowReader,
 }
 
 /// Checks one connection's deadlines at each tick of [`Watchdog::period`].
@@ -131,6 +162,7 @@ pub enum Verdict {
 pub struct Watchdog {
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    send_timeout: Duration,
     period: Duration,
     /// The head being waited for (`Activity::started` when first seen) and the
     /// ticks that have seen it pending.
@@ -139,11 +171,17 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// A watchdog for the given limits.
-    pub fn new(header_read_timeout: Duration, idle_timeout: Duration) -> Self {
-        let period = (header_read_timeout.min(idle_timeout) / 2).max(Duration::from_millis(5));
+    pub fn new(
+        header_read_timeout: Duration,
+        idle_timeout: Duration,
+        send_timeout: Duration,
+    ) -> Self {
+        let shortest = header_read_timeout.min(idle_timeout).min(send_timeout);
+        let period = (shortest / 2).max(Duration::from_millis(5));
         Self {
             header_read_timeout,
             idle_timeout,
+            send_timeout,
             period,
             head: None,
         }
@@ -156,6 +194,12 @@ impl Watchdog {
 
     /// One tick: is anything overdue?
     pub fn check(&mut self, activity: &Activity) -> Verdict {
+        if activity
+            .write_blocked_for()
+            .is_some_and(|d| d >= self.send_timeout)
+        {
+            return Verdict::SlowReader;
+        }
         if activity.in_flight.load(Ordering::Relaxed) != 0 {
             self.head = None;
             return Verdict::Keep;
@@ -216,13 +260,16 @@ impl<S: AsyncRead + Unpin, A: AsRef<Activity>> AsyncRead for Watched<S, A> {
     }
 }
 
-impl<S: AsyncWrite + Unpin, A> AsyncWrite for Watched<S, A> {
+impl<S: AsyncWrite + Unpin, A: AsRef<Activity>> AsyncWrite for Watched<S, A> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        AsRef::<Activity>::as_ref(&*this.activity).wrote(polled.is_ready());
+        polled
     }
 
     fn poll_write_vectored(
@@ -230,7 +277,10 @@ impl<S: AsyncWrite + Unpin, A> AsyncWrite for Watched<S, A> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        AsRef::<Activity>::as_ref(&*this.activity).wrote(polled.is_ready());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -255,7 +305,7 @@ mod tests {
     #[test]
     fn a_pending_head_is_cut_off_after_the_header_timeout() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::from_secs(600));
+        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::from_secs(600));
         assert_eq!(dog.period(), T / 2);
         assert_eq!(dog.check(&activity), Verdict::Keep, "no bytes yet");
         activity.received(b"GET / HT");
@@ -269,7 +319,7 @@ mod tests {
     #[test]
     fn each_request_restarts_the_head_clock() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::from_secs(600));
+        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::from_secs(600));
         for _ in 0..10 {
             activity.received(b"GET / HTTP/1.1\r\n");
             assert_eq!(dog.check(&activity), Verdict::Keep);
@@ -283,7 +333,7 @@ mod tests {
     #[test]
     fn bytes_while_a_request_is_in_flight_start_no_head() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::from_secs(600));
+        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::from_secs(600));
         activity.received(b"GET / HTTP/1.1\r\n\r\n");
         activity.request_started();
         activity.received(b"request body");
@@ -296,7 +346,7 @@ mod tests {
     #[test]
     fn http2_connections_have_no_head_deadline() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::from_secs(600));
+        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::from_secs(600));
         // The preface split over two reads still counts.
         activity.received(b"PR");
         activity.received(b"I * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -312,7 +362,7 @@ mod tests {
     #[test]
     fn a_head_on_its_way_is_not_idle() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::ZERO);
+        let mut dog = Watchdog::new(T, Duration::ZERO, Duration::from_secs(600));
         activity.received(b"GET / HTTP/1.1\r\n");
         assert_eq!(dog.check(&activity), Verdict::Keep);
     }
@@ -320,13 +370,33 @@ mod tests {
     #[test]
     fn idle_connections_are_reported_idle() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::ZERO);
+        let mut dog = Watchdog::new(T, Duration::ZERO, Duration::from_secs(600));
         assert_eq!(dog.check(&activity), Verdict::Idle);
         activity.request_started();
         assert_eq!(
             dog.check(&activity),
             Verdict::Keep,
             "a request is in flight"
+        );
+    }
+
+    #[test]
+    fn a_write_blocked_past_the_send_timeout_cuts_the_connection() {
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::ZERO);
+        activity.request_started();
+        assert_eq!(dog.check(&activity), Verdict::Keep, "nothing blocked");
+        activity.wrote(false);
+        assert_eq!(dog.check(&activity), Verdict::SlowReader);
+        // Progress clears it.
+        activity.wrote(true);
+        assert_eq!(dog.check(&activity), Verdict::Keep);
+        let mut patient = Watchdog::new(T, Duration::from_secs(600), T);
+        activity.wrote(false);
+        assert_eq!(
+            patient.check(&activity),
+            Verdict::Keep,
+            "blocked for less than 10 s"
         );
     }
 }

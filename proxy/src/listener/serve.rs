@@ -108,7 +108,11 @@ async fn serve_io<S, H: Handler>(
     let io = TokioIo::new(Watched::new(stream, Arc::clone(&shared)));
     let connection = builder.serve_connection(io, service);
     let mut connection = pin!(connection);
-    let mut watchdog = Watchdog::new(limits.header_read_timeout, limits.idle_timeout);
+    let mut watchdog = Watchdog::new(
+        limits.header_read_timeout,
+        limits.idle_timeout,
+        limits.send_timeout,
+    );
     let mut tick = tokio::time::interval(watchdog.period());
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut closing = *drain.borrow();
@@ -134,7 +138,7 @@ async fn serve_io<S, H: Handler>(
                         connection.as_mut().graceful_shutdown();
                     }
                     Verdict::Idle => {}
-                    Verdict::SlowHead => return Poll::Ready(None),
+                    Verdict::SlowHead | Verdict::SlowReader => return Poll::Ready(None),
                 }
             }
         }

@@ -10,6 +10,7 @@ pub mod http1;
 pub mod http2;
 pub mod limits;
 pub mod pool;
+pub mod read_timeout;
 
 pub use connect::{Transport, UpstreamTls};
 pub use limits::{ConnLimits, ConnPermit, PendingGuard};

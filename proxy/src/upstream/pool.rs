@@ -19,6 +19,7 @@ use super::connect::{connect, Transport, UpstreamTls};
 use super::http1::{self, ConnTicket, Http1Body, Http1Conn, IdleConns};
 use super::http2::{self, GuardedBody, Sender};
 use super::limits::{ConnLimits, ConnPermit, PendingGuard};
+use super::read_timeout::ReadTimeout;
 use crate::body::Body;
 use crate::config::{EndpointAddr, UpstreamProtocol};
 use crate::error::ProxyError;
@@ -29,6 +30,8 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     /// Idle connections older than this are closed instead of reused.
     pub idle_timeout: Duration,
+    /// Longest silence of a response body between two reads (`read_timeout`).
+    pub read_timeout: Duration,
     /// Most idle HTTP/1.1 connections kept.
     pub max_idle: usize,
     /// HTTP version spoken.
@@ -287,10 +290,13 @@ impl<G: Send + Unpin + 'static> Sent<G> {
         match self {
             Self::Http1(mut response) => {
                 response.body_mut().attach(&pool.idle, guard);
-                response.map(Body::new)
+                let limit = pool.settings.read_timeout;
+                response.map(|inner| Body::new(ReadTimeout::new(inner, limit)))
             }
             Self::Http2(response) => {
-                response.map(|inner| Body::new(GuardedBody::new(inner, guard)))
+                let limit = pool.settings.read_timeout;
+                response
+                    .map(|inner| Body::new(ReadTimeout::new(GuardedBody::new(inner, guard), limit)))
             }
         }
     }
@@ -330,6 +336,8 @@ mod tests {
         Arc::new(PoolSettings {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
+
+            read_timeout: Duration::from_secs(60),
             max_idle: 8,
             protocol: UpstreamProtocol::Http1,
             tls: None,

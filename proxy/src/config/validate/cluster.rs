@@ -19,6 +19,8 @@ use crate::config::{
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// `clusters[].idle_timeout` default.
 pub const DEFAULT_CLUSTER_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// `clusters[].read_timeout` default: nginx's `proxy_read_timeout`.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// `clusters[].max_idle_per_endpoint` default.
 pub const DEFAULT_MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// `clusters[].health_check.interval` default.
@@ -68,7 +70,7 @@ impl Validator<'_> {
     /// One cluster: `endpoints` (`host:port`, no duplicates, see [`endpoint`]; an
     /// explicit `[]` is a cluster whose endpoints all come from the control plane's
     /// registry: it answers 503 `no_healthy_endpoint` until one arrives), `balancer` (`p2c_least_request`), `protocol` (`http1`),
-    /// `connect_timeout` (1s, > 0), `idle_timeout` (90s, > 0), `max_idle_per_endpoint`
+    /// `connect_timeout` (1s, > 0), `idle_timeout` (90s, > 0), `read_timeout` (60s, > 0), `max_idle_per_endpoint`
     /// (256), `healthy_panic_threshold` (50, 0..=100), optional `health_check`,
     /// `outlier` and `upstream_tls`.
     fn cluster(&mut self, path: &str, c: &FileCluster) -> ClusterConfig {
@@ -100,6 +102,11 @@ impl Validator<'_> {
             &format!("{path}.idle_timeout"),
             c.idle_timeout.as_ref(),
             DEFAULT_CLUSTER_IDLE_TIMEOUT,
+        );
+        let read_timeout = self.positive_duration(
+            &format!("{path}.read_timeout"),
+            c.read_timeout.as_ref(),
+            DEFAULT_READ_TIMEOUT,
         );
         let healthy_panic_threshold = c
             .healthy_panic_threshold
@@ -135,6 +142,7 @@ impl Validator<'_> {
             },
             connect_timeout,
             idle_timeout,
+            read_timeout,
             max_idle_per_endpoint: c
                 .max_idle_per_endpoint
                 .unwrap_or(DEFAULT_MAX_IDLE_PER_ENDPOINT),

@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// `listeners[].limits.idle_timeout` default.
 pub const DEFAULT_LISTENER_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `listeners[].limits.send_timeout` default: nginx's `send_timeout`.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// `listeners[].limits.max_header_bytes` default (64 KiB).
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
 /// Smallest `max_header_bytes`: hyper's HTTP/1 parser refuses buffers under 8 KiB.
@@ -185,7 +187,8 @@ impl Validator<'_> {
     }
 
     /// `listeners[].limits`: `max_connections` (10000, at least 1), `header_read_timeout`
-    /// (10s, above 0), `idle_timeout` (60s, above 0), `max_header_bytes` (64KiB, at least
+    /// (10s, above 0), `idle_timeout` (60s, above 0), `send_timeout` (60s, above 0),
+    /// `max_header_bytes` (64KiB, at least
     /// 8KiB), `max_request_body_bytes` (10MiB).
     fn limits(&mut self, listener: &str, limits: Option<&FileLimits>) -> ListenerLimits {
         let path = format!("{listener}.limits");
@@ -204,6 +207,11 @@ impl Validator<'_> {
             &format!("{path}.idle_timeout"),
             limits.and_then(|l| l.idle_timeout.as_ref()),
             DEFAULT_LISTENER_IDLE_TIMEOUT,
+        );
+        let send_timeout = self.positive_duration(
+            &format!("{path}.send_timeout"),
+            limits.and_then(|l| l.send_timeout.as_ref()),
+            DEFAULT_SEND_TIMEOUT,
         );
         let hpath = format!("{path}.max_header_bytes");
         let mut max_header_bytes = self.size(
@@ -231,6 +239,7 @@ impl Validator<'_> {
             max_connections: max_connections.max(1),
             header_read_timeout,
             idle_timeout,
+            send_timeout,
             max_header_bytes,
             max_request_body_bytes,
         }

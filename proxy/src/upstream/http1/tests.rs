@@ -63,6 +63,7 @@ fn pool(addr: EndpointAddr) -> Arc<Pool> {
         Arc::new(PoolSettings {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
             max_idle: 8,
             protocol: UpstreamProtocol::Http1,
             tls: None,

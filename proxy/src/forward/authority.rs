@@ -1,0 +1,128 @@
+//! One authority per request, checked before routing: the request is routed and
+//! forwarded by the same host, or refused with 400.
+//!
+//! - More than one `Host` line, or a `Host` that is not a valid authority:
+//!   400 (RFC 9112 §3.2: a server MUST answer 400).
+//! - HTTP/1.1 absolute-form (`GET http://a.test/ HTTP/1.1`): the URI's authority
+//!   wins and replaces `Host` (RFC 9112 §3.2.2: the recipient MUST ignore `Host`
+//!   and use the target's authority), so routing (by the URI) and the upstream
+//!   (by `Host`) see the same host.
+//! - HTTP/2 (and HTTP/3): `:authority` and a `host` field that names another
+//!   host: 400 (RFC 9113 §8.3.1: such a request SHOULD be treated as malformed);
+//!   a `host` field alone is the authority.
+//! - HTTP/1.1 without `Host` and without absolute-form: 400 (RFC 9112 §3.2).
+//!   HTTP/1.0 may omit it (routes by host then see none).
+
+use http::header::{self, HeaderValue};
+use http::uri::Authority;
+use http::Version;
+
+/// Why a request's authority was refused (each answered 400 `bad_request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorityError {
+    /// More than one `Host` field line.
+    ManyHosts,
+    /// A `Host` value that is not `host[:port]`.
+    BadHost,
+    /// HTTP/1.1 with no `Host` and no absolute-form target.
+    MissingHost,
+    /// `:authority` and `host` name different hosts.
+    Conflict,
+}
+
+/// Makes `Host` the request's one authority, or says why the request is refused.
+pub fn normalize(head: &mut http::request::Parts) -> Result<(), AuthorityError> {
+    let mut hosts = head.headers.get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err(AuthorityError::ManyHosts);
+    }
+    if let Some(h) = &host {
+        if Authority::try_from(h.as_bytes()).is_err() {
+            return Err(AuthorityError::BadHost);
+        }
+    }
+    let Some(authority) = head.uri.authority() else {
+        return match (host, head.version) {
+            (None, Version::HTTP_11) => Err(AuthorityError::MissingHost),
+            _ => Ok(()),
+        };
+    };
+    let is_h1 = matches!(
+        head.version,
+        Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
+    );
+    if !is_h1 {
+        if let Some(h) = &host {
+            if !h
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+            {
+                return Err(AuthorityError::Conflict);
+            }
+        }
+    }
+    // Absolute-form: the target's authority replaces whatever `Host` said.
+    if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+        head.headers.insert(header::HOST, value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(version: Version, uri: &str, hosts: &[&str]) -> http::request::Parts {
+        let mut b = Request::get(uri).version(version);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn host(p: &http::request::Parts) -> Vec<&str> {
+        p.headers
+            .get_all(header::HOST)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn absolute_form_replaces_host() {
+        let mut p = parts(Version::HTTP_11, "http://public.test/x", &["admin.test"]);
+        normalize(&mut p).unwrap();
+        assert_eq!(host(&p), ["public.test"]);
+        let mut p = parts(Version::HTTP_11, "http://public.test:8080/x", &[]);
+        normalize(&mut p).unwrap();
+        assert_eq!(host(&p), ["public.test:8080"]);
+    }
+
+    #[test]
+    fn http2_authority_and_a_different_host_conflict() {
+        let mut p = parts(Version::HTTP_2, "https://public.test/x", &["admin.test"]);
+        assert_eq!(normalize(&mut p), Err(AuthorityError::Conflict));
+        let mut p = parts(Version::HTTP_2, "https://Public.test/x", &["public.TEST"]);
+        normalize(&mut p).unwrap();
+        let mut p = parts(Version::HTTP_2, "https://public.test/x", &[]);
+        normalize(&mut p).unwrap();
+        assert_eq!(host(&p), ["public.test"]);
+    }
+
+    #[test]
+    fn hosts_must_be_one_and_valid_and_present_on_http11() {
+        let mut p = parts(Version::HTTP_11, "/x", &["a.test", "b.test"]);
+        assert_eq!(normalize(&mut p), Err(AuthorityError::ManyHosts));
+        let mut p = parts(Version::HTTP_11, "/x", &["a b"]);
+        assert_eq!(normalize(&mut p), Err(AuthorityError::BadHost));
+        let mut p = parts(Version::HTTP_11, "/x", &[]);
+        assert_eq!(normalize(&mut p), Err(AuthorityError::MissingHost));
+        let mut p = parts(Version::HTTP_10, "/x", &[]);
+        normalize(&mut p).unwrap();
+        let mut p = parts(Version::HTTP_11, "/x", &["a.test:81"]);
+        normalize(&mut p).unwrap();
+        assert_eq!(host(&p), ["a.test:81"]);
+    }
+}
