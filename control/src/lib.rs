@@ -12,6 +12,8 @@
 //! - [`plane`]: the shared state and the one publish path;
 //! - [`source`]: the watched config directory; [`registry`]: register, heartbeat,
 //!   deregister, TTL sweep; [`push`]: long polls;
+//! - [`reports`]: the proxies' load reports, windowed; [`autoscale`]: the
+//!   decision (pure) and its task, publishing desired replicas per cluster;
 //! - [`tls`]: TLS on the API (the proxy's rustls builder), the handshake of one connection;
 //! - [`api`]: the HTTP API and its bearer-token auth.
 //!
@@ -28,11 +30,13 @@
 //! ```
 
 pub mod api;
+pub mod autoscale;
 pub mod config;
 pub mod observe;
 pub mod plane;
 pub mod push;
 pub mod registry;
+pub mod reports;
 pub mod snapshot;
 pub mod source;
 pub mod store;
@@ -98,12 +102,13 @@ pub async fn start(config: ControlConfig) -> anyhow::Result<Running> {
     let watcher = Arc::clone(&plane).watch_dir()?;
     plane.load_dir()?;
     let sweeper = registry::spawn_sweeper(Arc::clone(&plane));
+    let autoscaler = autoscale::run::spawn(Arc::clone(&plane));
     let server = tokio::spawn(api::serve(socket, Arc::clone(&plane), tls));
     tracing::info!(%addr, tls = plane.config.tls.is_some(), configs_dir = %plane.config.configs_dir.display(), groups = plane.groups().len(), "control plane listening");
     Ok(Running {
         addr,
         plane,
-        tasks: vec![watcher, sweeper, server],
+        tasks: vec![watcher, sweeper, autoscaler, server],
     })
 }
 

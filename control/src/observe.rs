@@ -18,3 +18,13 @@ pub const REGISTRY_CHANGES: &str = "floodgate_control_registry_changes_total";
 pub const AUTH_REFUSED: &str = "floodgate_control_auth_refused_total";
 /// Counter: API connections refused before HTTP, by reason (`plaintext`, `handshake`, `timeout`, `closed`).
 pub const TLS_REFUSED: &str = "floodgate_control_tls_refused_total";
+/// Gauge: the autoscaler's desired replicas, by cluster.
+pub const DESIRED_REPLICAS: &str = "floodgate_control_desired_replicas";
+/// Gauge: ready replicas (registered endpoints, else static ones), by cluster.
+pub const READY_REPLICAS: &str = "floodgate_control_ready_replicas";
+/// Gauge: the demand behind desired, in the policy's unit, by cluster.
+pub const OBSERVED_DEMAND: &str = "floodgate_control_observed_demand";
+/// Gauge: 1 while the cluster is in panic mode, by cluster.
+pub const PANIC: &str = "floodgate_control_panic";
+/// Counter: load reports received, by result (`ok`, `refused`).
+pub const REPORTS: &str = "floodgate_control_reports_total";

@@ -16,8 +16,10 @@ use tokio::sync::watch;
 
 use floodgate::config::watch::{ConfigWatcher, WatchOptions};
 
+use crate::autoscale::{ScaleBoard, ScaleMap};
 use crate::config::ControlConfig;
 use crate::observe;
+use crate::reports::{LoadStore, MemoryLoad};
 use crate::snapshot::{self, Additions};
 use crate::source::{self, SourceFile};
 use crate::store::{Snapshot, Store, StoreError, Version};
@@ -31,6 +33,13 @@ pub struct Plane {
     pub config: ControlConfig,
     /// Where versions, snapshots, nodes and registrations live.
     pub store: Arc<dyn Store>,
+    /// The autoscaler's published decisions, per cluster.
+    pub scale: ScaleBoard,
+    /// The proxies' load reports.
+    pub load: Arc<dyn LoadStore>,
+    /// Woken by every accepted load report: the autoscaler decides at once (at
+    /// most every [`crate::autoscale::run::MIN_GAP`]) instead of at its next tick.
+    pub reports_arrived: tokio::sync::Notify,
     groups: Mutex<BTreeMap<String, Group>>,
 }
 
@@ -44,6 +53,8 @@ struct Group {
     valid: Option<Arc<str>>,
     /// Clusters the valid text defines.
     clusters: BTreeSet<String>,
+    /// Endpoints the valid text lists, per cluster (the static floor).
+    static_endpoints: BTreeMap<String, usize>,
     /// Why the file (or its merge with the registry) was last refused.
     error: Option<String>,
     /// The file is gone; its last snapshot keeps being served.
@@ -74,6 +85,9 @@ impl Plane {
         Plane {
             config,
             store,
+            scale: ScaleBoard::new(),
+            load: Arc::new(MemoryLoad::new()),
+            reports_arrived: tokio::sync::Notify::new(),
             groups: Mutex::new(BTreeMap::new()),
         }
     }
@@ -85,6 +99,12 @@ impl Plane {
     /// A receiver of the group's snapshots; None for a group without a file.
     pub fn subscribe(&self, group: &str) -> Option<SnapshotRx> {
         self.lock().get(group).map(|g| g.tx.subscribe())
+    }
+
+    /// A receiver of the autoscaler's decisions: every cluster's [`crate::autoscale::ScaleState`],
+    /// sent again whenever one of them changes (see [`ScaleBoard`]).
+    pub fn scale_watch(&self) -> watch::Receiver<ScaleMap> {
+        self.scale.subscribe()
     }
 
     /// Every group's status.
@@ -101,6 +121,15 @@ impl Plane {
                 removed: g.removed,
             })
             .collect()
+    }
+
+    /// The most endpoints any group's file lists for `cluster` (None: no group
+    /// defines it).
+    pub fn static_endpoints(&self, cluster: &str) -> Option<usize> {
+        self.lock()
+            .values()
+            .filter_map(|g| g.static_endpoints.get(cluster).copied())
+            .max()
     }
 
     /// The groups whose config defines `cluster`.
@@ -134,6 +163,7 @@ impl Plane {
                 seen: None,
                 valid: None,
                 clusters: BTreeSet::new(),
+                static_endpoints: BTreeMap::new(),
                 error: None,
                 removed: false,
                 tx: watch::Sender::new(None),
@@ -160,6 +190,11 @@ impl Plane {
                 Ok(config) => {
                     g.valid = Some(text);
                     g.clusters = snapshot::cluster_names(&config).into_iter().collect();
+                    g.static_endpoints = config
+                        .clusters
+                        .iter()
+                        .map(|c| (c.name.clone(), c.endpoints.len()))
+                        .collect();
                     g.error = None;
                     self.publish(&name, g, &registrations)?;
                 }

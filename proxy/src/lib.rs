@@ -77,6 +77,7 @@ pub mod forward;
 pub mod headers;
 pub mod health;
 pub mod listener;
+pub mod load;
 pub mod observe;
 pub mod reload;
 pub mod router;

@@ -136,6 +136,7 @@ impl Snapshot {
                             metrics::SharedString::from(rc.name.clone()),
                             cluster.label().clone(),
                         ),
+                        load: Arc::clone(cluster.load()),
                     });
                 }
                 routes.push(Route::new(rc.clone(), arms, route_state));

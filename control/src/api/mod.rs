@@ -19,22 +19,34 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use floodgate::control_client::report::LoadReport;
+
+use crate::autoscale::ScaleState;
 use crate::config::Role;
+use crate::observe;
 use crate::plane::Plane;
 use crate::push::{self, PollOutcome};
 use crate::registry::{self, DeregisterRequest, RegisterRequest, RegistryError};
+use crate::reports::ReportError;
 use crate::store::{Nack, NodeReport, Registered, StoreError};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
+/// Largest load report accepted (a proxy with many clusters).
+const MAX_REPORT_BODY: usize = 1024 * 1024;
 /// The response header carrying the group's current version (also on 304).
 pub const VERSION_HEADER: &str = "x-floodgate-version";
 
 type Body = Full<Bytes>;
 
-/// Serves the API on `socket` (over TLS when `tls` is given) until the task is aborted.
+/// Serves the API on `socket` (over TLS when `tls` is given) until the task is
+/// aborted; aborting it also closes every open connection (kept-alive report
+/// connections included), as a stopped process would.
 pub async fn serve(socket: TcpListener, plane: Arc<Plane>, tls: Option<TlsAcceptor>) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Reap finished connections so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
         let (stream, _) = match socket.accept().await {
             Ok(a) => a,
             Err(e) => {
@@ -46,7 +58,7 @@ pub async fn serve(socket: TcpListener, plane: Arc<Plane>, tls: Option<TlsAccept
         let _ = stream.set_nodelay(true);
         let plane = Arc::clone(&plane);
         let tls = tls.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             match tls {
                 None => serve_connection(stream, plane).await,
                 Some(acceptor) => {
@@ -82,7 +94,12 @@ fn allowed(method: &Method, path: &str) -> Option<&'static [Role]> {
     Some(match (method, path) {
         (&Method::GET, "/live" | "/ready") => OPEN,
         (&Method::GET, "/v1/snapshot") | (&Method::POST, "/v1/ack" | "/v1/nack") => PROXY,
+        (&Method::POST, "/v1/reports") => PROXY,
         (&Method::GET, "/v1/nodes" | "/v1/groups" | "/v1/endpoints" | "/metrics") => OPERATOR,
+        (&Method::GET, "/v1/reports" | "/v1/scale") => OPERATOR,
+        (&Method::GET, p) if p.strip_prefix("/v1/scale/").is_some_and(|c| !c.is_empty()) => {
+            OPERATOR
+        }
         (&Method::POST | &Method::DELETE, "/v1/endpoints") => REGISTRANT,
         _ => return None,
     })
@@ -126,6 +143,13 @@ pub async fn respond(plane: &Plane, req: Request<Incoming>) -> Response<Body> {
             .endpoints()
             .map(|e| ok_json(&json!({ "endpoints": e }))),
         (Method::POST, "/v1/endpoints") => register(plane, req).await,
+        (Method::POST, "/v1/reports") => report(plane, req).await,
+        (Method::GET, "/v1/reports") => plane
+            .load
+            .reporters(crate::autoscale::run::now_ms())
+            .map(|r| ok_json(&json!({ "reporters": r }))),
+        (Method::GET, "/v1/scale") => Ok(scale_all(plane)),
+        (Method::GET, p) if p.starts_with("/v1/scale/") => Ok(scale_one(plane, p)),
         (_, "/v1/endpoints") => deregister(plane, req).await,
         _ => Ok(error(StatusCode::NOT_FOUND, "no such endpoint")),
     };
@@ -258,6 +282,53 @@ async fn deregister(plane: &Plane, req: Request<Incoming>) -> Result<Response<Bo
     }
 }
 
+async fn report(plane: &Plane, req: Request<Incoming>) -> Result<Response<Body>, StoreError> {
+    let r: LoadReport = match read_json_up_to(req, MAX_REPORT_BODY).await {
+        Ok(r) => r,
+        Err(resp) => {
+            metrics::counter!(observe::REPORTS, "result" => "refused").increment(1);
+            return Ok(resp);
+        }
+    };
+    match plane.load.record(&r, crate::autoscale::run::now_ms()) {
+        Ok(()) => {
+            metrics::counter!(observe::REPORTS, "result" => "ok").increment(1);
+            plane.reports_arrived.notify_one();
+            Ok(ok_json(&json!({ "ok": true })))
+        }
+        Err(ReportError::Invalid(why)) => {
+            metrics::counter!(observe::REPORTS, "result" => "refused").increment(1);
+            Ok(error(StatusCode::BAD_REQUEST, &why))
+        }
+        Err(ReportError::Store(e)) => Err(e),
+    }
+}
+
+/// `GET /v1/scale`: every autoscaled cluster's state.
+fn scale_all(plane: &Plane) -> Response<Body> {
+    let map = plane.scale.current();
+    let clusters: Vec<&ScaleState> = map.values().collect();
+    ok_json(&json!({ "clusters": clusters }))
+}
+
+/// `GET /v1/scale/{cluster}`: one cluster's state, flat (for KEDA's `valueLocation`).
+fn scale_one(plane: &Plane, path: &str) -> Response<Body> {
+    let name = path.trim_start_matches("/v1/scale/");
+    let name = percent_decode(name).unwrap_or_else(|| name.to_owned());
+    let map = plane.scale.current();
+    match map.get(&name) {
+        Some(state) => ok_json(&json!(state)),
+        None if plane.config.autoscale.contains_key(&name) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cluster `{name}` has no decision yet (the autoscaler starts within a tick)"),
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("cluster `{name}` is not autoscaled (no `autoscale.{name}` in the control-plane config)"),
+        ),
+    }
+}
+
 /// Query strings are `k=v&k=v` with percent-encoding; parsed through JSON so
 /// serde does the typing.
 fn serde_urlencoded<T: DeserializeOwned>(query: &str) -> Result<T, String> {
@@ -300,7 +371,14 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Body>> {
-    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    read_json_up_to(req, MAX_BODY).await
+}
+
+async fn read_json_up_to<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, Response<Body>> {
+    let bytes = match Limited::new(req.into_body(), limit).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             return Err(error(

@@ -22,6 +22,8 @@ pub struct FileControl {
     pub source: Option<FileSource>,
     /// TLS on the API; plain HTTP when absent.
     pub tls: Option<FileTls>,
+    /// Autoscaling policy per cluster.
+    pub autoscale: Option<std::collections::BTreeMap<String, super::autoscale::FileAutoscale>>,
 }
 
 /// `tls:`; paths relative to the config file.

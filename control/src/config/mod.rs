@@ -3,14 +3,17 @@
 //! field path and the reason (the proxy's [`ConfigErrors`] type, so both binaries
 //! report alike).
 
+pub mod autoscale;
 mod file;
 mod tls;
 mod token;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use autoscale::{AutoscalePolicy, Target};
 use floodgate::config::file::Scalar;
 pub use floodgate::config::{ConfigError, ConfigErrors};
 pub use tls::ApiTls;
@@ -54,6 +57,8 @@ pub struct ControlConfig {
     pub source_watch: SourceSettings,
     /// TLS on the API (`tls:`); `None` serves plain HTTP.
     pub tls: Option<ApiTls>,
+    /// Autoscaling policy per cluster (`autoscale:`); clusters not named are not autoscaled.
+    pub autoscale: BTreeMap<String, AutoscalePolicy>,
 }
 
 /// `registry:`.
@@ -189,8 +194,11 @@ fn validate(
         ),
     };
 
+    let autoscale = autoscale::validate(f.autoscale.unwrap_or_default(), &mut errors);
+
     match tokens {
         Some(tokens) if errors.is_empty() => Ok(ControlConfig {
+            autoscale,
             source: source.to_owned(),
             listen,
             configs_dir,

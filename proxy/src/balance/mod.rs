@@ -41,6 +41,7 @@ use crate::admission::{AdmissionControl, AdmissionStatus};
 use crate::body::Body;
 use crate::config::{BalancerKind, ClusterConfig, EndpointAddr, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError};
+use crate::load::LoadCounters;
 use crate::observe;
 use crate::time;
 use crate::upstream::{self, ConnLimits, Pool, PoolSettings, Siblings, UpstreamTls};
@@ -92,6 +93,7 @@ pub struct Cluster {
     overloaded: metrics::Counter,
     breaker: Option<Arc<Breaker>>,
     admission: Option<Arc<AdmissionControl>>,
+    load: Arc<LoadCounters>,
 }
 
 impl Cluster {
@@ -134,6 +136,7 @@ impl Cluster {
             pool_settings,
             next: AtomicUsize::new(0),
             breaker,
+            load: Arc::new(LoadCounters::new()),
         });
         let set = cluster.prepare_endpoints(&addrs);
         cluster.set_endpoints(set);
@@ -143,6 +146,11 @@ impl Cluster {
     /// The cluster's name.
     pub fn name(&self) -> &str {
         &self.policy.name
+    }
+
+    /// The cluster's load counters (for the control plane's load reports).
+    pub fn load(&self) -> &Arc<LoadCounters> {
+        &self.load
     }
 
     /// The cluster's name as a metrics label.

@@ -53,6 +53,8 @@ pub struct FileControlPlane {
     pub poll_timeout: Option<Scalar>,
     /// Retry schedule after a failed poll.
     pub backoff: Option<FileBackoff>,
+    /// Period of load reports (`0s`: none).
+    pub report_interval: Option<Scalar>,
 }
 
 /// `control_plane.backoff:` block.

@@ -72,6 +72,9 @@ pub struct ControlPlaneConfig {
     pub poll_timeout: Duration,
     /// Retry schedule after a failed poll.
     pub backoff: BackoffConfig,
+    /// Period of load reports to `POST /v1/reports` (default 500ms; zero: none).
+    #[serde(serialize_with = "serialize_duration")]
+    pub report_interval: Duration,
 }
 
 /// A jittered exponential retry schedule.

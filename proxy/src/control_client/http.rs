@@ -1,7 +1,9 @@
 //! The HTTP side of the client: one HTTP/1.1 exchange with the control plane over
 //! plain TCP or rustls (trusting only `control_plane.ca`), on hyper's client
-//! connection. A connection per exchange: a long poll lasts tens of seconds, so a
-//! pool would save one handshake per half minute and add a state to reason about.
+//! connection. A connection per poll, ACK and NACK: a long poll lasts tens of
+//! seconds, so a pool would save one handshake per half minute and add a state to
+//! reason about. Load reports (twice a second) keep one connection alive
+//! ([`ReportConnection`]).
 
 use std::time::Duration;
 
@@ -186,6 +188,76 @@ impl ControlHttp {
         }
     }
 
+    /// `POST /v1/reports` with a load report's JSON, within `timeout`, on the kept-alive
+    /// connection `conn` (opened when there is none or it closed; a send that fails on a
+    /// reused connection is tried once more on a fresh one: a report is cumulative,
+    /// so sending it twice is harmless).
+    pub async fn send_report(
+        &self,
+        conn: &mut ReportConnection,
+        json: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), HttpError> {
+        let path = format!("{}/v1/reports", self.cp.base_path);
+        let body = Bytes::from(json);
+        let work = async {
+            let reused = conn.0.take().filter(|c| !c.sender.is_closed());
+            let was_reused = reused.is_some();
+            let mut c = match reused {
+                Some(c) => c,
+                None => self.open().await?,
+            };
+            let req = self.request(Method::POST, &path, body.clone())?;
+            let answer = match c.roundtrip(req).await {
+                Err(_) if was_reused => {
+                    c = self.open().await?;
+                    let req = self.request(Method::POST, &path, body.clone())?;
+                    c.roundtrip(req).await
+                }
+                other => other,
+            };
+            let (status, body) = answer?;
+            conn.0 = Some(c);
+            Ok::<_, HttpError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| HttpError::Timeout(timeout))??;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(status_error(status, &body))
+        }
+    }
+
+    /// The request, with the host, user agent, bearer token and (with a body) content type.
+    fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, HttpError> {
+        let authority = authority(&self.cp);
+        let json = !body.is_empty();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(header::HOST, authority.as_str())
+            .header(header::USER_AGENT, "floodgate-control-client")
+            .body(Full::new(body))
+            .map_err(|e| HttpError::Request(e.to_string()))?;
+        req.headers_mut()
+            .insert(header::AUTHORIZATION, self.auth.clone());
+        if json {
+            req.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        Ok(req)
+    }
+
+    /// One exchange on a connection of its own, within `timeout`.
     async fn exchange(
         &self,
         method: Method,
@@ -193,57 +265,90 @@ impl ControlHttp {
         body: Bytes,
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes), HttpError> {
-        let authority = authority(&self.cp);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .header(header::HOST, authority.as_str())
-            .header(header::USER_AGENT, "floodgate-control-client")
-            .body(Full::new(body.clone()))
-            .map_err(|e| HttpError::Request(e.to_string()))?;
-        req.headers_mut()
-            .insert(header::AUTHORIZATION, self.auth.clone());
-        if !body.is_empty() {
-            req.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
+        let req = self.request(method, path_and_query, body)?;
         let work = async {
-            let tcp = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                tokio::net::TcpStream::connect((
-                    self.cp.endpoint.host.as_str(),
-                    self.cp.endpoint.port,
-                )),
-            )
-            .await
-            .map_err(|_| HttpError::Timeout(CONNECT_TIMEOUT))?
-            .map_err(|source| HttpError::Connect {
-                addr: authority.clone(),
-                source,
-            })?;
-            let _ = tcp.set_nodelay(true);
-            match &self.tls {
-                None => send(TokioIo::new(tcp), req).await,
-                Some(connector) => {
-                    let name = ServerName::try_from(self.cp.endpoint.host.clone())
-                        .map_err(|e| HttpError::TlsSetup(e.to_string()))?;
-                    let stream =
-                        tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
-                            .await
-                            .map_err(|_| HttpError::Timeout(CONNECT_TIMEOUT))?
-                            .map_err(|source| HttpError::Tls {
-                                addr: authority.clone(),
-                                source,
-                            })?;
-                    send(TokioIo::new(stream), req).await
-                }
-            }
+            let mut conn = self.open().await?;
+            conn.roundtrip(req).await
         };
         tokio::time::timeout(timeout, work)
             .await
             .map_err(|_| HttpError::Timeout(timeout))?
+    }
+
+    /// Opens an HTTP/1.1 connection (TCP, then TLS with `ca` for `https://`).
+    async fn open(&self) -> Result<Conn, HttpError> {
+        let authority = authority(&self.cp);
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect((self.cp.endpoint.host.as_str(), self.cp.endpoint.port)),
+        )
+        .await
+        .map_err(|_| HttpError::Timeout(CONNECT_TIMEOUT))?
+        .map_err(|source| HttpError::Connect {
+            addr: authority.clone(),
+            source,
+        })?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => Conn::handshake(TokioIo::new(tcp)).await,
+            Some(connector) => {
+                let name = ServerName::try_from(self.cp.endpoint.host.clone())
+                    .map_err(|e| HttpError::TlsSetup(e.to_string()))?;
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| HttpError::Timeout(CONNECT_TIMEOUT))?
+                    .map_err(|source| HttpError::Tls {
+                        addr: authority.clone(),
+                        source,
+                    })?;
+                Conn::handshake(TokioIo::new(stream)).await
+            }
+        }
+    }
+}
+
+/// The load reports' kept-alive connection (none until the first report).
+#[derive(Default)]
+pub struct ReportConnection(Option<Conn>);
+
+/// One HTTP/1.1 client connection; dropping it stops its driver task.
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Conn {
+    async fn handshake<IO>(io: IO) -> Result<Self, HttpError>
+    where
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn { sender, driver })
+    }
+
+    /// Sends one request and reads the whole answer.
+    async fn roundtrip(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), HttpError> {
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status();
+        let bytes = Limited::new(resp.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| HttpError::Body(e.to_string()))?
+            .to_bytes();
+        Ok((status, bytes))
     }
 }
 
@@ -254,30 +359,6 @@ fn authority(cp: &ControlPlaneConfig) -> String {
     } else {
         format!("{}:{}", cp.endpoint.host, cp.endpoint.port)
     }
-}
-
-/// Sends one request on a fresh connection and reads the whole answer.
-async fn send<IO>(io: IO, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), HttpError>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let result = async {
-        let resp = sender.send_request(req).await?;
-        let status = resp.status();
-        let bytes = Limited::new(resp.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| HttpError::Body(e.to_string()))?
-            .to_bytes();
-        Ok((status, bytes))
-    }
-    .await;
-    driver.abort();
-    result
 }
 
 fn status_error(status: StatusCode, body: &[u8]) -> HttpError {

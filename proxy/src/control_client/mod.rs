@@ -14,12 +14,14 @@
 //! - [`persist`]: the snapshot file (atomic write, read back);
 //! - [`http`]: one exchange with the control plane (HTTP/1.1, plain or rustls);
 //! - [`status`]: connected, version, origin, for `/ready`, `/control` and metrics;
-//! - [`poll`]: the loop.
+//! - [`poll`]: the loop;
+//! - [`report`]: the load reports (every `report_interval`, cumulative counters).
 
 pub mod backoff;
 pub mod http;
 pub mod persist;
 pub mod poll;
+pub mod report;
 pub mod status;
 
 use std::path::{Path, PathBuf};
@@ -125,6 +127,7 @@ pub struct Managed {
     proxy: Arc<Proxy>,
     status: Arc<Status>,
     task: tokio::task::JoinHandle<()>,
+    reports: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Managed {
@@ -176,6 +179,18 @@ impl Managed {
             last_error: None,
             last_nack: None,
         }));
+        let reports = if boot.cp.report_interval.is_zero() {
+            None
+        } else {
+            let http = Arc::new(http::ControlHttp::new(&boot.cp)?);
+            Some(tokio::spawn(report::run(
+                Arc::clone(&proxy),
+                http,
+                boot.cp.group.clone(),
+                boot.cp.node_id.clone(),
+                boot.cp.report_interval,
+            )))
+        };
         let task = tokio::spawn(poll::run(
             Arc::clone(&proxy),
             Arc::new(boot),
@@ -186,6 +201,7 @@ impl Managed {
             proxy,
             status,
             task,
+            reports,
         })
     }
 
@@ -199,14 +215,17 @@ impl Managed {
         &self.status
     }
 
-    /// Stops polling (the proxy keeps serving; drain it separately).
+    /// Stops polling and reporting (the proxy keeps serving; drain it separately).
     pub fn stop_polling(&self) {
         self.task.abort();
+        if let Some(r) = &self.reports {
+            r.abort();
+        }
     }
 }
 
 impl Drop for Managed {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop_polling();
     }
 }

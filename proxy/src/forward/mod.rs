@@ -23,8 +23,10 @@ use crate::headers::{
     X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::listener::ConnInfo;
+use crate::load::Answered;
 use crate::observe::{self, AccessRecord};
 use crate::snapshot::{ListenerRuntime, Snapshot};
+use crate::stack::cache::CACHE_HEADER;
 use request_id::ensure_request_id;
 
 /// Handles one downstream request against the published `snapshot`.
@@ -225,7 +227,10 @@ fn finish(snapshot: &Snapshot, conn: &ConnInfo, d: &Done<'_>) {
     let elapsed = d.start.elapsed();
     let status = d.response.status();
     match d.arm {
-        Some(arm) => arm.metrics.record(status, elapsed),
+        Some(arm) => {
+            arm.metrics.record(status, elapsed);
+            record_load(arm, d.response, elapsed);
+        }
         None => unrouted_metrics().record(status, elapsed),
     }
     if snapshot.config.server.access_log {
@@ -247,6 +252,32 @@ fn finish(snapshot: &Snapshot, conn: &ConnInfo, d: &Done<'_>) {
             duration: elapsed,
         });
     }
+}
+
+/// Counts the answer in the cluster's load counters: who made it (the proxy's own
+/// answers carry a reason header, the cache's hits a cache header) decides whether
+/// its latency is the app's (`HIT` and `STALE` come from memory). At most two
+/// header lookups.
+fn record_load(arm: &crate::router::Arm, response: &Response<Body>, elapsed: std::time::Duration) {
+    let status = response.status().as_u16();
+    let headers = response.headers();
+    let reason = if status >= 400 {
+        headers.get(REASON_HEADER)
+    } else {
+        None
+    };
+    let by = if reason.is_some() {
+        Answered::Proxy
+    } else if headers
+        .get(CACHE_HEADER)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"miss"))
+    {
+        Answered::Cache
+    } else {
+        Answered::Upstream
+    };
+    arm.load
+        .record(status, by, reason.map(HeaderValue::as_bytes), elapsed);
 }
 
 /// Metrics of requests that matched no route (labels `route="-"`, `cluster="-"`).

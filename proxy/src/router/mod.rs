@@ -21,6 +21,8 @@ pub struct Arm {
     pub service: RouteService,
     /// Request count and duration handles for this route and cluster.
     pub metrics: crate::observe::RequestMetrics,
+    /// The cluster's load counters (answers by class, latency) for load reports.
+    pub load: std::sync::Arc<crate::load::LoadCounters>,
 }
 
 /// A compiled route.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::grammar;
 use super::Validator;
-use crate::config::file::{FileBackoff, FileControlPlane};
+use crate::config::file::{FileBackoff, FileControlPlane, Scalar};
 use crate::config::{secret, BackoffConfig, ControlPlaneConfig, EndpointAddr};
 use crate::tls::pem as tls;
 
@@ -19,6 +19,13 @@ pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(250);
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// `control_plane.backoff.multiplier` default.
 pub const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
+
+/// `control_plane.report_interval` default: two load reports a second.
+pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_millis(500);
+/// Shortest `control_plane.report_interval` accepted (other than `0s`).
+pub const MIN_REPORT_INTERVAL: Duration = Duration::from_millis(50);
+/// Longest `control_plane.report_interval` accepted.
+pub const MAX_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The default `snapshot_file`: `.floodgate-snapshot-<group>.yaml` in `base_dir`.
 pub fn default_snapshot_file(base_dir: &Path, group: &str) -> std::path::PathBuf {
@@ -109,6 +116,7 @@ impl Validator<'_> {
             DEFAULT_POLL_TIMEOUT,
         );
         let backoff = self.backoff(cp.backoff.as_ref());
+        let report_interval = self.report_interval(cp.report_interval.as_ref());
         let (tls_url, endpoint, base_path) = parsed?;
         let token = token?;
         (self.errors.len() == before).then(|| ControlPlaneConfig {
@@ -124,7 +132,23 @@ impl Validator<'_> {
             snapshot_file,
             poll_timeout,
             backoff,
+            report_interval,
         })
+    }
+
+    /// `control_plane.report_interval`: default 500ms; `0s` turns reports off;
+    /// otherwise from 50ms to 10s.
+    fn report_interval(&mut self, v: Option<&Scalar>) -> Duration {
+        let path = "control_plane.report_interval";
+        let d = self.duration(path, v, DEFAULT_REPORT_INTERVAL);
+        if !d.is_zero() && !(MIN_REPORT_INTERVAL..=MAX_REPORT_INTERVAL).contains(&d) {
+            self.err(
+                path,
+                format!("{d:?}: must be 0s (no reports) or from 50ms to 10s"),
+            );
+            return DEFAULT_REPORT_INTERVAL;
+        }
+        d
     }
 
     /// `control_plane.backoff`: `initial` (default 250ms, > 0), `max` (default 30s,
@@ -244,9 +268,31 @@ mod tests {
         assert_eq!(cp.poll_timeout, DEFAULT_POLL_TIMEOUT);
         assert_eq!(cp.backoff.initial, DEFAULT_BACKOFF_INITIAL);
         assert_eq!(cp.backoff.max, DEFAULT_BACKOFF_MAX);
+        assert_eq!(cp.report_interval, DEFAULT_REPORT_INTERVAL);
         assert!(cp.token.matches(TOKEN.as_bytes()));
         // The token never reaches `/config`.
         assert!(!serde_json::to_string(&cp).unwrap().contains(TOKEN));
+    }
+
+    #[test]
+    fn report_interval_is_off_or_in_range() {
+        let with = |v: &str| {
+            format!(
+                "control_plane: {{ url: \"http://cp:7070\", group: edge, node_id: n1, token: {TOKEN}, report_interval: {v} }}\n"
+            )
+        };
+        let cp = |v: &str| {
+            parse_str(&with(v), "boot.yaml", Path::new("."))
+                .unwrap()
+                .control_plane
+                .unwrap()
+        };
+        assert_eq!(cp("0s").report_interval, Duration::ZERO);
+        assert_eq!(cp("1s").report_interval, Duration::from_secs(1));
+        for bad in ["10ms", "1m", "soon"] {
+            let e = errors(&with(bad));
+            assert!(e.contains("control_plane.report_interval"), "{bad}: {e}");
+        }
     }
 
     #[test]
