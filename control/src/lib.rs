@@ -31,12 +31,16 @@
 
 pub mod api;
 pub mod autoscale;
+pub mod burst;
 pub mod config;
+pub mod fence;
 pub mod observe;
 pub mod plane;
 pub mod push;
 pub mod registry;
+pub mod replicas;
 pub mod reports;
+pub mod scaler;
 pub mod snapshot;
 pub mod source;
 pub mod store;
@@ -50,10 +54,12 @@ use crate::config::{ConfigErrors, ControlConfig};
 use crate::plane::Plane;
 use crate::store::memory::MemoryStore;
 
-/// A running control plane; dropping it stops every task it started.
+/// A running control plane; dropping it stops every task it started (and SIGKILLs
+/// the process scaler's replicas: [`Running::shutdown`] stops them gracefully).
 pub struct Running {
     addr: SocketAddr,
     plane: Arc<Plane>,
+    scalers: Option<scaler::Scalers>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -68,10 +74,26 @@ impl Running {
         &self.plane
     }
 
+    /// The process scalers' status, by cluster.
+    pub fn scalers(&self) -> Vec<scaler::ProcessStatus> {
+        self.scalers
+            .as_ref()
+            .map(|s| s.status())
+            .unwrap_or_default()
+    }
+
     /// Waits until the server task ends (it does not, unless aborted).
     pub async fn wait(mut self) {
         if let Some(server) = self.tasks.pop() {
             let _ = server.await;
+        }
+    }
+
+    /// Stops the scalers gracefully (every replica they started is deregistered,
+    /// SIGTERMed, SIGKILLed after its `stop_timeout`, and reaped), then the rest.
+    pub async fn shutdown(mut self) {
+        if let Some(scalers) = self.scalers.take() {
+            scalers.shutdown().await;
         }
     }
 }
@@ -102,13 +124,16 @@ pub async fn start(config: ControlConfig) -> anyhow::Result<Running> {
     let watcher = Arc::clone(&plane).watch_dir()?;
     plane.load_dir()?;
     let sweeper = registry::spawn_sweeper(Arc::clone(&plane));
+    let scalers = scaler::Scalers::start(Arc::clone(&plane), addr)?;
     let autoscaler = autoscale::run::spawn(Arc::clone(&plane));
+    let burst = burst::spawn(Arc::clone(&plane));
     let server = tokio::spawn(api::serve(socket, Arc::clone(&plane), tls));
     tracing::info!(%addr, tls = plane.config.tls.is_some(), configs_dir = %plane.config.configs_dir.display(), groups = plane.groups().len(), "control plane listening");
     Ok(Running {
         addr,
         plane,
-        tasks: vec![watcher, sweeper, autoscaler, server],
+        scalers: Some(scalers),
+        tasks: vec![watcher, sweeper, autoscaler, burst, server],
     })
 }
 

@@ -61,10 +61,26 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // SIGTERM as well as ctrl-c: the process scaler's replicas are stopped
+        // (deregistered, SIGTERMed, reaped) before the control plane exits.
+        #[cfg(unix)]
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cannot handle SIGTERM: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+        #[cfg(unix)]
+        let terminated = term.recv();
+        #[cfg(not(unix))]
+        let terminated = std::future::pending::<Option<()>>();
         tokio::select! {
-            () = running.wait() => {}
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+            _ = terminated => tracing::info!("SIGTERM; stopping"),
         }
+        running.shutdown().await;
         ExitCode::SUCCESS
     })
 }

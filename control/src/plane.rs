@@ -18,7 +18,9 @@ use floodgate::config::watch::{ConfigWatcher, WatchOptions};
 
 use crate::autoscale::{ScaleBoard, ScaleMap};
 use crate::config::ControlConfig;
+use crate::fence::Fences;
 use crate::observe;
+use crate::replicas::ReplicaBoard;
 use crate::reports::{LoadStore, MemoryLoad};
 use crate::snapshot::{self, Additions};
 use crate::source::{self, SourceFile};
@@ -35,6 +37,10 @@ pub struct Plane {
     pub store: Arc<dyn Store>,
     /// The autoscaler's published decisions, per cluster.
     pub scale: ScaleBoard,
+    /// Replicas the process scaler is draining: their registrations are refused.
+    pub fences: Fences,
+    /// What the process scalers run (`GET /v1/scalers`).
+    pub replicas: ReplicaBoard,
     /// The proxies' load reports.
     pub load: Arc<dyn LoadStore>,
     /// Woken by every accepted load report: the autoscaler decides at once (at
@@ -86,6 +92,8 @@ impl Plane {
             config,
             store,
             scale: ScaleBoard::new(),
+            fences: Fences::default(),
+            replicas: ReplicaBoard::default(),
             load: Arc::new(MemoryLoad::new()),
             reports_arrived: tokio::sync::Notify::new(),
             groups: Mutex::new(BTreeMap::new()),
@@ -224,6 +232,12 @@ impl Plane {
         Ok(())
     }
 
+    /// Re-merges and publishes the groups that define one of `clusters` after their
+    /// burst mode changed (the autoscaler entered or left panic).
+    pub fn burst_changed(&self, clusters: &BTreeSet<String>) -> Result<(), StoreError> {
+        self.registry_changed(Some(clusters))
+    }
+
     /// Builds the group's snapshot from its valid text and the registry, validates
     /// it, and publishes it under a new version if it differs from the current one.
     fn publish(
@@ -248,7 +262,9 @@ impl Plane {
         for list in additions.values_mut() {
             list.sort();
         }
-        let merged = match snapshot::merge(&base, name, &additions) {
+        // Clusters in panic run their routes' burst-mode overrides.
+        let bursting = panicking(&self.scale.current());
+        let merged = match snapshot::merge_with_burst(&base, name, &additions, &bursting) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(group = %name, error = %e, "cannot merge registered endpoints; not published");
@@ -288,6 +304,14 @@ impl Plane {
         g.tx.send_replace(Some(Arc::new(snapshot)));
         Ok(())
     }
+}
+
+/// The clusters whose autoscaler is in panic in `map`: they are in burst mode.
+pub fn panicking(map: &ScaleMap) -> BTreeSet<String> {
+    map.values()
+        .filter(|s| s.panic)
+        .map(|s| s.cluster.clone())
+        .collect()
 }
 
 impl Plane {

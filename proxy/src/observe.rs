@@ -26,6 +26,8 @@ pub const ENDPOINTS_AVAILABLE: &str = "floodgate_endpoints_available";
 pub const CONFIG_RELOADS: &str = "floodgate_config_reloads_total";
 /// The version number of the running configuration.
 pub const CONFIG_VERSION: &str = "floodgate_config_version";
+/// 1 while a route's `burst:` overrides are in force (its cluster in burst mode), by listener and route.
+pub const ROUTE_BURST_ACTIVE: &str = "floodgate_route_burst_active";
 /// Downstream connections open, by listener.
 pub const DOWNSTREAM_CONNECTIONS: &str = "floodgate_downstream_connections";
 /// Downstream connections each worker serves, by listener and worker.
@@ -136,6 +138,10 @@ fn describe() {
     describe_gauge!(
         CONFIG_VERSION,
         "Version number of the running configuration."
+    );
+    describe_gauge!(
+        ROUTE_BURST_ACTIVE,
+        "1 while the route's burst overrides are in force, by listener and route."
     );
     describe_gauge!(
         DOWNSTREAM_CONNECTIONS,

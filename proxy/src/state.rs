@@ -91,6 +91,7 @@ impl Proxy {
         }
         proxy.start_listeners(bound);
         metrics::gauge!(observe::CONFIG_VERSION).set(1.0);
+        burst_gauges(&proxy.snapshot().config);
         Ok(proxy)
     }
 
@@ -149,6 +150,7 @@ impl Proxy {
             cluster.set_endpoints(Some(set));
         }
         metrics::gauge!(observe::CONFIG_VERSION).set(version as f64);
+        burst_gauges(&self.snapshot().config);
 
         let mut retired = Vec::new();
         {
@@ -249,5 +251,16 @@ impl Handler for Proxy {
         req: Request<Incoming>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
         crate::forward::handle(self.snapshot(), conn, req)
+    }
+}
+
+/// `floodgate_route_burst_active` of every route with a `burst:` block, for the
+/// config just published.
+fn burst_gauges(config: &crate::config::Config) {
+    for l in &config.listeners {
+        for r in l.routes.iter().filter(|r| r.burst.is_some()) {
+            metrics::gauge!(observe::ROUTE_BURST_ACTIVE, "listener" => l.name.clone(), "route" => r.name.clone())
+                .set(if r.burst_active { 1.0 } else { 0.0 });
+        }
     }
 }

@@ -96,7 +96,7 @@ fn allowed(method: &Method, path: &str) -> Option<&'static [Role]> {
         (&Method::GET, "/v1/snapshot") | (&Method::POST, "/v1/ack" | "/v1/nack") => PROXY,
         (&Method::POST, "/v1/reports") => PROXY,
         (&Method::GET, "/v1/nodes" | "/v1/groups" | "/v1/endpoints" | "/metrics") => OPERATOR,
-        (&Method::GET, "/v1/reports" | "/v1/scale") => OPERATOR,
+        (&Method::GET, "/v1/reports" | "/v1/scale" | "/v1/scalers") => OPERATOR,
         (&Method::GET, p) if p.strip_prefix("/v1/scale/").is_some_and(|c| !c.is_empty()) => {
             OPERATOR
         }
@@ -149,6 +149,7 @@ pub async fn respond(plane: &Plane, req: Request<Incoming>) -> Response<Body> {
             .reporters(crate::autoscale::run::now_ms())
             .map(|r| ok_json(&json!({ "reporters": r }))),
         (Method::GET, "/v1/scale") => Ok(scale_all(plane)),
+        (Method::GET, "/v1/scalers") => Ok(ok_json(&json!({ "scalers": plane.replicas.all() }))),
         (Method::GET, p) if p.starts_with("/v1/scale/") => Ok(scale_one(plane, p)),
         (_, "/v1/endpoints") => deregister(plane, req).await,
         _ => Ok(error(StatusCode::NOT_FOUND, "no such endpoint")),
@@ -266,6 +267,7 @@ async fn register(plane: &Plane, req: Request<Incoming>) -> Result<Response<Body
             Ok(resp)
         }
         Err(RegistryError::Invalid(why)) => Ok(error(StatusCode::BAD_REQUEST, &why)),
+        Err(RegistryError::Draining(why)) => Ok(error(StatusCode::CONFLICT, &why)),
         Err(RegistryError::Store(e)) => Err(e),
     }
 }

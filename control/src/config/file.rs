@@ -22,6 +22,8 @@ pub struct FileControl {
     pub source: Option<FileSource>,
     /// TLS on the API; plain HTTP when absent.
     pub tls: Option<FileTls>,
+    /// What acts on the autoscaler's decisions, by cluster.
+    pub scalers: Option<std::collections::BTreeMap<String, super::scalers::FileScaler>>,
     /// Autoscaling policy per cluster.
     pub autoscale: Option<std::collections::BTreeMap<String, super::autoscale::FileAutoscale>>,
 }

@@ -5,6 +5,8 @@
 
 pub mod autoscale;
 mod file;
+pub mod scalers;
+pub mod template;
 mod tls;
 mod token;
 
@@ -16,6 +18,7 @@ use std::time::Duration;
 pub use autoscale::{AutoscalePolicy, Target};
 use floodgate::config::file::Scalar;
 pub use floodgate::config::{ConfigError, ConfigErrors};
+pub use scalers::{ClusterScalers, Ports, ProcessSettings, ScalerSettings, WebhookSettings};
 pub use tls::ApiTls;
 pub use token::{Role, Token, Tokens};
 
@@ -57,6 +60,8 @@ pub struct ControlConfig {
     pub source_watch: SourceSettings,
     /// TLS on the API (`tls:`); `None` serves plain HTTP.
     pub tls: Option<ApiTls>,
+    /// What acts on the autoscaler's decisions (`scalers:`), by cluster.
+    pub scalers: ScalerSettings,
     /// Autoscaling policy per cluster (`autoscale:`); clusters not named are not autoscaled.
     pub autoscale: BTreeMap<String, AutoscalePolicy>,
 }
@@ -195,6 +200,8 @@ fn validate(
     };
 
     let autoscale = autoscale::validate(f.autoscale.unwrap_or_default(), &mut errors);
+    // After `autoscale:`: a process scaler's bounds default to its cluster's policy.
+    let scalers = scalers::validate(f.scalers, &autoscale, base_dir, &mut errors);
 
     match tokens {
         Some(tokens) if errors.is_empty() => Ok(ControlConfig {
@@ -207,6 +214,7 @@ fn validate(
             long_poll,
             source_watch,
             tls,
+            scalers,
         }),
         _ => Err(ConfigErrors {
             file: source.to_owned(),

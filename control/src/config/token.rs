@@ -57,6 +57,12 @@ impl Tokens {
         }
     }
 
+    /// The app role's token: what the process scaler hands its replicas in
+    /// `FLOODGATE_APP_TOKEN` (never on their command line).
+    pub fn app(&self) -> &Token {
+        &self.app
+    }
+
     /// The role whose token `presented` is; every token is compared, so the time
     /// taken does not tell which one (if any) matched.
     pub fn role_of(&self, presented: &[u8]) -> Option<Role> {

@@ -44,6 +44,9 @@ pub enum RegistryError {
     /// The request is wrong (the message says how).
     #[error("{0}")]
     Invalid(String),
+    /// The endpoint is being drained and stopped by the process scaler.
+    #[error("{0}")]
+    Draining(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -60,6 +63,12 @@ pub fn register(
     }
     snapshot::check_address(&req.address)
         .map_err(|e| RegistryError::Invalid(format!("address: `{}`: {e}", req.address)))?;
+    if plane.fences.is_fenced(&req.cluster, &req.address) {
+        return Err(RegistryError::Draining(format!(
+            "{} in cluster {} is being drained and stopped by the process scaler",
+            req.address, req.cluster
+        )));
+    }
     let settings = plane.config.registry;
     let ttl = match &req.ttl {
         None => settings.default_ttl,

@@ -11,7 +11,7 @@
 //! static floor that is always there, the registry adds the elastic part.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use floodgate::config::{Config, ConfigErrors};
@@ -32,11 +32,25 @@ pub fn merge<'a>(
     group: &str,
     additions: &Additions,
 ) -> Result<Cow<'a, str>, String> {
-    if additions.values().all(Vec::is_empty) {
+    merge_with_burst(text, group, additions, &BTreeSet::new())
+}
+
+/// [`merge`], and `burst_mode: true` set on every cluster of `bursting` (the
+/// clusters whose autoscaler is in panic), so the routes' `burst:` overrides reach
+/// the proxies through the same validated push. A cluster not in `bursting` keeps
+/// what its file says (an operator may set `burst_mode` by hand).
+pub fn merge_with_burst<'a>(
+    text: &'a str,
+    group: &str,
+    additions: &Additions,
+    bursting: &BTreeSet<String>,
+) -> Result<Cow<'a, str>, String> {
+    if additions.values().all(Vec::is_empty) && bursting.is_empty() {
         return Ok(Cow::Borrowed(text));
     }
     let mut doc: Value = serde_norway::from_str(text).map_err(|e| format!("cannot parse: {e}"))?;
     let mut changed = false;
+    let mut burst = false;
     if let Some(Value::Sequence(clusters)) = doc.get_mut("clusters") {
         for cluster in clusters.iter_mut() {
             let Some(name) = cluster
@@ -46,6 +60,16 @@ pub fn merge<'a>(
             else {
                 continue;
             };
+            if bursting.contains(&name) {
+                if let Value::Mapping(m) = cluster {
+                    let key = Value::String("burst_mode".to_owned());
+                    if m.get(&key) != Some(&Value::Bool(true)) {
+                        m.insert(key, Value::Bool(true));
+                        changed = true;
+                        burst = true;
+                    }
+                }
+            }
             let Some(extra) = additions.get(&name) else {
                 continue;
             };
@@ -67,8 +91,13 @@ pub fn merge<'a>(
         return Ok(Cow::Borrowed(text));
     }
     let body = serde_norway::to_string(&doc).map_err(|e| format!("cannot render: {e}"))?;
+    let what = if burst {
+        "registered endpoints and burst mode merged in"
+    } else {
+        "registered endpoints merged in"
+    };
     Ok(Cow::Owned(format!(
-        "# floodgate-control: group `{group}`, registered endpoints merged in\n{body}"
+        "# floodgate-control: group `{group}`, {what}\n{body}"
     )))
 }
 
@@ -141,5 +170,25 @@ clusters:
         assert!(check_address("no-port").is_err());
         assert!(check_address("1.2.3.4:99999").is_err());
         assert!(check_address("\"]: evil").is_err());
+    }
+
+    #[test]
+    fn burst_mode_is_set_on_the_bursting_clusters_only() {
+        let text =
+            "listeners: [{name: l, listen: \"127.0.0.1:0\", routes: [{name: r, cluster: app}]}]\n\
+                    clusters:\n  - name: app\n    endpoints: [\"127.0.0.1:1\"]\n\
+                    \x20 - name: other\n    endpoints: [\"127.0.0.1:2\"]\n";
+        let none = merge_with_burst(text, "g", &Additions::new(), &BTreeSet::new()).unwrap();
+        assert!(matches!(none, Cow::Borrowed(_)));
+        let set = BTreeSet::from(["app".to_owned()]);
+        let out = merge_with_burst(text, "g", &Additions::new(), &set).unwrap();
+        assert!(
+            out.starts_with("# floodgate-control: group `g`, registered endpoints and burst mode")
+        );
+        let config = validate(&out, "merged", Path::new(".")).unwrap();
+        assert_eq!(config.clusters.len(), 2);
+        let doc: Value = serde_norway::from_str(&out).unwrap();
+        assert_eq!(doc["clusters"][0]["burst_mode"], Value::Bool(true));
+        assert!(doc["clusters"][1].get("burst_mode").is_none());
     }
 }

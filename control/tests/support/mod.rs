@@ -92,6 +92,11 @@ impl ControlPlane {
         self.running = Some(running);
     }
 
+    /// The running plane's shared state (panics when stopped).
+    pub fn plane(&self) -> std::sync::Arc<floodgate_control::plane::Plane> {
+        std::sync::Arc::clone(self.running.as_ref().unwrap().plane())
+    }
+
     /// The path of group `name`'s file.
     pub fn group_file(&self, group: &str) -> PathBuf {
         self.dir.path().join(format!("groups/{group}.yaml"))

@@ -184,6 +184,21 @@ pub struct FileRoute {
     pub cache: Option<FileCache>,
     /// Admission priority: `critical`, `normal` or `sheddable`.
     pub priority: Option<FilePriority>,
+    /// What changes while the route's cluster is in burst mode.
+    pub burst: Option<FileBurst>,
+}
+
+/// `routes[].burst:` block: settings that replace the route's own while its
+/// cluster has `burst_mode: true`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBurst {
+    /// Replaces `rate_limit`.
+    pub rate_limit: Option<FileRateLimit>,
+    /// Replaces `cache`.
+    pub cache: Option<FileCache>,
+    /// Replaces `priority`.
+    pub priority: Option<FilePriority>,
 }
 
 /// `routes[].rate_limit:` block.
@@ -391,6 +406,9 @@ pub struct FileCluster {
     pub circuit_breaker: Option<FileBreaker>,
     /// Adaptive admission (absent: on, with its defaults).
     pub admission: Option<FileAdmission>,
+    /// Burst mode: the `burst:` overrides of the routes to this cluster apply (set by
+    /// the control plane while the cluster's autoscaler is in panic).
+    pub burst_mode: Option<bool>,
 }
 
 /// `clusters[].balancer` values.

@@ -218,6 +218,22 @@ pub struct RouteConfig {
     pub cache: Option<CacheConfig>,
     /// Admission priority of this route's requests (default normal).
     pub priority: Priority,
+    /// The `burst:` overrides as written (None: the route has none).
+    pub burst: Option<BurstConfig>,
+    /// True while they are in force (a cluster of the route has `burst_mode: true`):
+    /// `rate_limit`, `cache` and `priority` above are then the burst ones.
+    pub burst_active: bool,
+}
+
+/// A route's burst-mode overrides; a field left out keeps the route's own setting.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BurstConfig {
+    /// Replaces `rate_limit`.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Replaces `cache`.
+    pub cache: Option<CacheConfig>,
+    /// Replaces `priority`.
+    pub priority: Option<Priority>,
 }
 
 impl RouteConfig {

@@ -45,6 +45,12 @@ pub(super) fn validate(
     let mut v = Validator {
         base_dir,
         errors: Vec::new(),
+        bursting: file
+            .clusters
+            .iter()
+            .filter(|c| c.burst_mode == Some(true))
+            .map(|c| c.name.clone())
+            .collect(),
     };
     let admin = v.admin(file.admin.as_ref());
     let server = v.server(file.server.as_ref());
@@ -95,6 +101,8 @@ struct Validator<'a> {
     base_dir: &'a Path,
     /// Every problem found so far, in file order.
     errors: Vec<ConfigError>,
+    /// Clusters with `burst_mode: true`: their routes' `burst:` overrides apply.
+    bursting: Vec<String>,
 }
 
 impl Validator<'_> {

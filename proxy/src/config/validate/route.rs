@@ -8,10 +8,10 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use super::grammar::{host_pattern, method, url_path};
 use super::protection::priority;
 use super::Validator;
-use crate::config::file::{FileMatch, FileRetry, FileRoute};
+use crate::config::file::{FileBurst, FileMatch, FileRetry, FileRoute};
 use crate::config::{
-    format_duration, Backend, PathMatch, RetryOn, RetryPolicy, RouteConfig, RouteMatch,
-    WeightedCluster,
+    format_duration, Backend, BurstConfig, PathMatch, RetryOn, RetryPolicy, RouteConfig,
+    RouteMatch, WeightedCluster,
 };
 
 /// `routes[].timeout` default.
@@ -87,7 +87,19 @@ impl Validator<'_> {
             .retry
             .as_ref()
             .map(|retry| self.retry(&format!("{path}.retry"), retry, timeout));
-        RouteConfig {
+        let rate_limit = r
+            .rate_limit
+            .as_ref()
+            .and_then(|rl| self.rate_limit(&format!("{path}.rate_limit"), rl));
+        let cache = r
+            .cache
+            .as_ref()
+            .map(|c| self.cache(&format!("{path}.cache"), c));
+        let burst = r
+            .burst
+            .as_ref()
+            .map(|b| self.burst(&format!("{path}.burst"), b));
+        let mut route = RouteConfig {
             name: r.name.clone(),
             matcher,
             backend,
@@ -95,15 +107,57 @@ impl Validator<'_> {
             timeout: Some(timeout),
             retry,
             preserve_host: r.preserve_host.unwrap_or(true),
-            rate_limit: r
+            rate_limit,
+            cache,
+            priority: priority(r.priority),
+            burst,
+            burst_active: false,
+        };
+        self.apply_burst(&mut route);
+        route
+    }
+
+    /// `burst:`: `rate_limit`, `cache` and `priority`, validated like the route's own
+    /// (always, so a mistake shows before a burst does); at least one of them.
+    fn burst(&mut self, path: &str, b: &FileBurst) -> BurstConfig {
+        if b.rate_limit.is_none() && b.cache.is_none() && b.priority.is_none() {
+            self.err(path, "needs `rate_limit`, `cache` or `priority`");
+        }
+        BurstConfig {
+            rate_limit: b
                 .rate_limit
                 .as_ref()
                 .and_then(|rl| self.rate_limit(&format!("{path}.rate_limit"), rl)),
-            cache: r
+            cache: b
                 .cache
                 .as_ref()
                 .map(|c| self.cache(&format!("{path}.cache"), c)),
-            priority: priority(r.priority),
+            priority: b.priority.map(|p| priority(Some(p))),
+        }
+    }
+
+    /// While a cluster of the route is in burst mode, its `burst:` settings replace
+    /// the route's own (a setting the block leaves out is kept).
+    fn apply_burst(&self, route: &mut RouteConfig) {
+        let Some(burst) = route.burst.clone() else {
+            return;
+        };
+        let bursting = route
+            .backend_arms()
+            .iter()
+            .any(|(cluster, _)| self.bursting.iter().any(|b| b == cluster));
+        if !bursting {
+            return;
+        }
+        route.burst_active = true;
+        if let Some(rl) = burst.rate_limit {
+            route.rate_limit = Some(rl);
+        }
+        if let Some(c) = burst.cache {
+            route.cache = Some(c);
+        }
+        if let Some(p) = burst.priority {
+            route.priority = p;
         }
     }
 
@@ -355,4 +409,83 @@ fn retry_on(on: &mut RetryOn, item: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod burst_tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::config::{parse_str, Config, Priority, RouteConfig};
+
+    /// Route `codes` to cluster `app`, with burst overrides; `{mode}` is the cluster's
+    /// `burst_mode` line.
+    fn config(mode: &str) -> Config {
+        let text = format!(
+            "listeners:\n  - name: web\n    listen: 127.0.0.1:0\n    routes:\n\
+             \x20     - name: codes\n        cluster: app\n        rate_limit: {{ rps: 100 }}\n\
+             \x20       cache: {{ ttl: 1s }}\n\
+             \x20       burst:\n          rate_limit: {{ rps: 10, per_key: {{ key: client_ip, rps: 1 }} }}\n\
+             \x20         cache: {{ ttl: 30s }}\n          priority: sheddable\n\
+             \x20     - name: rest\n        cluster: other\n        burst: {{ priority: critical }}\n\
+             clusters:\n  - name: app\n    endpoints: [127.0.0.1:9]\n{mode}\
+             \x20 - name: other\n    endpoints: [127.0.0.1:10]\n"
+        );
+        parse_str(&text, "t.yaml", Path::new(".")).unwrap()
+    }
+
+    fn route<'a>(c: &'a Config, name: &str) -> &'a RouteConfig {
+        c.listeners[0]
+            .routes
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap()
+    }
+
+    #[test]
+    fn overrides_apply_only_in_burst_mode_and_leave_the_rest() {
+        let normal = config("");
+        let r = route(&normal, "codes");
+        assert!(!r.burst_active);
+        assert_eq!(r.priority, Priority::Normal);
+        assert_eq!(r.cache.as_ref().unwrap().ttl, Duration::from_secs(1));
+        assert!(r.rate_limit.as_ref().unwrap().per_key.is_none());
+        assert_eq!(config("    burst_mode: false\n"), normal);
+
+        let burst = config("    burst_mode: true\n");
+        let r = route(&burst, "codes");
+        assert!(r.burst_active);
+        let b = r.burst.clone().unwrap();
+        assert_eq!(r.rate_limit, b.rate_limit);
+        assert!(r.rate_limit.as_ref().unwrap().per_key.is_some());
+        assert_eq!(r.cache.as_ref().unwrap().ttl, Duration::from_secs(30));
+        assert_eq!(r.priority, Priority::Sheddable);
+        // A route to another cluster is not in burst.
+        let rest = route(&burst, "rest");
+        assert!(!rest.burst_active);
+        assert_eq!(rest.priority, Priority::Normal);
+        // Leaving burst mode is the normal config again.
+        assert_eq!(route(&normal, "codes").burst, route(&burst, "codes").burst);
+    }
+
+    #[test]
+    fn burst_blocks_are_validated_even_when_not_in_force() {
+        let text = "listeners:\n  - name: web\n    listen: 127.0.0.1:0\n    routes:\n\
+                    \x20     - name: a\n        cluster: app\n        burst: {}\n\
+                    \x20     - name: b\n        cluster: app\n        burst: { cache: { ttl: 0s }, shed: true }\n\
+                    clusters:\n  - name: app\n    endpoints: [127.0.0.1:9]\n";
+        let e = parse_str(text, "t.yaml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("routes[1].burst.shed: unknown field"), "{e}");
+        let text = text.replace(", shed: true", "");
+        let e = parse_str(&text, "t.yaml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("routes[0].burst: needs `rate_limit`, `cache` or `priority`"),
+            "{e}"
+        );
+        assert!(e.contains("routes[1].burst.cache.ttl"), "{e}");
+    }
 }
