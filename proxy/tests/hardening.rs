@@ -375,3 +375,34 @@ clusters:
     assert!(got.len() < BIG / 2, "read {} bytes: not cut off", got.len());
     assert_eq!(get(&p.url("/ok")).await.status, 200, "still serving");
 }
+
+#[tokio::test]
+async fn dot_segments_are_resolved_before_routing_and_forwarding() {
+    let api = upstream("api").await;
+    let yaml = format!(
+        r#"
+server: {{ access_log: false }}
+listeners:
+  - name: public
+    listen: 127.0.0.1:0
+    routes: [ {{ name: api, match: {{ path_prefix: /api/ }}, cluster: api }} ]
+clusters:
+  - {{ name: api, endpoints: ["{}"] }}
+"#,
+        api.endpoint()
+    );
+    let p = start_proxy(&yaml).await;
+    for sneaky in ["/api/../admin", "/api/%2e%2e/admin", "/api/.%2E/admin"] {
+        let req = format!("GET {sneaky} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let out = raw(p.addr("public"), req.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 404"), "{sneaky} → {out}");
+    }
+    assert_eq!(api.hits(), 0, "nothing reached the api upstream");
+    // Inside the prefix it is forwarded normalised.
+    let out = raw(
+        p.addr("public"),
+        b"GET /api/v1/./codes/../codes/42 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.contains(r#""path":"/api/v1/codes/42""#), "{out}");
+}

@@ -8,6 +8,11 @@
 //!
 //! Served on its own address (default `127.0.0.1:9901`) so probes and scrapes
 //! never compete with, or get routed like, proxied traffic.
+//!
+//! Bound to a loopback address, it answers only requests whose `Host` is an IP
+//! address or `localhost` (403 otherwise, `/live` and `/ready` excepted): a page
+//! in a browser on the same host could otherwise read `/config` through DNS
+//! rebinding (its requests carry the attacker's host name).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,6 +34,8 @@ use crate::state::Proxy;
 pub struct Admin {
     socket: TcpListener,
     control: Option<Arc<Status>>,
+    /// Bound to loopback: only IP or `localhost` hosts are answered.
+    loopback: bool,
 }
 
 impl Admin {
@@ -37,6 +44,7 @@ impl Admin {
         Ok(Self {
             socket: TcpListener::bind(addr).await?,
             control: None,
+            loopback: addr.ip().is_loopback(),
         })
     }
 
@@ -64,11 +72,22 @@ impl Admin {
             };
             let proxy = Arc::clone(&proxy);
             let control = self.control.clone();
+            let loopback = self.loopback;
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let proxy = Arc::clone(&proxy);
                     let control = control.clone();
-                    async move { Ok::<_, Infallible>(respond(&proxy, control.as_deref(), req)) }
+                    async move {
+                        let response = if loopback && !local_host(&req) {
+                            text(
+                                StatusCode::FORBIDDEN,
+                                "admin: the Host must be an IP address or localhost\n",
+                            )
+                        } else {
+                            respond(&proxy, control.as_deref(), req)
+                        };
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -129,6 +148,28 @@ pub fn respond(proxy: &Proxy, control: Option<&Status>, req: Request<Incoming>) 
     }
 }
 
+/// Whether a request may be answered by a loopback-bound admin listener: `Host`
+/// (or the URI's authority) absent, an IP address, or `localhost`; `/live` and
+/// `/ready` always.
+fn local_host<B>(req: &Request<B>) -> bool {
+    if matches!(req.uri().path(), "/live" | "/ready") {
+        return true;
+    }
+    let host = req.uri().host().map(str::to_owned).or_else(|| {
+        let value = req.headers().get(header::HOST)?.to_str().ok()?;
+        let authority = http::uri::Authority::try_from(value).ok()?;
+        Some(authority.host().to_owned())
+    });
+    let Some(host) = host else {
+        // No Host at all (HTTP/1.0 tools): nothing a browser would send.
+        return req.headers().get(header::HOST).is_none();
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>().is_ok()
+        || bare.eq_ignore_ascii_case("localhost")
+        || bare.to_ascii_lowercase().ends_with(".localhost")
+}
+
 fn text(status: StatusCode, body_text: &'static str) -> Response<Body> {
     owned_text(status, body_text.to_owned())
 }
@@ -154,5 +195,44 @@ fn json(value: &serde_json::Value) -> Response<Body> {
             r
         }
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "serialization failed\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_host(path: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::get(path);
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn only_ip_and_localhost_hosts_reach_a_loopback_admin() {
+        for ok in [
+            Some("127.0.0.1:9901"),
+            Some("[::1]:9901"),
+            Some("localhost:9901"),
+            Some("LOCALHOST"),
+            Some("10.1.2.3"),
+            None,
+        ] {
+            assert!(local_host(&with_host("/config", ok)), "{ok:?}");
+        }
+        for bad in [
+            "evil.test:9901",
+            "rebind.attacker.example",
+            "127.0.0.1.nip.io",
+            "a b",
+        ] {
+            assert!(!local_host(&with_host("/config", Some(bad))), "{bad}");
+        }
+        assert!(
+            local_host(&with_host("/ready", Some("evil.test"))),
+            "probes pass"
+        );
     }
 }

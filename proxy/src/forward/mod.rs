@@ -3,6 +3,7 @@
 //! response or the proxy's own error response — then count and log it.
 
 mod authority;
+mod path;
 mod request_id;
 
 use std::sync::Arc;
@@ -63,6 +64,10 @@ pub async fn handle(
     let method = head.method.clone();
 
     // One authority, checked before routing: routed and forwarded by the same host.
+    // Dot segments resolved before routing: `/api/../admin` is routed as `/admin`.
+    if let Some(uri) = path::normalize(&head.uri) {
+        head.uri = uri;
+    }
     let routed = match authority::normalize(&mut head) {
         Ok(()) => listener
             .and_then(|l| Some((l.router.find(&head)?, l)))
