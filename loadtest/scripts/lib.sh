@@ -86,12 +86,12 @@ start_bg() {
   echo "$name $LAST_PID" >>"$RUN_DIR/pids"
 }
 
-# stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL.
+# stop_pid PID [SECONDS]: SIGTERM, wait up to SECONDS (default 5), then SIGKILL.
 stop_pid() {
-  local pid="$1" i
+  local pid="$1" secs="${2:-5}" i
   kill -0 "$pid" 2>/dev/null || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 50); do
+  for i in $(seq 1 $((secs * 10))); do
     kill -0 "$pid" 2>/dev/null || return 0
     sleep 0.1
   done
@@ -99,13 +99,14 @@ stop_pid() {
 }
 
 # stop_all: stops every process in $RUN_DIR/pids, newest first, and empties the list.
+# A floodgate-control gets 20 s (it stops the replicas its process scaler started).
 stop_all() {
   [[ -f "$RUN_DIR/pids" ]] || return 0
   local name pid
   while read -r name pid; do
     [[ -n "$pid" ]] || continue
     log "stopping $name (pid $pid)"
-    stop_pid "$pid"
+    if [[ $name == floodgate-control ]]; then stop_pid "$pid" 20; else stop_pid "$pid"; fi
   done < <(tac "$RUN_DIR/pids")
   : >"$RUN_DIR/pids"
 }

@@ -11,7 +11,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::check::{Check, CheckError};
 use crate::profile::{KeySpec, ProfileError, ProfileSpec, Protocol, Scenario, Step, TargetSpec};
-use crate::report::{chart, json, summary, CheckVerdict, Report};
+use crate::report::{chart, extra, json, summary, CheckVerdict, Report};
 use crate::runner::{self, RunConfig, RunError};
 use crate::target::{Target, TargetError};
 
@@ -33,6 +33,22 @@ pub enum LoadError {
     /// The run could not start.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// Reading a file failed.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A bad `--extra-series` file.
+    #[error("{path}: {source}")]
+    Extra {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        source: crate::report::extra::ExtraError,
+    },
     /// Writing the report failed.
     #[error(transparent)]
     Json(#[from] json::JsonError),
@@ -152,6 +168,10 @@ pub struct LoadArgs {
     /// Do not print the summary table.
     #[arg(long)]
     pub quiet: bool,
+    /// JSON-lines samples from another producer (`{"unix_ms": N, "ready": 2, …}`, e.g.
+    /// the control plane's replicas), read after the run into `extra_series`.
+    #[arg(long)]
+    pub extra_series: Option<PathBuf>,
 }
 
 /// Parses `100:5s,400:10s`.
@@ -349,6 +369,18 @@ pub async fn execute(args: &LoadArgs) -> Result<(Report, bool), LoadError> {
         .unwrap_or(0);
     let recorded = runner::run(cfg.clone()).await?;
     let mut report = Report::build(name, &cfg, &recorded, started);
+    if let Some(path) = &args.extra_series {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let seconds = report.timeline.t.len();
+        report.extra_series =
+            extra::bucket(&text, started, seconds).map_err(|source| LoadError::Extra {
+                path: path.display().to_string(),
+                source,
+            })?;
+    }
     let passed = apply_checks(&mut report, &checks);
     write_outputs(&report, &args.out)?;
     Ok((report, passed))

@@ -1,8 +1,9 @@
 //! `report.html`: a self-contained page with hand-written inline SVG charts.
 //!
 //! [`line_chart`] draws any list of named per-second [`Series`]; the page draws
-//! requests/s by outcome, latency percentiles (log scale), in-flight, and one more chart
-//! with every `extra_series` of the report, so new producers need no chart code.
+//! requests/s by outcome, then (when the report has any) one chart with every
+//! `extra_series` on the same time axis, so new producers need no chart code, then
+//! latency percentiles (log scale) and in-flight.
 
 use std::fmt::Write as _;
 
@@ -327,30 +328,38 @@ pub fn latency_chart(r: &Report) -> Chart {
     }
 }
 
-/// In-flight requests, plus every extra series (one chart for all of them).
-pub fn extra_chart(r: &Report) -> Chart {
-    let mut series = vec![Series::counts(
-        "in flight (max)",
-        &r.timeline.in_flight,
-        "#1f77b4",
-    )];
-    for (i, (name, values)) in r.extra_series.iter().enumerate() {
-        series.push(Series::values(
-            name,
-            values,
-            PALETTE[(i + 1) % PALETTE.len()],
-        ));
-    }
+/// Requests in flight (queued + on the wire).
+pub fn in_flight_chart(r: &Report) -> Chart {
     Chart {
-        title: if r.extra_series.is_empty() {
-            "Requests in flight (queued + on the wire)".into()
-        } else {
-            "In flight and extra series".into()
-        },
+        title: "Requests in flight (queued + on the wire)".into(),
         y_label: "count".into(),
         scale: Scale::Linear,
-        series,
+        series: vec![Series::counts(
+            "in flight (max)",
+            &r.timeline.in_flight,
+            "#1f77b4",
+        )],
     }
+}
+
+/// Every extra series (e.g. desired and ready replicas), on the same time axis as the
+/// rate chart; `None` when the report has none.
+pub fn extra_chart(r: &Report) -> Option<Chart> {
+    if r.extra_series.is_empty() {
+        return None;
+    }
+    let series = r
+        .extra_series
+        .iter()
+        .enumerate()
+        .map(|(i, (name, values))| Series::values(name, values, PALETTE[(i + 1) % PALETTE.len()]))
+        .collect();
+    Some(Chart {
+        title: "Extra series (last sample of each second)".into(),
+        y_label: "value".into(),
+        scale: Scale::Linear,
+        series,
+    })
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
@@ -419,8 +428,12 @@ pub fn html(r: &Report) -> String {
         page.push_str("</table>");
     }
     page.push_str(&line_chart(&rate_chart(r), "rps"));
+    // Right under the rates, on the same per-second axis: e.g. desired/ready replicas.
+    if let Some(extra) = extra_chart(r) {
+        page.push_str(&line_chart(&extra, "value"));
+    }
     page.push_str(&line_chart(&latency_chart(r), "ms"));
-    page.push_str(&line_chart(&extra_chart(r), "count"));
+    page.push_str(&line_chart(&in_flight_chart(r), "count"));
     page.push_str(
         "<p>Latency is measured from each request's intended send time (open loop), so time spent \
          waiting behind a stalled server counts. Rates are per second of arrival; see report.json \

@@ -8,6 +8,7 @@
 //! control plane's desired/ready replicas) go into `extra_series`, which the chart draws.
 
 pub mod chart;
+pub mod extra;
 pub mod json;
 pub mod summary;
 
