@@ -232,3 +232,67 @@ async fn violated_gates_fail_the_exit_code() {
     app.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_series_file_lands_in_the_report_and_its_chart() {
+    let app = app().await;
+    let out = common::temp_dir("extra");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // A sample every 100 ms over the next 5 s: whatever the run's start, its seconds
+    // have samples.
+    let mut text = String::new();
+    for i in 0..50 {
+        text.push_str(&format!(
+            "{{\"unix_ms\": {}, \"ready replicas\": 2, \"panic\": true}}\n",
+            now + i * 100
+        ));
+    }
+    let samples = out.join("scale.jsonl");
+    std::fs::write(&samples, text).unwrap();
+    let base = format!("http://{}/api/v1/codes/{{id}}", app.addr);
+    let args = |file: &str| {
+        LoadArgs::try_parse_from([
+            "floodgate-load",
+            "--url",
+            &base,
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+            "--out",
+            out.to_str().unwrap(),
+            "--extra-series",
+            file,
+        ])
+        .unwrap()
+    };
+    let (report, _) = tokio::time::timeout(
+        Duration::from_secs(20),
+        execute(&args(samples.to_str().unwrap())),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let ready = &report.extra_series["ready replicas"];
+    assert_eq!(ready.len(), report.timeline.t.len());
+    assert!(ready.contains(&Some(2.0)), "{ready:?}");
+    assert!(report.extra_series["panic"].contains(&Some(1.0)));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("<svg").count(),
+        4,
+        "rates, extra, latency, in flight"
+    );
+    assert!(html.contains("ready replicas"));
+
+    let bad = out.join("bad.jsonl");
+    std::fs::write(&bad, "not json\n").unwrap();
+    let err = execute(&args(bad.to_str().unwrap())).await.unwrap_err();
+    assert!(matches!(err, LoadError::Extra { .. }), "{err}");
+    assert!(err.to_string().contains("line 1"), "{err}");
+    app.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(out);
+}
