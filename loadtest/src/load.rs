@@ -369,19 +369,35 @@ pub async fn execute(args: &LoadArgs) -> Result<(Report, bool), LoadError> {
         .unwrap_or(0);
     let recorded = runner::run(cfg.clone()).await?;
     let mut report = Report::build(name, &cfg, &recorded, started);
-    if let Some(path) = &args.extra_series {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let seconds = report.timeline.t.len();
-        report.extra_series =
-            extra::bucket(&text, started, seconds).map_err(|source| LoadError::Extra {
-                path: path.display().to_string(),
-                source,
-            })?;
+    // A bad samples file is reported after the report is written without them: the run
+    // itself is not lost.
+    let extra = args
+        .extra_series
+        .as_ref()
+        .map(|path| read_extra(path, started, report.timeline.t.len()));
+    if let Some(Ok(series)) = &extra {
+        report.extra_series = series.clone();
     }
     let passed = apply_checks(&mut report, &checks);
     write_outputs(&report, &args.out)?;
+    if let Some(Err(e)) = extra {
+        return Err(e);
+    }
     Ok((report, passed))
+}
+
+/// Reads `--extra-series` and buckets it into the run's seconds.
+fn read_extra(
+    path: &Path,
+    started: u64,
+    seconds: usize,
+) -> Result<std::collections::BTreeMap<String, Vec<Option<f64>>>, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    extra::bucket(&text, started, seconds).map_err(|source| LoadError::Extra {
+        path: path.display().to_string(),
+        source,
+    })
 }

@@ -288,11 +288,16 @@ async fn extra_series_file_lands_in_the_report_and_its_chart() {
     );
     assert!(html.contains("ready replicas"));
 
+    std::fs::remove_file(out.join("report.json")).unwrap();
     let bad = out.join("bad.jsonl");
     std::fs::write(&bad, "not json\n").unwrap();
     let err = execute(&args(bad.to_str().unwrap())).await.unwrap_err();
     assert!(matches!(err, LoadError::Extra { .. }), "{err}");
     assert!(err.to_string().contains("line 1"), "{err}");
+    assert!(
+        out.join("report.json").exists(),
+        "the run's report is still written"
+    );
     app.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(out);
 }
