@@ -184,10 +184,16 @@ fn repo_root() -> PathBuf {
 
 #[test]
 fn configs_control_yaml_passes_check() {
+    for file in ["configs/control.yaml", "configs/control-elastic.yaml"] {
+        check_passes(file);
+    }
+}
+
+fn check_passes(file: &str) {
     let root = repo_root();
     let out = Command::new(env!("CARGO_BIN_EXE_floodgate-control"))
         .arg("--config")
-        .arg(root.join("configs/control.yaml"))
+        .arg(root.join(file))
         .arg("--check")
         .env("FLOODGATE_PROXY_TOKEN", "demo-proxy-token-change-me")
         .env("FLOODGATE_APP_TOKEN", "demo-app-token-change-me")
@@ -196,7 +202,7 @@ fn configs_control_yaml_passes_check() {
         .unwrap();
     assert!(
         out.status.success(),
-        "stdout: {}\nstderr: {}",
+        "{file}: stdout: {}\nstderr: {}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -78,11 +78,12 @@ fn every_shipped_yaml_validates() {
     let mut checked = 0;
     for entry in std::fs::read_dir(configs_dir()).expect("configs/") {
         let path = entry.expect("entry").path();
-        // control.yaml, when present, belongs to the control plane, not the proxy;
+        // control*.yaml belong to the control plane (control/tests/contract.rs);
         // bootstrap-*.yaml read their token from the environment (next test).
         let is_proxy_yaml = path.extension().is_some_and(|e| e == "yaml")
             && path.file_name().is_some_and(|n| {
-                n != "control.yaml" && !n.to_string_lossy().starts_with("bootstrap-")
+                let n = n.to_string_lossy();
+                !n.starts_with("control") && !n.starts_with("bootstrap-")
             });
         if is_proxy_yaml {
             if let Err(e) = load_file(&path) {
