@@ -62,9 +62,15 @@ pub fn normalize(head: &mut http::request::Parts) -> Result<(), AuthorityError> 
             }
         }
     }
-    // Absolute-form: the target's authority replaces whatever `Host` said.
-    if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-        head.headers.insert(header::HOST, value);
+    // Absolute-form: the target's authority replaces whatever `Host` said; an
+    // HTTP/2 request without `host` gets one. A `Host` that already says it stays.
+    let same = host
+        .as_ref()
+        .is_some_and(|h| h.as_bytes() == authority.as_str().as_bytes());
+    if !same {
+        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+            head.headers.insert(header::HOST, value);
+        }
     }
     Ok(())
 }

@@ -161,12 +161,8 @@ fn forward<'r>(
             &listener.config.trusted_proxies,
         )
     });
-    // The authority the client addressed: `Host`, or (HTTP/2) the URI's `:authority`.
-    let original_host = head.headers.get(header::HOST).cloned().or_else(|| {
-        head.uri
-            .authority()
-            .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
-    });
+    // The authority the client addressed: `authority::normalize` made it `Host`.
+    let original_host = head.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut head.headers);
     let forwarded = listener.config.headers.forwarded;
     if let Some(host) = original_host {
