@@ -500,6 +500,61 @@ fn response() -> impl Strategy<Value = (Vec<u8>, bool)> {
         })
 }
 
+/// Chunked bodies the second generator mutates (behind a fixed, valid head).
+const CHUNKED_SEEDS: &[&[u8]] = &[
+    b"5\r\nhello\r\n0\r\n\r\n",
+    b"3;a=b\r\nabc\r\n2 ; c\r\nde\r\n0\r\n\r\n",
+    b"A\r\n0123456789\r\n0\r\nx-t: 1\r\ny-t: 2\r\n\r\n",
+    b"1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0;end\r\n\r\n",
+];
+
+fn chunked_response() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::sample::select(CHUNKED_SEEDS.to_vec()),
+        prop::collection::vec(mutation(), 1..4),
+    )
+        .prop_map(|(seed, mutations)| {
+            let mut body = seed.to_vec();
+            for m in &mutations {
+                apply_anywhere(&mut body, m);
+            }
+            let mut bytes = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            bytes.extend_from_slice(&body);
+            bytes
+        })
+}
+
+/// [`apply`], with `Duplicate` copying any line (a body has no status line).
+fn apply_anywhere(bytes: &mut Vec<u8>, m: &Mutation) {
+    match m {
+        Mutation::Duplicate(i) => {
+            let ends = line_ends(bytes);
+            if ends.is_empty() {
+                return;
+            }
+            let k = i.index(ends.len());
+            let start = if k == 0 { 0 } else { ends[k - 1] + 2 };
+            let line = bytes[start..ends[k] + 2].to_vec();
+            bytes.splice(start..start, line);
+        }
+        other => apply(bytes, other),
+    }
+}
+
+#[test]
+fn mutated_chunked_bodies_get_what_hyper_gives() {
+    let rt = runtime();
+    let config = ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(bytes in chunked_response())| {
+        if let Some(why) = disagreement(&rt, &bytes, &Method::GET) {
+            prop_assert!(false, "{}", why);
+        }
+    });
+}
+
 #[test]
 fn mutated_responses_get_what_hyper_gives() {
     let rt = runtime();
