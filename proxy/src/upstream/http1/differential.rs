@@ -500,6 +500,15 @@ fn response() -> impl Strategy<Value = (Vec<u8>, bool)> {
         })
 }
 
+/// `PROPTEST_CASES` cases (256 when unset, as `ProptestConfig::default()` reads
+/// it), no regression files written.
+fn cases() -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 /// Chunked bodies the second generator mutates (behind a fixed, valid head).
 const CHUNKED_SEEDS: &[&[u8]] = &[
     b"5\r\nhello\r\n0\r\n\r\n",
@@ -544,11 +553,7 @@ fn apply_anywhere(bytes: &mut Vec<u8>, m: &Mutation) {
 #[test]
 fn mutated_chunked_bodies_get_what_hyper_gives() {
     let rt = runtime();
-    let config = ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    proptest!(config, |(bytes in chunked_response())| {
+    proptest!(cases(), |(bytes in chunked_response())| {
         if let Some(why) = disagreement(&rt, &bytes, &Method::GET) {
             prop_assert!(false, "{}", why);
         }
@@ -558,12 +563,7 @@ fn mutated_chunked_bodies_get_what_hyper_gives() {
 #[test]
 fn mutated_responses_get_what_hyper_gives() {
     let rt = runtime();
-    // `ProptestConfig::default()` reads `PROPTEST_CASES` (256 when unset).
-    let config = ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    proptest!(config, |((bytes, head) in response())| {
+    proptest!(cases(), |((bytes, head) in response())| {
         let method = if head { Method::HEAD } else { Method::GET };
         if let Some(why) = disagreement(&rt, &bytes, &method) {
             prop_assert!(false, "{}", why);

@@ -202,8 +202,6 @@ async fn malformed_heads_and_lengths_are_upstream_errors() {
         &b"HTTP/1.1 2OO OK\r\n\r\n"[..],
         b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabc",
         b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello",
-        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
     ] {
         let addr = upstream(move |mut s| async move {
             read_head(&mut s).await;
