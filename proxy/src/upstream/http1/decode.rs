@@ -86,7 +86,10 @@ pub(super) fn parse_head(
             } else if !keep_alive {
                 keep_alive = has_token(h.value, b"keep-alive");
             }
-            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            let options = h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+            for token in options.filter(|t| {
+                !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
+            }) {
                 if let Ok(name) = HeaderName::from_bytes(token) {
                     named_by_connection.push(name);
                 }
