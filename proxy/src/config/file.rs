@@ -271,6 +271,8 @@ pub struct FileCache {
     pub cache_authorized: Option<bool>,
     /// Cache responses with `Set-Cookie`.
     pub cache_set_cookie: Option<bool>,
+    /// Longest a follower waits for its leader's response (`5s`).
+    pub lock_timeout: Option<Scalar>,
 }
 
 /// `routes[].priority` values.

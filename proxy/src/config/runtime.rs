@@ -605,6 +605,11 @@ pub struct CacheConfig {
     pub cache_authorized: bool,
     /// Cache responses carrying `Set-Cookie` (default false).
     pub cache_set_cookie: bool,
+    /// Longest a coalesced request waits for its leader, and the leader's deadline
+    /// to store its response (default 5s, nginx's `proxy_cache_lock_timeout`): past
+    /// it the followers go upstream on their own and nothing is stored.
+    #[serde(serialize_with = "serialize_duration")]
+    pub lock_timeout: Duration,
 }
 
 /// Admission priority; under overload lower priorities are shed first.
