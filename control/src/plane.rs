@@ -98,7 +98,7 @@ impl Plane {
             replicas: ReplicaBoard::default(),
             load: Arc::new(MemoryLoad::new()),
             reports_arrived: tokio::sync::Notify::new(),
-            quotas: crate::quota::QuotaBoard::new(crate::autoscale::run::now_ms()),
+            quotas: crate::quota::QuotaBoard::starting_now(),
             groups: Mutex::new(BTreeMap::new()),
         }
     }

@@ -7,7 +7,8 @@
 //! counts it. Until the first lease, and once the last one has run out (the
 //! control plane is away), the route's bucket runs at `fallback_rps`; the switch
 //! is logged once per route each way. The state here is pure values over the
-//! clock passed in; [`Leases::apply`] puts the shares into the route limiters.
+//! clock passed in; [`Leases::apply`] puts the leases, with their end, into the
+//! route limiters, which fall back on time by themselves (no timer needed).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -114,7 +115,7 @@ impl Leases {
             let route = l.route();
             let lease = self.in_force(route, now);
             let share = lease.map_or(l.config().fallback_rps, |(_, rps, _)| rps);
-            l.set_share(share);
+            l.set_lease(lease.map(|(_, rps, left)| (rps, now + left)));
             let was = self.on_lease.insert(route.to_owned(), lease.is_some());
             match (was, lease.is_some()) {
                 (Some(true), false) => tracing::warn!(

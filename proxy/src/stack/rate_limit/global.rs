@@ -8,7 +8,9 @@
 //! of `rps` (at least 1 while the share is above 0), so the bursts of all the
 //! proxies add up to at most `burst`, as their rates add up to at most `rps`.
 //!
-//! One decision is an atomic read of the share, a compare-and-swap of the
+//! A lease carries its end: from that instant the bucket runs at `fallback_rps`
+//! by itself, whether or not the report loop has run since. One decision is two
+//! relaxed atomic reads (lease end, share), a compare-and-swap of the
 //! theoretical arrival time and one relaxed counter of arrivals (the demand the
 //! proxy reports, refused requests included).
 
@@ -60,12 +62,29 @@ pub fn burst_for(share: u32, config: &GlobalRateLimitConfig) -> u32 {
     u32::try_from(part).unwrap_or(u32::MAX).max(1)
 }
 
+/// `rps` and its burst in one word (rps high, burst low).
+fn pack(rps: u32, config: &GlobalRateLimitConfig) -> u64 {
+    (u64::from(rps) << 32) | u64::from(burst_for(rps, config))
+}
+
+/// The rps and burst of a packed word.
+fn rate_of(params: u64) -> (u32, u32) {
+    let rps = u32::try_from(params >> 32).unwrap_or(u32::MAX);
+    let burst = u32::try_from(params & u64::from(u32::MAX)).unwrap_or(u32::MAX);
+    (rps, burst)
+}
+
 /// A route's cluster-wide limit on this proxy.
 pub struct GlobalLimiter {
     route: String,
     config: GlobalRateLimitConfig,
-    /// The share in force: rps in the high 32 bits, burst in the low 32.
+    /// The lease's share: rps in the high 32 bits, burst in the low 32.
     params: AtomicU64,
+    /// When the lease runs out, ns since `start` (0: no lease); from then on the
+    /// bucket runs at `fallback_rps`, to the nanosecond, whatever the report loop does.
+    until: AtomicU64,
+    /// `fallback_rps` and its burst, packed like `params`.
+    fallback: u64,
     /// Theoretical arrival time, ns since `start`.
     tat: AtomicU64,
     start: Instant,
@@ -79,10 +98,13 @@ impl GlobalLimiter {
     /// The limit of `config` for the route named `route`, at `fallback_rps` until a
     /// lease arrives.
     pub fn new(route: &str, config: GlobalRateLimitConfig) -> Self {
+        let fallback = pack(config.fallback_rps, &config);
         let limiter = Self {
             route: route.to_owned(),
             config,
-            params: AtomicU64::new(0),
+            params: AtomicU64::new(fallback),
+            until: AtomicU64::new(0),
+            fallback,
             tat: AtomicU64::new(0),
             start: time::now(),
             offered: AtomicU64::new(0),
@@ -94,7 +116,7 @@ impl GlobalLimiter {
             ),
             share_gauge: metrics::gauge!(GLOBAL_LIMIT_SHARE, "route" => route.to_owned()),
         };
-        limiter.set_share(config.fallback_rps);
+        limiter.share_gauge.set(f64::from(config.fallback_rps));
         limiter
     }
 
@@ -108,17 +130,37 @@ impl GlobalLimiter {
         &self.config
     }
 
-    /// Puts `rps` in force (its burst from [`burst_for`]).
-    pub fn set_share(&self, rps: u32) {
-        let burst = burst_for(rps, &self.config);
-        self.params
-            .store((u64::from(rps) << 32) | u64::from(burst), Relaxed);
-        self.share_gauge.set(f64::from(rps));
+    /// Puts a lease of `rps` in force until `until` (its burst from [`burst_for`]);
+    /// None: `fallback_rps` from now on.
+    pub fn set_lease(&self, lease: Option<(u32, Instant)>) {
+        match lease {
+            Some((rps, until)) => {
+                self.params.store(pack(rps, &self.config), Relaxed);
+                self.until.store(self.nanos(until).max(1), Relaxed);
+                self.share_gauge.set(f64::from(rps));
+            }
+            None => {
+                self.until.store(0, Relaxed);
+                self.share_gauge.set(f64::from(self.config.fallback_rps));
+            }
+        }
     }
 
-    /// The share in force, rps.
+    /// The share in force now, rps: the lease's, or `fallback_rps` once it ran out.
     pub fn share(&self) -> u32 {
-        u32::try_from(self.params.load(Relaxed) >> 32).unwrap_or(u32::MAX)
+        rate_of(self.params_at(self.nanos(time::now()))).0
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn params_at(&self, now: u64) -> u64 {
+        if now < self.until.load(Relaxed) {
+            self.params.load(Relaxed)
+        } else {
+            self.fallback
+        }
     }
 
     /// Requests that arrived so far, refused ones included.
@@ -129,11 +171,8 @@ impl GlobalLimiter {
     /// Decides one request now: `Err(wait)` when it is over the share.
     pub fn check(&self) -> Result<(), Duration> {
         self.offered.fetch_add(1, Relaxed);
-        let params = self.params.load(Relaxed);
-        let rps = u32::try_from(params >> 32).unwrap_or(u32::MAX);
-        let burst = u32::try_from(params & u64::from(u32::MAX)).unwrap_or(u32::MAX);
-        let now = u64::try_from(time::now().saturating_duration_since(self.start).as_nanos())
-            .unwrap_or(u64::MAX);
+        let now = self.nanos(time::now());
+        let (rps, burst) = rate_of(self.params_at(now));
         let mut tat = self.tat.load(Relaxed);
         loop {
             let next = gcra(tat, now, rps, burst).inspect_err(|_| self.denied.increment(1))?;
@@ -233,18 +272,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn share_changes_take_effect_at_once() {
+    async fn leases_take_effect_at_once_and_end_on_time() {
         let l = GlobalLimiter::new("r", config(100, 100, 2));
         assert_eq!(l.share(), 2);
         let passed = (0..10).filter(|_| l.check().is_ok()).count();
         assert_eq!(passed, 2, "fallback: 2 rps, burst 2");
-        l.set_share(50);
+        let until = time::now() + Duration::from_secs(3);
+        l.set_lease(Some((50, until)));
         tokio::time::advance(Duration::from_secs(1)).await;
         let passed = (0..100).filter(|_| l.check().is_ok()).count();
         assert_eq!(passed, 50);
-        l.set_share(0);
+        l.set_lease(Some((0, until)));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(l.check().is_err());
-        assert_eq!(l.offered(), 111);
+        assert!(l.check().is_err(), "a lease of 0 refuses");
+        // The lease runs out without anyone calling: the fallback, to the instant.
+        l.set_lease(Some((50, until)));
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(l.share(), 50);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(l.share(), 2);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let passed = (0..10).filter(|_| l.check().is_ok()).count();
+        assert_eq!(passed, 2);
+        l.set_lease(None);
+        assert_eq!(l.share(), 2);
+        assert_eq!(l.offered(), 121);
     }
 }
