@@ -172,6 +172,8 @@ async fn the_split_follows_demand_and_never_exceeds_the_limit() {
     )
     .await;
     assert_eq!(rps, N);
+    let (status, _) = support::call(s.cp.addr(), http::Method::GET, "/v1/quotas", None, None).await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED, "operators only");
     assert!(
         share_of(&all, "p3") > 0,
         "a live proxy keeps a floor: {all:?}"

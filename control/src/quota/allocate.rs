@@ -198,11 +198,18 @@ impl RouteQuota {
         Some(grant)
     }
 
-    /// Drops the proxies that are neither live nor holding anything; true when none is left.
-    pub fn forget_gone(&mut self, now_ms: u64) -> bool {
-        self.members
-            .retain(|_, m| m.is_live(now_ms) || m.held(now_ms) > 0);
-        self.members.is_empty()
+    /// Drops the proxies that are neither live nor holding anything; returns them.
+    pub fn forget_gone(&mut self, now_ms: u64) -> Vec<String> {
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.is_live(now_ms) && m.held(now_ms) == 0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            self.members.remove(k);
+        }
+        gone
     }
 }
 

@@ -92,10 +92,14 @@ impl QuotaBoard {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes in a report's `routes` at `now_ms` and returns the reporter's new leases.
+    /// Takes in a report's `routes` at `now_ms` and returns the reporter's new leases
+    /// (none, without taking the lock, for a report without routes).
     pub fn on_report(&self, report: &LoadReport, now_ms: u64) -> BTreeMap<String, Lease> {
-        let node = format!("{}/{}", report.group, report.node);
         let mut leases = BTreeMap::new();
+        if report.routes.is_empty() {
+            return leases;
+        }
+        let node = format!("{}/{}", report.group, report.node);
         let mut inner = self.lock();
         let Inner {
             routes,
@@ -116,9 +120,15 @@ impl QuotaBoard {
                     },
                 );
             }
+            publish_gauges(&d.route, &node, quota, now_ms);
         }
-        routes.retain(|_, q| !q.forget_gone(now_ms));
-        publish_gauges(routes, now_ms);
+        // Proxies gone from any route (this sweep is what forgets them everywhere).
+        routes.retain(|route, q| {
+            for node in q.forget_gone(now_ms) {
+                metrics::gauge!(QUOTA_SHARE, "route" => route.clone(), "node" => node).set(0.0);
+            }
+            !q.members.is_empty()
+        });
         leases
     }
 
@@ -153,14 +163,69 @@ impl QuotaBoard {
     }
 }
 
-fn publish_gauges(routes: &BTreeMap<String, RouteQuota>, now_ms: u64) {
-    for (route, q) in routes {
-        let limit = q.limit(now_ms).map_or(0.0, f64::from);
-        metrics::gauge!(QUOTA_LIMIT, "route" => route.clone()).set(limit);
-        metrics::gauge!(QUOTA_HELD, "route" => route.clone()).set(q.held_total(now_ms) as f64);
-        for (node, m) in &q.members {
-            metrics::gauge!(QUOTA_SHARE, "route" => route.clone(), "node" => node.clone())
-                .set(f64::from(m.held(now_ms)));
+/// The gauges of one route at a report of `node`: the route's limit and what is
+/// held, and the reporter's share (another proxy's changes at its own report).
+fn publish_gauges(route: &str, node: &str, q: &RouteQuota, now_ms: u64) {
+    let limit = q.limit(now_ms).map_or(0.0, f64::from);
+    metrics::gauge!(QUOTA_LIMIT, "route" => route.to_owned()).set(limit);
+    metrics::gauge!(QUOTA_HELD, "route" => route.to_owned()).set(q.held_total(now_ms) as f64);
+    let held = q.members.get(node).map_or(0, |m| m.held(now_ms));
+    metrics::gauge!(QUOTA_SHARE, "route" => route.to_owned(), "node" => node.to_owned())
+        .set(f64::from(held));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floodgate::control_client::report::RouteDemand;
+
+    fn report(node: &str, offered: u64, routes: bool) -> LoadReport {
+        LoadReport {
+            group: "g".into(),
+            node: node.into(),
+            interval_ms: 500,
+            seq: 0,
+            clusters: Vec::new(),
+            routes: if routes {
+                vec![RouteDemand {
+                    route: "codes".into(),
+                    rps: 100,
+                    offered,
+                    share_rps: 5,
+                    lease: None,
+                    lease_expires_in_ms: None,
+                }]
+            } else {
+                Vec::new()
+            },
         }
+    }
+
+    #[test]
+    fn leases_after_warm_up_and_the_view() {
+        let t0 = 1_000_000;
+        let board = QuotaBoard::new(t0);
+        assert!(board.on_report(&report("a", 0, false), t0).is_empty());
+        assert!(
+            board.view(t0).is_empty(),
+            "a report without routes adds nothing"
+        );
+        // Warm-up: 3 report intervals before the first grant.
+        assert!(board.on_report(&report("a", 0, true), t0 + 500).is_empty());
+        let leases = board.on_report(&report("a", 100, true), t0 + 1_500);
+        let lease = leases["codes"];
+        assert_eq!((lease.rps, lease.expires_in_ms), (100, 2_000));
+        assert!(lease.id > t0 * 1000);
+        let view = board.view(t0 + 1_600);
+        assert_eq!(view[0].rps, Some(100));
+        assert_eq!(view[0].held_rps, 100);
+        let p = &view[0].proxies[0];
+        assert_eq!((p.node.as_str(), p.live, p.share_rps), ("g/a", true, 100));
+        assert_eq!(p.lease_expires_in_ms, Some(1_900));
+        // Gone and its lease over: forgotten.
+        board.on_report(&report("b", 0, true), t0 + 5_000);
+        let view = board.view(t0 + 5_000);
+        assert_eq!(view[0].proxies.len(), 1, "{view:?}");
+        assert_eq!(view[0].proxies[0].node, "g/b");
     }
 }

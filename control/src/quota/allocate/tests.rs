@@ -104,7 +104,7 @@ impl Sim {
                     p.pending.push((now + self.delay, g, now));
                 }
             }
-            self.quota.forget_gone(now);
+            let _ = self.quota.forget_gone(now);
             let applied: u32 = self.proxies.iter().map(|p| p.applied(now)).sum();
             assert!(applied <= N, "at {now}: proxies apply {applied} > {N}");
             assert!(
