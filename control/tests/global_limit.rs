@@ -167,17 +167,16 @@ async fn the_split_follows_demand_and_never_exceeds_the_limit() {
         || async {
             let (rps, all) = shares(&s.cp.operator_get("/v1/quotas").await)?;
             let busy = share_of(&all, "p1") + share_of(&all, "p2");
-            (busy >= N * 9 / 10 && share_of(&all, "p3") <= N / 30).then_some((rps, all))
+            // A live proxy keeps a floor (it may be 0 for a moment, while the first
+            // proxies to report still hold everything).
+            let idle = share_of(&all, "p3");
+            (busy >= N * 9 / 10 && (1..=N / 30).contains(&idle)).then_some((rps, all))
         },
     )
     .await;
     assert_eq!(rps, N);
     let (status, _) = support::call(s.cp.addr(), http::Method::GET, "/v1/quotas", None, None).await;
     assert_eq!(status, http::StatusCode::UNAUTHORIZED, "operators only");
-    assert!(
-        share_of(&all, "p3") > 0,
-        "a live proxy keeps a floor: {all:?}"
-    );
     // Each proxy applies what it was granted.
     let p3 = eventually("p3 runs on its lease", || async {
         global(&s.proxies[2]).filter(|g| g.source == ShareSource::Lease)
