@@ -296,7 +296,8 @@ async fn report(plane: &Plane, req: Request<Incoming>) -> Result<Response<Body>,
         }
     };
     let now_ms = crate::autoscale::run::now_ms();
-    match plane.load.record(&r, now_ms) {
+    let checked = crate::quota::check(&r).map_err(ReportError::Invalid);
+    match checked.and_then(|()| plane.load.record(&r, now_ms)) {
         Ok(()) => {
             metrics::counter!(observe::REPORTS, "result" => "ok").increment(1);
             plane.reports_arrived.notify_one();

@@ -23,8 +23,26 @@ pub const QUOTA_HELD: &str = "floodgate_control_quota_held_rps";
 /// Gauge: what one proxy holds of a route's limit, by route and node.
 pub const QUOTA_SHARE: &str = "floodgate_control_quota_share_rps";
 
-/// Most routes with a global limit taken from one report.
+/// Most routes with a global limit in one report.
 pub const MAX_ROUTES: usize = 1000;
+
+/// Why a report's `routes` are refused (400, nothing recorded): more than
+/// [`MAX_ROUTES`], a route named twice, or an `rps` of 0.
+pub fn check(report: &LoadReport) -> Result<(), String> {
+    if report.routes.len() > MAX_ROUTES {
+        return Err(format!("routes: at most {MAX_ROUTES}"));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, d) in report.routes.iter().enumerate() {
+        if !seen.insert(d.route.as_str()) {
+            return Err(format!("routes[{i}].route: `{}` appears twice", d.route));
+        }
+        if d.rps == 0 {
+            return Err(format!("routes[{i}].rps: must be greater than 0"));
+        }
+    }
+    Ok(())
+}
 
 /// Every route's split.
 pub struct QuotaBoard {
@@ -106,7 +124,7 @@ impl QuotaBoard {
             started_ms,
             next_id,
         } = &mut *inner;
-        for d in report.routes.iter().take(MAX_ROUTES) {
+        for d in &report.routes {
             let quota = routes.entry(d.route.clone()).or_default();
             quota.observe(&node, d, report.interval_ms, now_ms);
             *next_id += 1;
@@ -199,6 +217,17 @@ mod tests {
                 Vec::new()
             },
         }
+    }
+
+    #[test]
+    fn bad_routes_are_refused() {
+        assert!(check(&report("a", 0, true)).is_ok());
+        let mut r = report("a", 0, true);
+        r.routes.push(r.routes[0].clone());
+        assert!(check(&r).unwrap_err().contains("appears twice"));
+        r.routes.truncate(1);
+        r.routes[0].rps = 0;
+        assert!(check(&r).unwrap_err().contains("routes[0].rps"));
     }
 
     #[test]

@@ -339,6 +339,8 @@ mod tests {
         };
         let json = serde_json::to_string(&report).unwrap();
         assert!(json.contains("\"2xx\":1"), "{json}");
+        // No global limit, no `routes` field: an older control plane takes it.
+        assert!(!json.contains("routes"), "{json}");
         assert_eq!(serde_json::from_str::<LoadReport>(&json).unwrap(), report);
     }
 
