@@ -149,8 +149,13 @@ impl RouteQuota {
             Some(before) if d.offered >= before && now_ms > m.last_ms => {
                 (d.offered - before) as f64 * 1000.0 / (now_ms - m.last_ms) as f64
             }
-            // The first report, or a reset counter (a restarted proxy): unknown yet.
-            _ => 0.0,
+            // Two reports in one millisecond: nothing new to measure.
+            Some(before) if d.offered >= before => m.demand_rps,
+            // A counter that went down (a restarted proxy): all of it is new, over
+            // about one interval (Prometheus' reset rule).
+            Some(_) => d.offered as f64 * 1000.0 / interval_ms.max(1) as f64,
+            // The first report: unknown yet.
+            None => 0.0,
         };
         m.last_offered = Some(d.offered);
         m.last_ms = now_ms;

@@ -251,6 +251,9 @@ mod tests {
         let p = &view[0].proxies[0];
         assert_eq!((p.node.as_str(), p.live, p.share_rps), ("g/a", true, 100));
         assert_eq!(p.lease_expires_in_ms, Some(1_900));
+        // A restarted proxy (its counter went down): the new count, over one interval.
+        board.on_report(&report("a", 20, true), t0 + 2_000);
+        assert_eq!(board.view(t0 + 2_000)[0].proxies[0].demand_rps, 40.0);
         // Gone and its lease over: forgotten.
         board.on_report(&report("b", 0, true), t0 + 5_000);
         let view = board.view(t0 + 5_000);
