@@ -254,6 +254,7 @@ mod tests {
                 latency_p50_ms: None,
                 latency_p99_ms: Some(12.0),
             }],
+            routes: Vec::new(),
         }
     }
 

@@ -210,6 +210,20 @@ pub struct FileRoute {
     pub priority: Option<FilePriority>,
     /// What changes while the route's cluster is in burst mode.
     pub burst: Option<FileBurst>,
+    /// A cluster-wide limit split among the proxies by the control plane.
+    pub global_rate_limit: Option<FileGlobalRateLimit>,
+}
+
+/// `routes[].global_rate_limit:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGlobalRateLimit {
+    /// Requests per second for every proxy serving the route together.
+    pub rps: u32,
+    /// Requests at once for every proxy together (default `rps`).
+    pub burst: Option<u32>,
+    /// Requests per second of one proxy without a lease from the control plane.
+    pub fallback_rps: u32,
 }
 
 /// `routes[].burst:` block: settings that replace the route's own while its

@@ -245,6 +245,21 @@ pub struct RouteConfig {
     /// True while they are in force (a cluster of the route has `burst_mode: true`):
     /// `rate_limit`, `cache` and `priority` above are then the burst ones.
     pub burst_active: bool,
+    /// A cluster-wide limit split among the proxies by the control plane; `None`: none.
+    pub global_rate_limit: Option<GlobalRateLimitConfig>,
+}
+
+/// A route's cluster-wide limit (`docs/config.md`, "Cluster-wide rate limit").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GlobalRateLimitConfig {
+    /// Requests per second for all the proxies serving the route together (> 0).
+    pub rps: u32,
+    /// Requests at once for all of them together (default `rps`); a proxy's bucket
+    /// holds the part of it that its share is of `rps`.
+    pub burst: u32,
+    /// Requests per second of one proxy that holds no lease (before the first, or
+    /// once the last has run out): 0 ≤ `fallback_rps` ≤ `rps`; 0 refuses everything.
+    pub fallback_rps: u32,
 }
 
 /// A route's burst-mode overrides; a field left out keeps the route's own setting.

@@ -117,6 +117,11 @@ impl Router {
         Self { routes }
     }
 
+    /// Every route, in match order.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
     /// The route named `name`.
     pub fn route(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.config.name == name)

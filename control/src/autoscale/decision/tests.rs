@@ -131,6 +131,7 @@ fn report(p: u64, offered: f64, admitted: f64, latency_sum_us: f64, in_flight: f
             latency_p50_ms: Some(100.0),
             latency_p99_ms: Some(100.0),
         }],
+        routes: Vec::new(),
     }
 }
 

@@ -27,6 +27,7 @@ use crate::tls::pem::{self as tls, TlsError};
 
 mod cluster;
 mod control_plane;
+mod global_limit;
 mod grammar;
 mod listener;
 mod protection;
@@ -79,6 +80,7 @@ pub(super) fn validate(
             v.clusters(&file.clusters),
         )
     };
+    v.global_limit_names(&file.listeners);
     if v.errors.is_empty() {
         Ok(Config {
             source: source.to_owned(),
