@@ -16,6 +16,10 @@ mod faults {
     pub mod load;
     pub mod raw;
     pub mod setup;
+
+    mod abuse;
+    mod fds;
+    mod lifecycle;
 }
 
 use std::time::Duration;

@@ -24,6 +24,8 @@ pub struct Expect {
     pub min_normal_success: f64,
     /// Compare the proxy's request counter with the client's answers.
     pub reconcile_counters: bool,
+    /// Requests the case's fault sent and the proxy answers, outside the load's count.
+    pub side_requests: usize,
 }
 
 impl Default for Expect {
@@ -34,6 +36,7 @@ impl Default for Expect {
             refused_allowed: false,
             min_normal_success: 99.0,
             reconcile_counters: true,
+            side_requests: 0,
         }
     }
 }
@@ -67,15 +70,16 @@ pub async fn requests_counted(admin_url: &str) -> f64 {
 }
 
 /// Asserts the case's outcome and prints (and, with `FLOODGATE_FAULTS_TABLE`, appends)
-/// its row. `counted_before` is `requests_counted` before the load; `pid` the proxy's.
+/// its row. `admin_metrics` is the proxy's `/metrics` URL with `requests_counted`
+/// before the load; `rss_kib` the proxy's peak RSS (`VmHWM`).
 pub async fn reconcile(
     case: &str,
     report: &Report,
     expect: Expect,
     admin_metrics: Option<(&str, f64)>,
-    pid: Option<u32>,
+    rss_kib: u64,
 ) {
-    let rss = pid.map(|p| proc_status_kib(p, "VmHWM")).unwrap_or(0);
+    let rss = rss_kib;
     row(case, report, rss);
     assert!(report.sent() > 0, "{case}: no load ran");
     assert_eq!(
@@ -110,7 +114,7 @@ pub async fn reconcile(
     );
     assert!(rss < MAX_RSS_KIB, "{case}: peak RSS {rss} KiB");
     if let (true, Some((url, before))) = (expect.reconcile_counters, admin_metrics) {
-        let want = report.answered() as f64;
+        let want = (report.answered() + expect.side_requests) as f64;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let seen = requests_counted(url).await - before;

@@ -17,7 +17,12 @@ pub enum Script {
     Trickle,
     /// Sends bytes that are not HTTP, then closes.
     Garbage,
+    /// Answers with a body of [`BIG_BODY`] bytes, as fast as the proxy takes it.
+    Big,
 }
+
+/// The size of a [`Script::Big`] body: 16 MiB.
+pub const BIG_BODY: usize = 16 << 20;
 
 /// Starts a raw upstream following `script` on every connection.
 pub async fn raw_upstream(script: Script) -> SocketAddr {
@@ -74,6 +79,18 @@ async fn serve(mut stream: TcpStream, script: Script) {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            Script::Big => {
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG_BODY}\r\n\r\n");
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 << 10];
+                for _ in 0..BIG_BODY / chunk.len() {
+                    if stream.write_all(&chunk).await.is_err() {
+                        return;
+                    }
                 }
             }
             Script::Garbage => {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::check::{reconcile, requests_counted, Expect};
+use super::check::{proc_status_kib, reconcile, requests_counted, Expect};
 use super::load::{self, Report, Stream};
 use crate::common::Bin;
 
@@ -90,6 +90,11 @@ impl Proxy {
         Proxy { bin, path, dir }
     }
 
+    /// The process's peak RSS so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.bin.pid(), "VmHWM")
+    }
+
     /// `http://LISTENER{path}`.
     pub fn url(&self, path: &str) -> String {
         self.bin.url("public", path)
@@ -119,7 +124,7 @@ impl Proxy {
             &report,
             expect,
             Some((&metrics, before)),
-            Some(self.bin.pid()),
+            self.peak_rss_kib(),
         )
         .await;
         (report, kept)
