@@ -2,11 +2,18 @@
 //! (`floodgate_requests_total` on its admin `/metrics`), the process's memory
 //! and CPU from `/proc`, and the case's row of the table.
 
+// Shared with control/tests/faults.rs, which uses only part of it.
+#![allow(dead_code)]
+
 use std::io::Write;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
 use super::load::Report;
-use crate::common::{get, metric};
 
 /// Generous bound on the proxy's peak RSS in any case (a debug build idles near 20 MiB).
 pub const MAX_RSS_KIB: u64 = 256 * 1024;
@@ -64,19 +71,44 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// Sum of `floodgate_requests_total` over every route, cluster and code.
-pub async fn requests_counted(admin_url: &str) -> f64 {
-    metric(&get(admin_url).await.body, "floodgate_requests_total")
+/// The proxy's own count of answered requests: the sum of the
+/// `floodgate_requests_total` samples whose line starts with `prefix` (the bare
+/// name for every route, or `floodgate_requests_total{route="NAME"` for one).
+/// (Self-contained: the control crate's suite shares this file.)
+pub async fn requests_counted(admin_metrics_url: &str, prefix: &str) -> f64 {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = http::Request::get(admin_metrics_url)
+        .body(Full::default())
+        .expect("request");
+    let resp = client.request(req).await.expect("admin /metrics answers");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Where the proxy's counters are: its `/metrics` URL, the sample prefix to sum
+/// ([`requests_counted`]) and the sum before the load.
+#[derive(Debug, Clone, Copy)]
+pub struct Counters<'a> {
+    /// `http://ADMIN/metrics`.
+    pub url: &'a str,
+    /// The sample prefix.
+    pub prefix: &'a str,
+    /// The count before the load.
+    pub before: f64,
 }
 
 /// Asserts the case's outcome and prints (and, with `FLOODGATE_FAULTS_TABLE`, appends)
-/// its row. `admin_metrics` is the proxy's `/metrics` URL with `requests_counted`
-/// before the load; `rss_kib` the proxy's peak RSS (`VmHWM`).
+/// its row. `counters` say where the proxy counts its answers; `rss_kib` is the
+/// proxy's peak RSS (`VmHWM`; 0 when the proxy runs in the test's own process).
 pub async fn reconcile(
     case: &str,
     report: &Report,
     expect: Expect,
-    admin_metrics: Option<(&str, f64)>,
+    counters: Option<Counters<'_>>,
     rss_kib: u64,
 ) {
     let rss = rss_kib;
@@ -113,11 +145,20 @@ pub async fn reconcile(
         report.errors()
     );
     assert!(rss < MAX_RSS_KIB, "{case}: peak RSS {rss} KiB");
-    if let (true, Some((url, before))) = (expect.reconcile_counters, admin_metrics) {
+    check_counters(case, report, expect, counters).await;
+}
+
+async fn check_counters(
+    case: &str,
+    report: &Report,
+    expect: Expect,
+    counters: Option<Counters<'_>>,
+) {
+    if let (true, Some(c)) = (expect.reconcile_counters, counters) {
         let want = (report.answered() + expect.side_requests) as f64;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let seen = requests_counted(url).await - before;
+            let seen = requests_counted(c.url, c.prefix).await - c.before;
             if seen == want {
                 break;
             }
@@ -165,6 +206,3 @@ fn row(case: &str, report: &Report, rss_kib: u64) {
         }
     }
 }
-
-/// The table's header.
-pub const HEADER: &str = "| case | sent | answered | lost | errors by reason (status + x-floodgate-reason) | normal-traffic success | peak RSS |\n|---|---:|---:|---:|---|---:|---:|";

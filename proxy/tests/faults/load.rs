@@ -1,6 +1,9 @@
 //! The suite's bounded client: open-loop streams of requests, each with its own
 //! client timeout, each ending in exactly one [`Outcome`].
 
+// Shared with control/tests/faults.rs, which uses only part of it.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

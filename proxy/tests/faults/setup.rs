@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::check::{proc_status_kib, reconcile, requests_counted, Expect};
+use super::check::{proc_status_kib, reconcile, requests_counted, Counters, Expect};
 use super::load::{self, Report, Stream};
 use crate::common::Bin;
 
@@ -114,7 +114,8 @@ impl Proxy {
         F: std::future::Future<Output = T>,
     {
         let metrics = self.bin.admin_url("/metrics");
-        let before = requests_counted(&metrics).await;
+        let prefix = "floodgate_requests_total";
+        let before = requests_counted(&metrics, prefix).await;
         let (report, kept) = tokio::join!(
             load::run(streams, std::time::Duration::from_secs(10)),
             fault
@@ -123,7 +124,11 @@ impl Proxy {
             case,
             &report,
             expect,
-            Some((&metrics, before)),
+            Some(Counters {
+                url: &metrics,
+                prefix,
+                before,
+            }),
             self.peak_rss_kib(),
         )
         .await;
