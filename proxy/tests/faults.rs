@@ -9,6 +9,8 @@
 //! Not here yet: an HTTP/2 rapid-reset client beside normal traffic (TODO(lead):
 //! add once the listener's h2 fix lands).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod faults {
