@@ -66,6 +66,7 @@ async fn fd_exhaustion_no_crash_no_busy_loop_service_resumes() {
         "the descriptor limit was reached"
     );
     let (cpu, wall) = episode;
+    println!("fd exhaustion: the proxy used {cpu:?} of CPU over {wall:?} of exhaustion");
     assert!(
         cpu < wall / 2,
         "no busy loop: {cpu:?} of CPU over {wall:?} of exhaustion"

@@ -93,7 +93,14 @@ async fn sigterm_during_load_drains_and_exits_zero() {
         reconcile_counters: false,
         ..Expect::default()
     };
-    reconcile("SIGTERM during load (drain 5s)", &report, expect, None, rss).await;
+    reconcile(
+        "SIGTERM during load (drain 5s; new connections refused after it)",
+        &report,
+        expect,
+        None,
+        rss,
+    )
+    .await;
     let status = tokio::time::timeout(Duration::from_secs(15), p.bin.child.wait())
         .await
         .expect("exits well before the drain deadline plus slack")
