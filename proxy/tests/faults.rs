@@ -211,6 +211,8 @@ async fn one_of_three_endpoints_failing_shifts_traffic() {
         Expect::default(),
     )
     .await;
+    // p2c's failure-weighted score moves the traffic after the first failures, so
+    // outlier ejection (the backstop) may not even be needed.
     let served = a.hits() + b.hits();
     assert!(
         bad.hits() * 10 < served,

@@ -144,14 +144,15 @@ async fn slow_readers_beside_normal_traffic() {
     }
 }
 
+/// The flood overflows a 500-key table: new keys share the overflow bucket, the
+/// table stays bounded, the regular key keeps its own bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unique_key_flood_beside_normal_traffic() {
     let app = upstream("normal").await;
     let cfg = Cfg {
         normal: vec![app.endpoint()],
-        normal_route:
-            "        rate_limit: { per_key: { key: \"header:x-user\", rps: 1000, burst: 1000 } }"
-                .into(),
+        normal_route: "        rate_limit: { per_key: { key: \"header:x-user\", rps: 1000, burst: 1000, max_keys: 500 } }"
+            .into(),
         ..Cfg::default()
     };
     let p = Proxy::start(&cfg.text()).await;
@@ -161,10 +162,18 @@ async fn unique_key_flood_beside_normal_traffic() {
     flood.name = "unique keys";
     flood.header = Some(("x-user", "flood-{i}".to_owned()));
     p.case(
-        "unique-key flood (2,400 keys at 800/s, per-key limit)",
+        "unique-key flood (2,400 keys at 800/s, per-key limit, max_keys 500)",
         vec![normal, flood],
         async {},
         Expect::default(),
     )
     .await;
+    let page = get(&p.bin.admin_url("/metrics")).await.body;
+    let keys = metric(&page, "floodgate_rate_limit_keys");
+    let overflow = metric(&page, "floodgate_rate_limit_overflow_total");
+    assert!(
+        keys <= 500.0 + 16.0,
+        "the key table stays bounded: {keys} keys"
+    );
+    assert!(overflow > 0.0, "the flood overflowed the table: {page}");
 }
