@@ -5,9 +5,13 @@
 #
 # Starts, on loopback only, a fast upstream (nginx, 1 worker, `return 200`) and, for each
 # BINARY (default: this checkout's release build), Floodgate with one worker under
-# callgrind, in two configs: its defaults (forwarding headers, request id, admission
-# control) and bare (`headers: {forwarded: false, request_id: false}`, `admission:
-# {enabled: false}`); the access log is off in both.
+# callgrind, in three configs: `logged` = its defaults as shipped (forwarding headers,
+# request id, admission control, the JSON access log, here to a file); `defaults` = the
+# same with the access log off; and `bare` (`headers: {forwarded: false, request_id:
+# false}`, `admission: {enabled: false}`, no access log). `logged` minus `defaults` is
+# what the access log costs. Then nginx under callgrind (one process, `master_process
+# off`) in the matching pairs: `nginx-logged` (the same header work and a buffered JSON
+# access log, `buffer=64k flush=1s`) and `nginx-bare`.
 # After a warm-up of 500 requests the counters are zeroed, REQUESTS requests (default
 # 20000) are sent over 4 keep-alive connections by a bounded client, and the counters
 # dumped: instructions / REQUESTS is printed per binary and config. Instruction counts
@@ -84,12 +88,12 @@ for t in threads: t.start()
 for t in threads: t.join()
 PY
 
-measure() { # $1 binary, $2 label, $3 extra listener lines, $4 extra cluster lines
+measure() { # $1 binary, $2 label, $3 extra listener lines, $4 extra cluster lines, $5 access log
   local port admin out pid
   port=$(free_port); admin=$(free_port); out="$RUN/callgrind.$2.out"
   cat > "$RUN/$2.yaml" <<YAML
 admin: { listen: 127.0.0.1:$admin }
-server: { access_log: false }
+server: { access_log: ${5:-false} }
 listeners:
   - name: public
     listen: 127.0.0.1:$port
@@ -104,6 +108,11 @@ ${4:-}
 YAML
   valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --config "$RUN/$2.yaml" --workers 1 \
     > "$RUN/$2.log" 2>&1 & pid=$!
+  count "$1" "$2" "$port" "$pid" "$out"
+}
+
+count() { # $1 what, $2 label, $3 port, $4 pid under callgrind, $5 callgrind output
+  local port="$3" pid="$4" out="$5"
   PIDS+=("$pid")
   wait_up "$port"
   python3 "$RUN/client.py" "$port" 500 4
@@ -118,11 +127,55 @@ YAML
   total=$(awk '/^summary:/ {print $2}' "$dump")
   # KEEP=DIR keeps each dump (for callgrind_annotate) as DIR/<n>.<config>.callgrind.
   if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$dump" "$KEEP/$((++KEPT)).$2.callgrind"; fi
-  printf '%-60s %-10s %8.0f\n' "$1" "$2" "$(python3 -c "print($total / $REQUESTS)")"
+  printf '%-60s %-12s %8.0f\n' "$1" "$2" "$(python3 -c "print($total / $REQUESTS)")"
 }
 
-printf '%-60s %-10s %8s\n' binary config instr/req
+# nginx as one process under callgrind: $1 label, $2 server block lines.
+measure_nginx() {
+  local port out pid
+  port=$(free_port); out="$RUN/callgrind.$1.out"
+  cat > "$RUN/$1.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $RUN/$1.pid;
+error_log $RUN/$1.error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $RUN/$1-body; proxy_temp_path $RUN/$1-proxy; fastcgi_temp_path $RUN/$1-fcgi;
+  uwsgi_temp_path $RUN/$1-uwsgi; scgi_temp_path $RUN/$1-scgi;
+  upstream app { server 127.0.0.1:$UP; keepalive 128; }
+  log_format json escape=json '{"time":"\$time_iso8601","client":"\$remote_addr:\$remote_port",'
+    '"method":"\$request_method","host":"\$host","path":"\$request_uri","protocol":"\$server_protocol",'
+    '"status":\$status,"bytes_in":"\$content_length","bytes_out":\$body_bytes_sent,'
+    '"duration_ms":\$request_time,"upstream":"\$upstream_addr","upstream_ms":"\$upstream_header_time",'
+    '"route":"all","cluster":"app","listener":"public","reason":null,"request_id":"\$fg_request_id",'
+    '"trace_id":null}';
+  map \$http_x_request_id \$fg_request_id { default \$http_x_request_id; '' \$request_id; }
+  server { listen 127.0.0.1:$port; location / {
+    proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+$2
+  } }
+}
+CONF
+  valgrind --tool=callgrind --callgrind-out-file="$out" nginx -c "$RUN/$1.conf" \
+    > "$RUN/$1.log" 2>&1 & pid=$!
+  count nginx "$1" "$port" "$pid" "$out"
+}
+
+printf '%-60s %-12s %8s\n' binary config instr/req
 for bin in "${BINARIES[@]}"; do
+  measure "$bin" logged "" "" "{ path: $RUN/access.log }"
   measure "$bin" defaults ""
   measure "$bin" bare "    headers: { forwarded: false, request_id: false }" "    admission: { enabled: false }"
 done
+measure_nginx nginx-logged "    proxy_set_header Host \$http_host;
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Forwarded-Host \$http_host;
+    proxy_set_header X-Request-Id \$fg_request_id;
+    add_header X-Request-Id \$fg_request_id always;
+    access_log $RUN/nginx-access.log json buffer=64k flush=1s;"
+measure_nginx nginx-bare ""

@@ -4,7 +4,11 @@
 #   bash bench/proxy-compare.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
 #
 # Starts, on loopback only: a fast upstream (nginx, 1 worker, `return 200`) and, in
-# front of it, two pairs of proxies, each with 2 workers and a keep-alive upstream pool:
+# front of it, three pairs of proxies, each with 2 workers and a keep-alive upstream pool:
+#   floodgate-logged, nginx-logged - the defaults pair: Floodgate as shipped (the pair
+#                                below plus its JSON access log, here to a file); nginx
+#                                with the same header work and a buffered JSON access log
+#                                of the same fields (`buffer=64k flush=1s`);
 #   floodgate, nginx           - what Floodgate does to every request by default: keep
 #                                `Host`; add `x-forwarded-for/-proto/-host`; keep or
 #                                generate `x-request-id` and return it (nginx configured
@@ -41,7 +45,7 @@ FLOODGATE="$ROOT/target/release/floodgate"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 UP=$(free_port); NG=$(free_port); NB=$(free_port); FG=$(free_port); FGA=$(free_port)
-FB=$(free_port); FBA=$(free_port)
+FB=$(free_port); FBA=$(free_port); NL=$(free_port); FL=$(free_port); FLA=$(free_port)
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -78,12 +82,28 @@ nginx_conf proxy 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
     proxy_set_header X-Forwarded-Host \$http_host;
     proxy_set_header X-Request-Id \$fg_request_id;
     add_header X-Request-Id \$fg_request_id always; } }"
+nginx_conf proxy-logged 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
+  map \$http_x_request_id \$fg_request_id { default \$http_x_request_id; '' \$request_id; }
+  log_format json escape=json '{\"time\":\"\$time_iso8601\",\"client\":\"\$remote_addr:\$remote_port\",'
+    '\"method\":\"\$request_method\",\"host\":\"\$host\",\"path\":\"\$request_uri\",\"protocol\":\"\$server_protocol\",'
+    '\"status\":\$status,\"bytes_in\":\"\$content_length\",\"bytes_out\":\$body_bytes_sent,'
+    '\"duration_ms\":\$request_time,\"upstream\":\"\$upstream_addr\",\"upstream_ms\":\"\$upstream_header_time\",'
+    '\"route\":\"all\",\"cluster\":\"app\",\"listener\":\"public\",\"reason\":null,\"request_id\":\"\$fg_request_id\",'
+    '\"trace_id\":null}';
+  server { listen 127.0.0.1:$NL; access_log $RUN/nginx-access.log json buffer=64k flush=1s; location / {
+    proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";
+    proxy_set_header Host \$http_host;
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Forwarded-Host \$http_host;
+    proxy_set_header X-Request-Id \$fg_request_id;
+    add_header X-Request-Id \$fg_request_id always; } }"
 nginx_conf proxy-bare 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
   server { listen 127.0.0.1:$NB; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
-floodgate_conf() { # $1 name, $2 port, $3 admin port, $4 extra listener lines, $5 extra cluster lines
+floodgate_conf() { # $1 name, $2 port, $3 admin port, $4 extra listener lines, $5 extra cluster lines, $6 access log
   cat > "$RUN/$1.yaml" <<YAML
 admin: { listen: 127.0.0.1:$3 }
-server: { access_log: false }
+server: { access_log: ${6:-false} }
 listeners:
   - name: public
     listen: 127.0.0.1:$2
@@ -97,6 +117,7 @@ clusters:
 ${5:-}
 YAML
 }
+floodgate_conf floodgate-logged "$FL" "$FLA" "" "" "{ path: $RUN/floodgate-access.log }"
 floodgate_conf floodgate "$FG" "$FGA" ""
 floodgate_conf floodgate-bare "$FB" "$FBA" "    headers: { forwarded: false, request_id: false }" \
   "    admission: { enabled: false }"
@@ -104,13 +125,15 @@ floodgate_conf floodgate-bare "$FB" "$FBA" "    headers: { forwarded: false, req
 nginx -c "$RUN/upstream.conf" & PIDS+=($!)
 nginx -c "$RUN/proxy.conf" & PIDS+=($!)
 nginx -c "$RUN/proxy-bare.conf" & PIDS+=($!)
+nginx -c "$RUN/proxy-logged.conf" & PIDS+=($!)
+"$FLOODGATE" --config "$RUN/floodgate-logged.yaml" --workers 2 > "$RUN/floodgate-logged.log" 2>&1 & PIDS+=($!)
 "$FLOODGATE" --config "$RUN/floodgate.yaml" --workers 2 > "$RUN/floodgate.log" 2>&1 & PIDS+=($!)
 "$FLOODGATE" --config "$RUN/floodgate-bare.yaml" --workers 2 > "$RUN/floodgate-bare.log" 2>&1 & PIDS+=($!)
 
 wait_up() { for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 not answering" >&2; exit 1; }
-wait_up "$UP"; wait_up "$NG"; wait_up "$NB"; wait_up "$FG"; wait_up "$FB"
+wait_up "$UP"; wait_up "$NG"; wait_up "$NB"; wait_up "$FG"; wait_up "$FB"; wait_up "$NL"; wait_up "$FL"
 # The first pair answers with the request id it forwarded; the bare pair adds none.
-for port in "$FG" "$NG"; do
+for port in "$FG" "$NG" "$FL" "$NL"; do
   curl -fsi "http://127.0.0.1:$port/" | grep -qi '^x-request-id: ' || { echo "no x-request-id from :$port" >&2; exit 1; }
 done
 for port in "$FB" "$NB"; do
@@ -124,7 +147,7 @@ p50_ms() {
     v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v }'
 }
 
-TARGETS="direct:$UP floodgate:$FG nginx:$NG floodgate-bare:$FB nginx-bare:$NB"
+TARGETS="direct:$UP floodgate-logged:$FL nginx-logged:$NL floodgate:$FG nginx:$NG floodgate-bare:$FB nginx-bare:$NB"
 declare -A R P ALL
 for target in $TARGETS; do
   wrk -t1 -c8 -d2s "http://127.0.0.1:${target#*:}/" >/dev/null   # warm pools
@@ -161,8 +184,9 @@ diff_ms() { python3 -c "import sys; print(f'{float(sys.argv[1])-float(sys.argv[2
   echo
   echo "| path | requests/s (median) | each round | p50 latency (ms) at -c4 |"
   echo "|---|---:|---|---:|"
-  for n in direct floodgate nginx floodgate-bare nginx-bare; do echo "| $n | ${R[$n]} |${ALL[$n]} | ${P[$n]} |"; done
+  for n in direct floodgate-logged nginx-logged floodgate nginx floodgate-bare nginx-bare; do echo "| $n | ${R[$n]} |${ALL[$n]} | ${P[$n]} |"; done
   echo
+  echo "- Floodgate / nginx requests/s, the defaults pair (headers, request id, JSON access log): medians $(ratio "${R[floodgate-logged]}" "${R[nginx-logged]}"), per round $(paired "${ALL[floodgate-logged]}" "${ALL[nginx-logged]}")"
   echo "- Floodgate / nginx requests/s, forwarding headers and request id: medians $(ratio "${R[floodgate]}" "${R[nginx]}"), per round $(paired "${ALL[floodgate]}" "${ALL[nginx]}")"
   echo "- Floodgate / nginx requests/s, no added headers (bare): medians $(ratio "${R[floodgate-bare]}" "${R[nginx-bare]}"), per round $(paired "${ALL[floodgate-bare]}" "${ALL[nginx-bare]}")"
   echo "- Floodgate / direct requests/s: $(ratio "${R[floodgate]}" "${R[direct]}")"

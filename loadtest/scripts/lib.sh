@@ -78,10 +78,17 @@ wait_ok() {
 }
 
 # start_bg NAME LOGFILE CMD…: starts CMD in the background, records "NAME PID" in
-# $RUN_DIR/pids and sets LAST_PID.
+# $RUN_DIR/pids and sets LAST_PID. A floodgate-control starts in a session of its own
+# (setsid: its process group id is its PID), so the replicas its process scaler starts
+# share that group and stop_all can still reach them by the PID it started if the
+# control plane was killed with SIGKILL (which leaves its children running).
 start_bg() {
   local name="$1" logf="$2"; shift 2
-  "$@" >"$logf" 2>&1 &
+  if [[ $name == floodgate-control ]]; then
+    setsid "$@" >"$logf" 2>&1 &
+  else
+    "$@" >"$logf" 2>&1 &
+  fi
   LAST_PID=$!
   echo "$name $LAST_PID" >>"$RUN_DIR/pids"
 }
@@ -98,15 +105,35 @@ stop_pid() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+# stop_group PGID: SIGTERM to what is left of a process group, then SIGKILL after 5 s.
+stop_group() {
+  local pgid="$1" i
+  kill -0 -- "-$pgid" 2>/dev/null || return 0
+  log "stopping what is left of process group $pgid (replicas of a killed control plane)"
+  kill -TERM -- "-$pgid" 2>/dev/null || true
+  for i in $(seq 1 50); do
+    kill -0 -- "-$pgid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$pgid" 2>/dev/null || true
+}
+
 # stop_all: stops every process in $RUN_DIR/pids, newest first, and empties the list.
-# A floodgate-control gets 20 s (it stops the replicas its process scaler started).
+# A floodgate-control gets 20 s (it drains and stops the replicas its process scaler
+# started); whatever is left of its process group is stopped after it.
 stop_all() {
   [[ -f "$RUN_DIR/pids" ]] || return 0
   local name pid
   while read -r name pid; do
     [[ -n "$pid" ]] || continue
-    log "stopping $name (pid $pid)"
-    if [[ $name == floodgate-control ]]; then stop_pid "$pid" 20; else stop_pid "$pid"; fi
+    if [[ $name == floodgate-control ]]; then
+      kill -0 "$pid" 2>/dev/null && log "stopping $name (pid $pid)"
+      stop_pid "$pid" 20
+      stop_group "$pid"
+    else
+      kill -0 "$pid" 2>/dev/null && log "stopping $name (pid $pid)"
+      stop_pid "$pid"
+    fi
   done < <(tac "$RUN_DIR/pids")
   : >"$RUN_DIR/pids"
 }

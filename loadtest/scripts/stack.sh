@@ -2,25 +2,27 @@
 # stack.sh — the local demo stack: N healthcode-app replicas + Floodgate in front, with
 # or without the control plane.
 #
-#   stack.sh up [--replicas N] [--foreground]          the quick start, via floodgate-control
+#   stack.sh up [--foreground]                          the quick start, via floodgate-control
 #   stack.sh up --static [--foreground]                 configs/demo.yaml, no control plane
 #   stack.sh up --config FILE [--replicas N] [--foreground] [--no-proxy]
 #   stack.sh down
 #   stack.sh status
 #
-# With no --config (the README's quick start), through the control plane:
+# With no --config (the README's quick start), the elastic stack through the control plane:
 #   1. floodgate-control --config configs/control.yaml (API on 127.0.0.1:7070; group
 #      `demo` = configs/control/demo.yaml, whose cluster `healthcode` has no static
 #      endpoints: they all come from the registry). The three FLOODGATE_*_TOKEN
 #      variables are exported with the demo values `demo-*-token-change-me` when unset.
-#   2. N replicas (default 2; the first two on 127.0.0.1:9001 and :9002, more on free
-#      ports), each started with `--register http://127.0.0.1:7070`: they register
-#      themselves, heartbeat, and deregister on SIGTERM.
+#   2. Its process scaler starts the replicas: min_replicas (2) on 127.0.0.1:9001 and
+#      :9002, up to max_replicas (4, on 9003 and 9004) when the autoscaler asks. Each
+#      registers itself, heartbeats, and deregisters when drained; the control plane
+#      stops them when it stops. (`--replicas` does not apply: the autoscaler decides.)
 #   3. floodgate --config configs/bootstrap-demo.yaml (proxy 127.0.0.1:8080, admin
 #      127.0.0.1:9901): it gets its listeners and clusters from the control plane and
 #      keeps its last snapshot in .floodgate-run/snapshot-demo.yaml.
 #   It waits until the proxy is ready, /v1/nodes shows it ACKed the current version and
-#   /v1/endpoints lists every replica.
+#   /v1/endpoints lists every replica the scaler runs.
+#   `loadtest/scripts/elastic.sh --stack` then runs the 100x burst against it.
 # With --static: configs/demo.yaml as written in front of two replicas on 9001 and 9002,
 # no control plane (the stack before issue #13).
 # With --config: a template whose ports are picked free, no control plane (burst.sh,
@@ -36,8 +38,9 @@
 #   *.log       each process's output; floodgate.yaml: the rendered config (--config)
 # `--foreground` stays attached and stops everything on Ctrl-C / SIGTERM.
 # `--no-proxy` starts only the replicas (PROXY_URL then points at the first one).
-# Replica settings (environment): APP_WORKERS (16), APP_SERVICE_TIME (5ms),
-# APP_MAX_QUEUE (64), APP_EXTRA_ARGS (e.g. "--fail-rate 0.01").
+# Replica settings for --static and --config (environment): APP_WORKERS (16),
+# APP_SERVICE_TIME (5ms), APP_MAX_QUEUE (64), APP_EXTRA_ARGS (e.g. "--fail-rate 0.01").
+# Through the control plane, the command in configs/control.yaml sets them.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -80,6 +83,32 @@ op() {
   curl -fs --max-time 2 -H "Authorization: Bearer $FLOODGATE_OPERATOR_TOKEN" "http://$CONTROL_ADDR$1"
 }
 
+# scaler_replicas: "N ADDR…" of the healthcode replicas the process scaler runs and that
+# registered (phase ready).
+scaler_replicas() {
+  op /v1/scalers | python3 -c '
+import json, sys
+s = next(x for x in json.load(sys.stdin)["scalers"] if x["cluster"] == "healthcode")
+ready = [r["address"] for r in s["replicas"] if r["phase"] == "ready"]
+print(len(ready), s["min_replicas"], *ready)' 2>/dev/null || echo "0 1"
+}
+
+# wait_scaler SECONDS: waits until the process scaler runs min_replicas ready replicas;
+# sets APP_ADDRS.
+wait_scaler() {
+  local secs="$1" i n min addrs
+  for i in $(seq 1 $((secs * 10))); do
+    read -r n min addrs <<<"$(scaler_replicas)"
+    if [[ $n -ge $min && $n -ge 1 ]]; then
+      APP_ADDRS="$addrs"
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "process scaler: $n of $min replicas ready"
+  return 1
+}
+
 # wait_control_state N SECONDS: waits until /v1/endpoints lists N healthcode endpoints
 # and /v1/nodes shows the demo proxy running (ACKed) the group's current version.
 wait_control_state() {
@@ -108,12 +137,12 @@ PY
 }
 
 cmd_up() {
-  local config="" replicas=2 foreground=0 proxy=1 mode=control run_config=""
+  local config="" replicas=2 replicas_given=0 foreground=0 proxy=1 mode=control run_config=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --config) config="$2"; mode=template; shift 2 ;;
       --static) mode=static; shift ;;
-      --replicas) replicas="$2"; shift 2 ;;
+      --replicas) replicas="$2"; replicas_given=1; shift 2 ;;
       --foreground) foreground=1; shift ;;
       --no-proxy) proxy=0; shift ;;
       *) die "unknown option $1" ;;
@@ -126,7 +155,8 @@ cmd_up() {
       export APP_PORTS="${APP_PORTS:-9001 9002}" ;;
     control)
       config="$ROOT/configs/bootstrap-demo.yaml"
-      export APP_PORTS="${APP_PORTS:-9001 9002}" ;;
+      [[ $replicas_given == 0 ]] ||
+        die "--replicas applies to --static and --config; through the control plane its process scaler runs min_replicas..max_replicas (configs/control.yaml)" ;;
   esac
   mkdir -p "$RUN_DIR"
   if [[ -s "$RUN_DIR/pids" ]]; then
@@ -150,11 +180,15 @@ cmd_up() {
       tail -n 20 "$RUN_DIR/control.log" >&2 || true
       false
     fi
-    log "control plane: $control_url (log: $RUN_DIR/control.log)"
-    export APP_REGISTER="$control_url"
+    log "control plane: $control_url (log: $RUN_DIR/control.log); waiting for its process scaler's replicas"
+    if ! wait_scaler 60; then
+      tail -n 20 "$RUN_DIR/control.log" >&2 || true
+      false
+    fi
+    replicas=$(wc -w <<<"$APP_ADDRS")
+  else
+    start_apps "$replicas"
   fi
-  start_apps "$replicas"
-  unset APP_REGISTER
   log "replicas: $APP_ADDRS"
   local proxy_url admin_url=""
   if [[ $proxy == 1 ]]; then

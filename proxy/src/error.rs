@@ -43,6 +43,9 @@ pub enum ErrorKind {
     ConnectTimeout,
     /// The upstream closed or reset the connection before a full response.
     UpstreamReset,
+    /// The upstream's response broke the protocol (a malformed head, an invalid
+    /// or ambiguous body length): Envoy's `UPE`.
+    UpstreamProtocol,
     /// A try took longer than its `per_try_timeout`.
     UpstreamTimeout,
     /// The whole request took longer than the route's `timeout`.
@@ -68,7 +71,9 @@ impl ErrorKind {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::ConnectFailed | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Self::ConnectFailed | Self::UpstreamReset | Self::UpstreamProtocol => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::ConnectTimeout | Self::UpstreamTimeout | Self::RequestTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -85,6 +90,7 @@ impl ErrorKind {
             Self::ConnectFailed => "connect_failed",
             Self::ConnectTimeout => "connect_timeout",
             Self::UpstreamReset => "upstream_reset",
+            Self::UpstreamProtocol => "upstream_protocol_error",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::RequestTimeout => "request_timeout",
             Self::RateLimited => "rate_limited",
@@ -108,6 +114,7 @@ impl ErrorKind {
             Self::ConnectFailed
             | Self::ConnectTimeout
             | Self::UpstreamReset
+            | Self::UpstreamProtocol
             | Self::UpstreamTimeout => Origin::Upstream,
         }
     }

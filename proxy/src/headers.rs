@@ -7,6 +7,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// W3C trace context (the access log takes its trace id).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The request id field, kept or generated and echoed.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The client chain a proxy appends to.

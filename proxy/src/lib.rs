@@ -5,7 +5,8 @@
 //!
 //! - leaves: [`headers`] (HTTP header rules), [`body`], [`error`] (the one error
 //!   type and its response), [`time`] (the one clock), [`observe`] (metrics and
-//!   logs), [`config`] (file types → validation → runtime types) and [`tls`];
+//!   the process log), [`access_log`] (line format and writer), [`config`] (file
+//!   types → validation → runtime types) and [`tls`];
 //! - [`workers`]: the per-core runtimes;
 //! - [`upstream`]: talking to one endpoint (connect, HTTP/1.1 client, HTTP/2,
 //!   pool, connection limits);
@@ -66,6 +67,7 @@
 //! # }
 //! ```
 
+pub mod access_log;
 pub mod admin;
 pub mod admission;
 pub mod balance;

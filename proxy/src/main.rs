@@ -43,9 +43,40 @@ struct Cli {
     /// Worker threads serving traffic, each with its own runtime (default: one per CPU core).
     #[arg(long)]
     workers: Option<usize>,
-    /// Log filter (tracing EnvFilter syntax); `floodgate::access=off` silences the access log.
+    /// Log filter of the process's own log (tracing EnvFilter syntax). The access
+    /// log is `server.access_log` in the config.
     #[arg(long, env = "FLOODGATE_LOG", default_value = "info")]
     log: String,
+    /// Colour in the process's text log: `auto` (only on a terminal, and never with
+    /// `NO_COLOR` set), `always` or `never`.
+    #[arg(long, value_enum, default_value_t = LogColor::Auto)]
+    log_color: LogColor,
+}
+
+/// When the text log is coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogColor {
+    /// On a terminal, unless `NO_COLOR` is set (non-empty).
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl LogColor {
+    /// Whether to write ANSI colour escapes to stdout.
+    fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            LogColor::Always => true,
+            LogColor::Never => false,
+            LogColor::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::stdout().is_terminal()
+            }
+        }
+    }
 }
 
 /// Log output formats.
@@ -97,6 +128,7 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(cli.log_color.enabled())
         .with_writer(writer);
     match cli.log_format {
         LogFormat::Text => subscriber.init(),
@@ -119,6 +151,8 @@ fn main() -> ExitCode {
     };
     let result = control.block_on(run(cli.config, config, Arc::clone(&workers)));
     workers.stop();
+    // The lines of the last requests, still in the workers' buffers.
+    floodgate::access_log::sink::flush(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -140,6 +174,18 @@ async fn run(path: PathBuf, config: Config, workers: Arc<Workers>) -> anyhow::Re
             None
         }
     };
+    // SIGUSR1 reopens the access-log file (after logrotate renamed it), as nginx does.
+    match signal(SignalKind::user_defined1()) {
+        Ok(mut usr1) => {
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    tracing::info!("SIGUSR1: reopening the access log");
+                    floodgate::access_log::sink::reopen();
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGUSR1"),
+    }
     observe::prometheus();
     let admin_addr = config.admin.listen;
     tracing::info!(workers = workers.handles().len(), "starting");

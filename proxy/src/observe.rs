@@ -1,4 +1,5 @@
-//! Observability: metric names, the Prometheus recorder, and the access log.
+//! Observability: metric names and the Prometheus recorder (the access log is
+//! [`crate::access_log`]).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -268,51 +269,6 @@ impl RequestMetrics {
         }
         self.duration.record(elapsed.as_secs_f64());
     }
-}
-
-/// One finished request, as the access log records it.
-pub struct AccessRecord<'a> {
-    /// Listener name.
-    pub listener: &'a str,
-    /// Route name, or `-` when none matched.
-    pub route: &'a str,
-    /// Cluster name, or `-`.
-    pub cluster: &'a str,
-    /// Client address.
-    pub client: std::net::SocketAddr,
-    /// Request method.
-    pub method: &'a http::Method,
-    /// Request path and query as received.
-    pub path: &'a str,
-    /// HTTP version of the downstream request.
-    pub version: http::Version,
-    /// Response status.
-    pub status: u16,
-    /// Proxy's own reason, when it answered by itself.
-    pub reason: Option<&'a str>,
-    /// Request id.
-    pub request_id: &'a str,
-    /// Time to response head.
-    pub duration: Duration,
-}
-
-/// Writes one access-log event (target `floodgate::access`), formatted as text or
-/// JSON by the process's subscriber and written by its non-blocking writer.
-pub fn access_log(r: &AccessRecord<'_>) {
-    tracing::info!(
-        target: "floodgate::access",
-        listener = r.listener,
-        route = r.route,
-        cluster = r.cluster,
-        client = %r.client,
-        method = %r.method,
-        path = r.path,
-        version = ?r.version,
-        status = r.status,
-        reason = r.reason.unwrap_or("-"),
-        request_id = r.request_id,
-        duration_ms = r.duration.as_secs_f64() * 1000.0,
-    );
 }
 
 /// Counter `{cluster}`: upstream answers that said "busy" (429, or 503 with

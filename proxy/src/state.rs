@@ -92,6 +92,7 @@ impl Proxy {
         proxy.start_listeners(bound);
         metrics::gauge!(observe::CONFIG_VERSION).set(1.0);
         burst_gauges(&proxy.snapshot().config);
+        access_log_target(&proxy.snapshot().config);
         Ok(proxy)
     }
 
@@ -151,6 +152,7 @@ impl Proxy {
         }
         metrics::gauge!(observe::CONFIG_VERSION).set(version as f64);
         burst_gauges(&self.snapshot().config);
+        access_log_target(&self.snapshot().config);
 
         let mut retired = Vec::new();
         {
@@ -251,6 +253,14 @@ impl Handler for Proxy {
         req: Request<Incoming>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
         crate::forward::handle(self.snapshot(), conn, req)
+    }
+}
+
+/// Points the process's access-log writer at the config's target (a no-op when
+/// it already writes there).
+fn access_log_target(config: &Config) {
+    if let Some(log) = &config.server.access_log {
+        crate::access_log::sink::set_target(log.path.clone());
     }
 }
 

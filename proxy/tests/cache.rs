@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -26,6 +26,8 @@ struct Answer {
     status: u16,
     delay: Duration,
     headers: Vec<(&'static str, &'static str)>,
+    /// Sends the body one byte at a time, this far apart.
+    trickle: Option<Duration>,
 }
 
 /// An upstream whose bodies say which call answered: `call N PATH lang=...`.
@@ -73,9 +75,13 @@ impl CachingUpstream {
                             for (name, value) in &a.headers {
                                 builder = builder.header(*name, *value);
                             }
-                            Ok::<_, std::io::Error>(
-                                builder.body(Full::new(Bytes::from(text))).unwrap(),
-                            )
+                            let body = match a.trickle {
+                                None => Full::new(Bytes::from(text))
+                                    .map_err(|never| match never {})
+                                    .boxed(),
+                                Some(every) => trickled(text.into_bytes(), every),
+                            };
+                            Ok::<_, std::io::Error>(builder.body(body).unwrap())
                         }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -104,6 +110,22 @@ impl Drop for CachingUpstream {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A body of `bytes`, one byte every `every`.
+fn trickled(
+    bytes: Vec<u8>,
+    every: Duration,
+) -> http_body_util::combinators::BoxBody<Bytes, std::io::Error> {
+    let frames = futures_util::stream::unfold(bytes.into_iter(), move |mut rest| async move {
+        let byte = rest.next()?;
+        tokio::time::sleep(every).await;
+        Some((
+            Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![byte]))),
+            rest,
+        ))
+    });
+    StreamBody::new(frames).boxed()
 }
 
 /// One listener, one route named `route` with `cache`, one cluster at `up`.
@@ -352,4 +374,76 @@ async fn stale_entries_answer_when_the_upstream_is_gone() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_leader_holds_no_follower_past_lock_timeout_and_stores_nothing() {
+    // The first answer trickles a byte every 150 ms (never silent long enough for
+    // a read timeout); the ones after it come at once.
+    let up = CachingUpstream::start().await;
+    up.set(Answer {
+        trickle: Some(Duration::from_millis(150)),
+        ..Answer::default()
+    });
+    let cache = "{ ttl: 30s, lock_timeout: 500ms }";
+    let proxy = start_proxy(&config(&up, "trickle", cache)).await;
+    let url = proxy.url("/slow");
+    let client = client();
+    let started = Instant::now();
+    let leader = client
+        .request(Request::get(&url).body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(leader.headers()["x-floodgate-cache"], "MISS");
+    let mut leader_body = leader.into_body();
+    let first = leader_body.frame().await.unwrap().unwrap();
+    assert_eq!(first.data_ref().map(|d| &d[..]), Some(&b"c"[..]));
+    let first_byte = started.elapsed();
+    up.set(Answer::default());
+
+    let mut followers = JoinSet::new();
+    for _ in 0..4 {
+        let (client, url) = (client.clone(), url.clone());
+        followers.spawn(async move {
+            let r = send(&client, Request::get(url).body(Full::default()).unwrap()).await;
+            (r, Instant::now())
+        });
+    }
+    let mut followers_done = Vec::new();
+    while let Some(done) = followers.join_next().await {
+        let (r, at) = done.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            r.header("x-floodgate-cache"),
+            "MISS",
+            "answered upstream: {}",
+            r.body
+        );
+        assert!(!r.body.starts_with("call 1 "), "not the leader's answer");
+        followers_done.push(at);
+    }
+    let rest = leader_body.collect().await.unwrap().to_bytes();
+    let leader_done = Instant::now();
+    let whole = format!("c{}", String::from_utf8_lossy(&rest));
+    assert_eq!(
+        whole, "call 1 /slow lang=-",
+        "the leader's client gets every byte"
+    );
+    assert!(
+        first_byte < leader_done - started - Duration::from_millis(500),
+        "the leader's client got its first byte as it came ({first_byte:?}), not at the end"
+    );
+    for at in followers_done {
+        assert!(
+            at < leader_done,
+            "every follower was answered before the trickle ended"
+        );
+    }
+    assert_eq!(up.hits(), 5, "each follower went upstream on its own");
+
+    // Nothing of the trickled body was stored: the next request leads a new flight.
+    let next = get(&url).await;
+    assert_eq!(next.header("x-floodgate-cache"), "MISS");
+    assert_eq!(next.body, "call 6 /slow lang=-");
+    assert_eq!(get(&url).await.header("x-floodgate-cache"), "HIT");
 }

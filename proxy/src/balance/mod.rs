@@ -71,6 +71,16 @@ pub enum ClusterError {
 #[derive(Debug, Clone, Copy)]
 pub struct UseEndpointHost;
 
+/// Response extension: the endpoint that answered and its time from sending the
+/// request to the response head (for the access log).
+#[derive(Clone)]
+pub struct UpstreamServed {
+    /// The endpoint.
+    pub endpoint: Arc<Endpoint>,
+    /// From sending the request to its response head.
+    pub head_time: std::time::Duration,
+}
+
 /// The endpoints of a cluster at one moment, in config order.
 pub type EndpointSet = Arc<[Arc<Endpoint>]>;
 
@@ -303,8 +313,13 @@ impl Cluster {
                 }
             };
             let reused = conn.is_reused();
+            let sent_at = std::time::Instant::now();
             match upstream::send::<RequestGuard>(conn, req).await {
                 Ok(sent) => {
+                    let served = UpstreamServed {
+                        endpoint: Arc::clone(&endpoint),
+                        head_time: sent_at.elapsed(),
+                    };
                     let outcome = Outcome::of_response(sent.status(), sent.headers());
                     self.record_outcome(&endpoint, outcome);
                     // The max_requests slot stays taken until the response body ends.
@@ -312,6 +327,7 @@ impl Cluster {
                     let mut response = sent.into_response(pool, Some(guard));
                     // An upstream's `x-floodgate-*` would read as this proxy's own word.
                     crate::headers::strip_internal(response.headers_mut());
+                    response.extensions_mut().insert(served);
                     return Ok(response);
                 }
                 Err(mut e) => {

@@ -83,8 +83,32 @@ pub struct FileAdmin {
 pub struct FileServer {
     /// Time in-flight requests get after SIGTERM.
     pub drain_timeout: Option<Scalar>,
-    /// One access-log line per request.
-    pub access_log: Option<bool>,
+    /// The access log: `true`/`false`, or where, how and what.
+    pub access_log: Option<FileAccessLog>,
+}
+
+/// `server.access_log:`: a switch or a block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FileAccessLog {
+    /// `true` (the defaults) or `false` (off).
+    Switch(bool),
+    /// `{ path, format, fields }`.
+    Block(FileAccessLogBlock),
+}
+
+/// `server.access_log: { … }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLogBlock {
+    /// Off with `false` (default true).
+    pub enabled: Option<bool>,
+    /// `stdout`, `stderr` or a file path.
+    pub path: Option<String>,
+    /// `json` or `text`.
+    pub format: Option<String>,
+    /// Field names, in order.
+    pub fields: Option<Vec<String>>,
 }
 
 /// One entry of `listeners:`.
@@ -247,6 +271,8 @@ pub struct FileCache {
     pub cache_authorized: Option<bool>,
     /// Cache responses with `Set-Cookie`.
     pub cache_set_cookie: Option<bool>,
+    /// Longest a follower waits for its leader's response (`5s`).
+    pub lock_timeout: Option<Scalar>,
 }
 
 /// `routes[].priority` values.

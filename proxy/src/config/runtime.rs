@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
@@ -103,8 +104,29 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM (default 30s).
     #[serde(serialize_with = "serialize_duration")]
     pub drain_timeout: Duration,
-    /// Whether one access-log line is written per request (default true).
-    pub access_log: bool,
+    /// The access log (default on: JSON lines on stdout); `None` when off.
+    pub access_log: Option<Arc<AccessLogConfig>>,
+}
+
+/// A validated `server.access_log`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccessLogConfig {
+    /// Where lines go (default stdout).
+    pub path: crate::access_log::Target,
+    /// JSON (default) or text.
+    pub format: crate::access_log::Format,
+    /// The fields, in order (default: all of them).
+    pub fields: Vec<crate::access_log::Field>,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            path: crate::access_log::Target::Stdout,
+            format: crate::access_log::Format::Json,
+            fields: crate::access_log::Field::ALL.to_vec(),
+        }
+    }
 }
 
 /// One listening socket and its routes.
@@ -583,6 +605,11 @@ pub struct CacheConfig {
     pub cache_authorized: bool,
     /// Cache responses carrying `Set-Cookie` (default false).
     pub cache_set_cookie: bool,
+    /// Longest a coalesced request waits for its leader, and the leader's deadline
+    /// to store its response (default 5s, nginx's `proxy_cache_lock_timeout`): past
+    /// it the followers go upstream on their own and nothing is stored.
+    #[serde(serialize_with = "serialize_duration")]
+    pub lock_timeout: Duration,
 }
 
 /// Admission priority; under overload lower priorities are shed first.

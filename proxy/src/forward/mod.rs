@@ -2,12 +2,13 @@
 //! forwarding headers, run the route stack, and answer — with the upstream's
 //! response or the proxy's own error response — then count and log it.
 
+mod access;
 mod authority;
 mod path;
 mod request_id;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
@@ -15,16 +16,16 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
-use crate::balance::UseEndpointHost;
+use crate::balance::{UpstreamServed, UseEndpointHost};
 use crate::body::Body;
 use crate::error::{error_response, ErrorKind, REASON_HEADER};
 use crate::headers::{
-    append_forwarded_for, client_ip, content_length, strip_hop_by_hop, ClientIp, X_FORWARDED_HOST,
-    X_FORWARDED_PROTO, X_REQUEST_ID,
+    append_forwarded_for, client_ip, content_length, strip_hop_by_hop, ClientIp, TRACEPARENT,
+    X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::listener::ConnInfo;
 use crate::load::Answered;
-use crate::observe::{self, AccessRecord};
+use crate::observe;
 use crate::snapshot::{ListenerRuntime, Snapshot};
 use crate::stack::cache::CACHE_HEADER;
 use request_id::ensure_request_id;
@@ -36,6 +37,12 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let start = Instant::now();
+    let log_on = snapshot.config.server.access_log.is_some();
+    let time = if log_on {
+        SystemTime::now()
+    } else {
+        SystemTime::UNIX_EPOCH
+    };
     let (mut head, body) = req.into_parts();
     let listener = snapshot.listener(&conn.listener);
     let added = listener.map(|l| l.config.headers).unwrap_or_default();
@@ -49,12 +56,12 @@ pub async fn handle(
     };
     // A client's id is copied for the log (the headers move upstream) only when
     // the proxy has no id of its own and the log is on.
-    let client_id = (request_id.is_none() && snapshot.config.server.access_log)
+    let client_id = (request_id.is_none() && log_on)
         .then(|| head.headers.get(&X_REQUEST_ID).cloned())
         .flatten();
     let logged_id = request_id.as_ref().or(client_id.as_ref());
     // Kept for the access log only; no copy when the log is off.
-    let original_path = snapshot.config.server.access_log.then(|| {
+    let original_path = log_on.then(|| {
         head.uri
             .path_and_query()
             .map_or("/", |p| p.as_str())
@@ -77,25 +84,35 @@ pub async fn handle(
             Err(ErrorKind::BadRequest)
         }
     };
+    let seen = log_on.then(|| Seen {
+        time,
+        host: head.headers.get(header::HOST).cloned(),
+        traceparent: head.headers.get(TRACEPARENT).cloned(),
+        bytes_in: if head.headers.contains_key(header::TRANSFER_ENCODING) {
+            None
+        } else {
+            Some(content_length(&head.headers).unwrap_or(0))
+        },
+        path: original_path.unwrap_or_default(),
+        request_id: logged_id.cloned(),
+    });
     let (route, listener) = match routed {
         Ok(found) => found,
         Err(kind) => {
             let response = error_response(kind, request_id.as_ref());
-            finish(
+            return finish(
                 &snapshot,
                 conn,
-                &Done {
-                    route: "-",
+                Done {
+                    route: None,
                     arm: None,
-                    method: &method,
-                    path: original_path.as_deref().unwrap_or("-"),
+                    method,
                     version: downstream_version,
-                    request_id: logged_id,
                     start,
-                    response: &response,
+                    seen,
                 },
+                response,
             );
-            return response;
         }
     };
 
@@ -124,18 +141,26 @@ pub async fn handle(
     finish(
         &snapshot,
         conn,
-        &Done {
-            route: &route.config.name,
+        Done {
+            route: Some(&route.name),
             arm,
-            method: &method,
-            path: original_path.as_deref().unwrap_or("-"),
+            method,
             version: downstream_version,
-            request_id: logged_id,
             start,
-            response: &response,
+            seen,
         },
-    );
-    response
+        response,
+    )
+}
+
+/// The request as the access log records it, taken before its head moves upstream.
+struct Seen {
+    time: SystemTime,
+    host: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+    bytes_in: Option<u64>,
+    path: String,
+    request_id: Option<HeaderValue>,
 }
 
 /// Turns the downstream request into the upstream one: body limit, forwarding
@@ -208,63 +233,78 @@ fn forward<'r>(
 }
 
 struct Done<'a> {
-    route: &'a str,
+    route: Option<&'a metrics::SharedString>,
     arm: Option<&'a crate::router::Arm>,
-    method: &'a http::Method,
-    path: &'a str,
+    method: http::Method,
     version: Version,
-    request_id: Option<&'a HeaderValue>,
     start: Instant,
-    response: &'a Response<Body>,
+    seen: Option<Seen>,
 }
 
-/// Counts and logs a finished request.
-fn finish(snapshot: &Snapshot, conn: &ConnInfo, d: &Done<'_>) {
+/// Counts a finished request; with the access log on, its line is written when
+/// the response body ends.
+fn finish(
+    snapshot: &Arc<Snapshot>,
+    conn: &ConnInfo,
+    d: Done<'_>,
+    response: Response<Body>,
+) -> Response<Body> {
     let elapsed = d.start.elapsed();
-    let status = d.response.status();
-    match d.arm {
-        Some(arm) => {
-            arm.metrics.record(status, elapsed);
-            record_load(arm, d.response, elapsed);
-        }
-        None => unrouted_metrics().record(status, elapsed),
-    }
-    if snapshot.config.server.access_log {
-        observe::access_log(&AccessRecord {
-            listener: &conn.listener,
-            route: d.route,
-            cluster: d.arm.map_or("-", |a| a.cluster.as_ref()),
-            client: conn.client,
-            method: d.method,
-            path: d.path,
-            version: d.version,
-            status: status.as_u16(),
-            reason: d
-                .response
-                .headers()
-                .get(REASON_HEADER)
-                .and_then(|v| v.to_str().ok()),
-            request_id: d.request_id.and_then(|v| v.to_str().ok()).unwrap_or("-"),
-            duration: elapsed,
-        });
-    }
-}
-
-/// Counts the answer in the cluster's load counters: who made it (the proxy's own
-/// answers carry a reason header, the cache's hits a cache header) decides whether
-/// its latency is the app's (`HIT` and `STALE` come from memory). At most two
-/// header lookups.
-fn record_load(arm: &crate::router::Arm, response: &Response<Body>, elapsed: std::time::Duration) {
-    let status = response.status().as_u16();
-    let headers = response.headers();
-    let reason = if status >= 400 {
-        headers.get(REASON_HEADER)
+    let status = response.status();
+    // The proxy's own answers carry a reason; they are all errors.
+    let reason = if status.as_u16() >= 400 {
+        response.headers().get(REASON_HEADER)
     } else {
         None
     };
+    match d.arm {
+        Some(arm) => {
+            arm.metrics.record(status, elapsed);
+            record_load(arm, &response, reason, elapsed);
+        }
+        None => unrouted_metrics().record(status, elapsed),
+    }
+    let reason = reason.cloned();
+    let (Some(config), Some(seen)) = (&snapshot.config.server.access_log, d.seen) else {
+        return response;
+    };
+    let pending = access::Pending {
+        config: Arc::clone(config),
+        start: d.start,
+        time: seen.time,
+        client: conn.client,
+        listener: Arc::clone(&conn.listener),
+        method: d.method,
+        host: seen.host,
+        path: seen.path,
+        version: d.version,
+        status: status.as_u16(),
+        bytes_in: seen.bytes_in,
+        upstream: response.extensions().get::<UpstreamServed>().cloned(),
+        route: d.route.cloned(),
+        cluster: d.arm.map(|a| a.cluster.clone()),
+        reason,
+        request_id: seen.request_id,
+        traceparent: seen.traceparent,
+    };
+    access::log_on_end(response, pending)
+}
+
+/// Counts the answer in the cluster's load counters: who made it (the proxy's own
+/// answers carry a `reason`, the cache's hits a cache header) decides whether its
+/// latency is the app's (`HIT` and `STALE` come from memory). At most one header
+/// lookup.
+fn record_load(
+    arm: &crate::router::Arm,
+    response: &Response<Body>,
+    reason: Option<&HeaderValue>,
+    elapsed: std::time::Duration,
+) {
+    let status = response.status().as_u16();
     let by = if reason.is_some() {
         Answered::Proxy
-    } else if headers
+    } else if response
+        .headers()
         .get(CACHE_HEADER)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"miss"))
     {

@@ -567,5 +567,71 @@ impl Bin {
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")
+/// A raw HTTP/1.1 upstream on 127.0.0.1:0 that answers every request head it
+/// reads (keep-alive: several per connection) with the same `reply` bytes, for
+/// responses no well-behaved server would send.
+pub struct ScriptedUpstream {
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedUpstream {
+    /// Starts answering with `reply`.
+    pub async fn start(reply: &'static [u8]) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (conns, reqs) = (connections.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                conns.fetch_add(1, Ordering::SeqCst);
+                let reqs = reqs.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while let Ok(1) = s.read(&mut byte).await {
+                        head.push(byte[0]);
+                        if head.ends_with(b"\r\n\r\n") {
+                            head.clear();
+                            reqs.fetch_add(1, Ordering::SeqCst);
+                            if s.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            requests,
+            task,
+        }
+    }
+
+    /// `host:port` for config files.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Request heads read so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ScriptedUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

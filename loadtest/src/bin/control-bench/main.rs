@@ -20,23 +20,26 @@
 //! Loopback only, bounded in count and time; every child is stopped by its PID (its
 //! handle) and the temporary directory removed. See `loadtest/README.md`.
 
+mod control;
 mod lossless;
+mod pollers;
 mod real;
+mod rows;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use bytes::Bytes;
 use clap::Parser;
-use http::{header, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use http::Method;
+use serde_json::json;
 use tokio::sync::mpsc;
+
+use control::{
+    call, group_version, start_control, wait_control, write_group, ControlPlane, TempDir,
+};
+use pollers::{add_pollers, round, Acked};
+use rows::{print_latency, rows_for, Due, Measured, Row};
 
 const PROXY: &str = "bench-proxy-token-0000001";
 const APP: &str = "bench-app-token-000000002";
@@ -93,364 +96,6 @@ struct Args {
 
 fn dur(s: &str) -> Result<Duration, String> {
     floodgate_loadtest::duration::parse(s).map_err(|e| e.to_string())
-}
-
-/// A poller ACKed `version` at `at`.
-#[derive(Debug, Clone, Copy)]
-struct Acked {
-    poller: usize,
-    version: u64,
-    at: Instant,
-}
-
-/// The control-plane process; killed (by its own handle) when dropped.
-struct ControlPlane {
-    child: Child,
-    addr: SocketAddr,
-    bin: PathBuf,
-    dir: PathBuf,
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ControlPlane {
-    /// Kills it (SIGKILL: no goodbye to anyone), as a crash would.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts it again on the same port with the same directory (a fresh memory).
-    fn restart(&mut self) -> anyhow::Result<()> {
-        self.kill();
-        self.child = spawn_control(&self.bin, &self.dir)?;
-        Ok(())
-    }
-
-    fn rss_kib(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmRSS in /proc/PID/status")
-    }
-}
-
-/// The temporary directory; removed when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Version `k` of the group file: listener `web` on a free port of each proxy,
-/// cluster `bench` with the static upstream; a push changes the route timeout.
-fn group_yaml(static_upstream: SocketAddr, k: usize) -> String {
-    format!(
-        "server: {{ access_log: false }}\n\
-         listeners:\n  - name: web\n    listen: 127.0.0.1:0\n    \
-         routes: [ {{ name: all, cluster: bench, timeout: {}ms }} ]\n\
-         clusters:\n  - name: bench\n    endpoints: [\"{static_upstream}\"]\n    connect_timeout: 500ms\n",
-        FIRST_TIMEOUT_MS + k
-    )
-}
-
-/// Writes the group file atomically (a hidden temp file, which the watcher skips, then a rename).
-fn write_group(dir: &Path, static_upstream: SocketAddr, k: usize) -> anyhow::Result<()> {
-    let tmp = dir.join(".bench.yaml.tmp");
-    std::fs::write(&tmp, group_yaml(static_upstream, k))?;
-    std::fs::rename(&tmp, dir.join("bench.yaml"))?;
-    Ok(())
-}
-
-fn start_control(
-    args: &Args,
-    dir: &Path,
-    static_upstream: SocketAddr,
-) -> anyhow::Result<ControlPlane> {
-    let bin = match &args.control_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory of this binary")?
-            .join("floodgate-control"),
-    };
-    anyhow::ensure!(
-        bin.is_file(),
-        "{} not found: build it (cargo build --release -p floodgate-control) or pass --control-bin",
-        bin.display()
-    );
-    let groups = dir.join("groups");
-    std::fs::create_dir_all(&groups)?;
-    write_group(&groups, static_upstream, 0)?;
-    // A free port, released for the control plane to bind (loopback, a tiny window).
-    let addr = real::free_addr()?;
-    std::fs::write(
-        dir.join("control.yaml"),
-        format!(
-            "listen: {addr}\nconfigs_dir: groups\n\
-             tokens: {{ proxy: {PROXY}, app: {APP}, operator: {OPERATOR} }}\n\
-             source: {{ debounce: {} }}\n",
-            args.debounce
-        ),
-    )?;
-    let child = spawn_control(&bin, dir)?;
-    Ok(ControlPlane {
-        child,
-        addr,
-        bin,
-        dir: dir.to_owned(),
-    })
-}
-
-fn spawn_control(bin: &Path, dir: &Path) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("control.log"))?;
-    Command::new(bin)
-        .arg("--config")
-        .arg(dir.join("control.yaml"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))
-}
-
-/// Waits (≤ 20 s) until the control plane answers with a version of the group.
-async fn wait_control(cp: &ControlPlane) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok((StatusCode::OK, g)) =
-            call(cp.addr, Method::GET, "/v1/groups", OPERATOR, None).await
-        {
-            if g["groups"][0]["version"].as_u64().is_some() {
-                return Ok(());
-            }
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the control plane did not come up; see {}",
-            cp.dir.join("control.log").display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// One request on a fresh connection (operator calls; pollers keep theirs).
-async fn call(
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(StatusCode, Value)> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let (status, bytes) = send(&mut sender, addr, method, path, token, body).await?;
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
-}
-
-async fn send(
-    sender: &mut http1::SendRequest<Full<Bytes>>,
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(StatusCode, Bytes)> {
-    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, addr.to_string())
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    Ok((status, resp.into_body().collect().await?.to_bytes()))
-}
-
-/// A simulated proxy: long-polls, ACKs each new version, reports the ACK; reconnects
-/// after errors. Runs until the process ends.
-async fn poller(id: usize, addr: SocketAddr, events: mpsc::UnboundedSender<Acked>) {
-    let node = format!("bench-{id}");
-    let mut version = 0u64;
-    loop {
-        let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok((mut sender, conn)) = http1::handshake(TokioIo::new(stream)).await else {
-            continue;
-        };
-        tokio::spawn(conn);
-        loop {
-            let path = format!("/v1/snapshot?group={GROUP}&node={node}&version={version}");
-            let polled = tokio::time::timeout(
-                Duration::from_secs(45),
-                send(&mut sender, addr, Method::GET, &path, PROXY, None),
-            )
-            .await;
-            let (status, body) = match polled {
-                Ok(Ok(r)) => r,
-                _ => break,
-            };
-            if status == StatusCode::NOT_MODIFIED {
-                continue;
-            }
-            let Some(v) = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|b| b["version"].as_u64())
-            else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let ack = json!({ "group": GROUP, "node": node, "version": v });
-            match send(&mut sender, addr, Method::POST, "/v1/ack", PROXY, Some(ack)).await {
-                Ok((StatusCode::OK, _)) => {}
-                _ => break,
-            }
-            version = v;
-            if events
-                .send(Acked {
-                    poller: id,
-                    version: v,
-                    at: Instant::now(),
-                })
-                .is_err()
-            {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Collects, for pollers `0..n`, the first ACK of a version other than `old` after
-/// `t0`; returns the latencies and the new version (None when none came in time).
-async fn round(
-    events: &mut mpsc::UnboundedReceiver<Acked>,
-    n: usize,
-    old: Option<u64>,
-    t0: Instant,
-    timeout: Duration,
-) -> (Vec<Duration>, Option<u64>) {
-    let mut seen = vec![false; n];
-    let mut latencies = Vec::with_capacity(n);
-    let mut new = None;
-    let deadline = tokio::time::Instant::now() + timeout;
-    while latencies.len() < n {
-        let Ok(Some(e)) = tokio::time::timeout_at(deadline, events.recv()).await else {
-            break;
-        };
-        if Some(e.version) == old || e.poller >= n || seen[e.poller] {
-            continue;
-        }
-        if new.is_some_and(|v| v != e.version) {
-            continue;
-        }
-        new = Some(e.version);
-        seen[e.poller] = true;
-        latencies.push(e.at.saturating_duration_since(t0));
-    }
-    (latencies, new)
-}
-
-/// p50, p99 and max of a set of latencies (nearest rank).
-fn summary(mut v: Vec<Duration>) -> Option<(Duration, Duration, Duration)> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable();
-    let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-    Some((rank(0.50), rank(0.99), v[v.len() - 1]))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}ms", d.as_secs_f64() * 1e3)
-}
-
-struct Row {
-    name: String,
-    expected: usize,
-    latencies: Vec<Duration>,
-    goal: &'static str,
-}
-
-fn print_latency(rows: &[Row]) {
-    println!(
-        "{:<40} {:>11} {:>9} {:>9} {:>9}  goal",
-        "latency", "acked/due", "p50", "p99", "max"
-    );
-    for r in rows {
-        let n = r.latencies.len();
-        let (p50, p99, max) = summary(r.latencies.clone())
-            .map(|(a, b, c)| (ms(a), ms(b), ms(c)))
-            .unwrap_or_else(|| ("-".into(), "-".into(), "-".into()));
-        println!(
-            "{:<40} {:>11} {:>9} {:>9} {:>9}  {}",
-            r.name,
-            format!("{n}/{}", r.expected),
-            p50,
-            p99,
-            max,
-            r.goal
-        );
-    }
-}
-
-/// Starts pollers `from..to` and waits until each has ACKed the current version.
-async fn add_pollers(
-    addr: SocketAddr,
-    from: usize,
-    to: usize,
-    tx: &mpsc::UnboundedSender<Acked>,
-    rx: &mut mpsc::UnboundedReceiver<Acked>,
-) -> anyhow::Result<u64> {
-    for id in from..to {
-        tokio::spawn(poller(id, addr, tx.clone()));
-    }
-    let mut seen = vec![false; to];
-    let mut count = 0;
-    let mut version = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while count < to - from {
-        let Ok(Some(e)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
-            bail!("only {count} of {} new pollers got the snapshot", to - from);
-        };
-        if e.poller >= from && e.poller < to && !seen[e.poller] {
-            seen[e.poller] = true;
-            count += 1;
-            version = e.version;
-        }
-    }
-    Ok(version)
-}
-
-/// What a series of changes measured: pollers' ACKs, real proxies' latencies (and
-/// how many real proxies missed the timeout), the last version.
-struct Measured {
-    pollers: Vec<Duration>,
-    real: Vec<Duration>,
-    real_missed: usize,
-    version: u64,
 }
 
 /// One group of changes under measurement.
@@ -548,51 +193,15 @@ async fn registrations(
     Ok((reg, dereg))
 }
 
-/// How many results a row expects: pollers, real proxies, changes.
-#[derive(Clone, Copy)]
-struct Due {
-    pollers: usize,
-    proxies: usize,
-    changes: usize,
-}
-
-/// The rows of one measurement: the pollers' ACKs, then (with real proxies) `real_what`.
-fn rows_for(
-    rows: &mut Vec<Row>,
-    what: &str,
-    m: &Measured,
-    due: Due,
-    goal: &'static str,
-    real_what: &str,
-) {
-    rows.push(Row {
-        name: format!("{what} -> ACK ({} pollers)", due.pollers),
-        expected: due.pollers * due.changes,
-        latencies: m.pollers.clone(),
-        goal,
-    });
-    if due.proxies > 0 {
-        rows.push(Row {
-            name: format!("{what} -> {real_what} ({} real)", due.proxies),
-            expected: due.proxies * due.changes,
-            latencies: m.real.clone(),
-            goal,
-        });
-    }
-}
-
-/// The group's current version, from `/v1/groups`.
-async fn group_version(cp: &ControlPlane) -> anyhow::Result<u64> {
-    let (_, g) = call(cp.addr, Method::GET, "/v1/groups", OPERATOR, None).await?;
-    g["groups"][0]["version"]
-        .as_u64()
-        .context("the group has no version")
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
     let dir = TempDir(std::env::temp_dir().join(format!("control-bench-{}", std::process::id())));
     let static_upstream = real::Upstream::start("static".into()).await?;
-    let mut cp = start_control(&args, &dir.0, static_upstream.addr)?;
+    let mut cp = start_control(
+        args.control_bin.as_deref(),
+        &args.debounce,
+        &dir.0,
+        static_upstream.addr,
+    )?;
     let groups = dir.0.join("groups");
     wait_control(&cp).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -16,11 +16,13 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::file::{FileAdmin, FileConfig, FileServer, Scalar};
+use super::file::{FileAccessLog, FileAdmin, FileConfig, FileServer, Scalar};
 use super::units::{parse_duration, parse_size};
-use super::{AdminConfig, Config, ConfigError, ConfigErrors, ServerConfig};
+use super::{AccessLogConfig, AdminConfig, Config, ConfigError, ConfigErrors, ServerConfig};
+use crate::access_log::{Field, Format, Target};
 use crate::tls::pem::{self as tls, TlsError};
 
 mod cluster;
@@ -229,8 +231,75 @@ impl Validator<'_> {
         );
         ServerConfig {
             drain_timeout,
-            access_log: server.and_then(|s| s.access_log).unwrap_or(true),
+            access_log: self.access_log(server.and_then(|s| s.access_log.as_ref())),
         }
+    }
+
+    /// `server.access_log`: `true` (default: JSON lines with every field on stdout),
+    /// `false`, or `{ enabled, path, format, fields }`.
+    fn access_log(&mut self, log: Option<&FileAccessLog>) -> Option<Arc<AccessLogConfig>> {
+        let block = match log {
+            None | Some(FileAccessLog::Switch(true)) => {
+                return Some(Arc::new(AccessLogConfig::default()))
+            }
+            Some(FileAccessLog::Switch(false)) => return None,
+            Some(FileAccessLog::Block(b)) => b,
+        };
+        let mut config = AccessLogConfig::default();
+        let at = "server.access_log";
+        match block.path.as_deref().map(str::trim) {
+            None | Some("stdout") => {}
+            Some("stderr") => config.path = Target::Stderr,
+            Some("") => self.err(
+                format!("{at}.path"),
+                "must be stdout, stderr or a file path",
+            ),
+            Some(file) => {
+                let path = self.base_dir.join(file);
+                match path.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => self.err(
+                        format!("{at}.path"),
+                        format!("`{file}`: directory {} does not exist", dir.display()),
+                    ),
+                    _ if path.is_dir() => {
+                        self.err(format!("{at}.path"), format!("`{file}` is a directory"))
+                    }
+                    _ => config.path = Target::File(path),
+                }
+            }
+        }
+        match block.format.as_deref() {
+            None | Some("json") => {}
+            Some("text") => config.format = Format::Text,
+            Some(other) => self.err(
+                format!("{at}.format"),
+                format!("`{other}`: must be json or text"),
+            ),
+        }
+        if let Some(names) = &block.fields {
+            if names.is_empty() {
+                self.err(format!("{at}.fields"), "must name at least one field");
+            }
+            let mut fields = Vec::with_capacity(names.len());
+            for (i, name) in names.iter().enumerate() {
+                match Field::parse(name) {
+                    Some(f) if fields.contains(&f) => self.err(
+                        format!("{at}.fields[{i}]"),
+                        format!("`{name}` is listed twice"),
+                    ),
+                    Some(f) => fields.push(f),
+                    None => {
+                        let known: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
+                        self.err(
+                            format!("{at}.fields[{i}]"),
+                            format!("unknown field `{name}` (known: {})", known.join(", ")),
+                        );
+                    }
+                }
+            }
+            config.fields = fields;
+        }
+        block.enabled.unwrap_or(true).then(|| Arc::new(config))
     }
 
     /// Parses an `ip:port` socket address.

@@ -16,6 +16,8 @@ use crate::config::{
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 /// `cache.max_bytes` default (64 MiB).
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 << 20;
+/// `cache.lock_timeout` default (nginx's `proxy_cache_lock_timeout`).
+const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// `cache.max_object_bytes` default (1 MiB).
 pub const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 1 << 20;
 /// `circuit_breaker.open_for` default.
@@ -162,7 +164,7 @@ impl Validator<'_> {
 
     /// `cache`: `ttl` (> 0, required), `max_bytes` (64MiB), `max_object_bytes` (1MiB,
     /// ≤ max_bytes), `stale_if_error` (0s), `key_headers` (valid names),
-    /// `cache_authorized` and `cache_set_cookie` (false).
+    /// `cache_authorized` and `cache_set_cookie` (false), `lock_timeout` (5s, > 0).
     pub(super) fn cache(&mut self, path: &str, c: &FileCache) -> CacheConfig {
         let ttl =
             self.positive_duration(&format!("{path}.ttl"), Some(&c.ttl), Duration::from_secs(1));
@@ -214,6 +216,11 @@ impl Validator<'_> {
             key_headers,
             cache_authorized: c.cache_authorized.unwrap_or(false),
             cache_set_cookie: c.cache_set_cookie.unwrap_or(false),
+            lock_timeout: self.positive_duration(
+                &format!("{path}.lock_timeout"),
+                c.lock_timeout.as_ref(),
+                DEFAULT_CACHE_LOCK_TIMEOUT,
+            ),
         }
     }
 

@@ -85,7 +85,10 @@ clusters:
     .unwrap();
     assert_eq!(c.admin.listen, "127.0.0.1:9901".parse().unwrap());
     assert_eq!(c.server.drain_timeout, Duration::from_secs(30));
-    assert!(c.server.access_log);
+    assert_eq!(
+        c.server.access_log.as_deref(),
+        Some(&crate::config::AccessLogConfig::default())
+    );
     let l = &c.listeners[0];
     assert!(l.tls.is_none());
     assert_eq!(l.limits.max_connections, 10_000);
@@ -707,4 +710,43 @@ fn listener_headers_default_on_and_can_be_turned_off() {
     );
     let err = check(&typo).unwrap_err();
     assert_eq!(err.errors[0].path, "listeners[0].headers.forwarder");
+}
+
+#[test]
+fn the_access_log_block_is_validated_field_by_field() {
+    use crate::access_log::{Field, Format, Target};
+    let with = |block: &str| format!("server:\n  access_log: {block}\n{BASE}");
+    assert!(check(&with("false")).unwrap().server.access_log.is_none());
+    assert!(check(&with("{ enabled: false }"))
+        .unwrap()
+        .server
+        .access_log
+        .is_none());
+    let c = check(&with(
+        "{ path: stderr, format: text, fields: [status, path] }",
+    ))
+    .unwrap();
+    let log = c.server.access_log.unwrap();
+    assert_eq!(log.path, Target::Stderr);
+    assert_eq!(log.format, Format::Text);
+    assert_eq!(log.fields, vec![Field::Status, Field::Path]);
+
+    let e = errors(&with(
+        "{ path: no/such/dir/a.log, format: xml, fields: [status, bogus, status] }",
+    ));
+    let at = |field: &str| e.iter().find(|(p, _)| p == field).map(|(_, r)| r.clone());
+    assert!(
+        at("server.access_log.path")
+            .unwrap()
+            .contains("does not exist"),
+        "{e:?}"
+    );
+    assert!(at("server.access_log.format")
+        .unwrap()
+        .contains("json or text"));
+    assert!(at("server.access_log.fields[1]")
+        .unwrap()
+        .contains("unknown field `bogus`"));
+    assert!(at("server.access_log.fields[2]").unwrap().contains("twice"));
+    assert!(!errors(&with("{ fields: [] }")).is_empty());
 }

@@ -1,71 +1,141 @@
-//! Buffering a response body for the store without losing it: a body that is too
-//! large, has trailers or fails is handed back as a [`Replay`] of what was read
-//! followed by the rest, so the client still gets every byte.
+//! The leader's response body: it streams to the leader's own client as the
+//! upstream sends it, and a copy fills the store on the way. The copy is given up —
+//! and the followers released to go upstream on their own — when the fill passes
+//! its deadline (the cache's `lock_timeout` from the flight's start), grows past
+//! `max_object_bytes`, carries trailers or fails; a body given up is never stored,
+//! not even in part. The client loses nothing either way.
 
-use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt;
+use http::{HeaderMap, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use super::coalesce::{Leader, Outcome};
+use super::policy::Policy;
+use super::store::Entry;
+use super::Cache;
 use crate::body::{Body, BoxError};
+use crate::time::timer_pool::Deadline;
+use crate::time::Instant;
 
-/// Reads `body` whole if it ends cleanly within `limit` bytes with no trailers.
-/// Otherwise hands back a body that replays what was read and continues with the
-/// rest (or the read error), so the client loses nothing.
-pub(super) async fn buffer(mut body: Body, limit: usize) -> Result<Bytes, Body> {
-    let mut frames: VecDeque<Frame<Bytes>> = VecDeque::new();
-    let mut len = 0usize;
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => {
-                let is_data = frame.is_data();
-                if let Some(data) = frame.data_ref() {
-                    len = len.saturating_add(data.len());
-                }
-                frames.push_back(frame);
-                if !is_data || len > limit {
-                    return Err(Body::new(Replay {
-                        frames,
-                        error: None,
-                        rest: Some(body),
-                    }));
-                }
-            }
-            Some(Err(error)) => {
-                return Err(Body::new(Replay {
-                    frames,
-                    error: Some(error),
-                    rest: None,
-                }));
-            }
-        }
-    }
-    if frames.len() == 1 {
-        if let Some(Ok(data)) = frames.pop_front().map(Frame::into_data) {
-            return Ok(data);
-        }
-    }
-    let mut all = BytesMut::with_capacity(len);
-    for frame in frames {
-        if let Ok(data) = frame.into_data() {
-            all.extend_from_slice(&data);
-        }
-    }
-    Ok(all.freeze())
+/// What the store needs besides the body.
+pub(super) struct Head {
+    /// The response's status.
+    pub(super) status: StatusCode,
+    /// The response's headers.
+    pub(super) headers: HeaderMap,
+    /// How long the entry is kept.
+    pub(super) policy: Policy,
 }
 
-/// Frames already read, then an error or the rest of the original body.
-struct Replay {
-    frames: VecDeque<Frame<Bytes>>,
-    error: Option<BoxError>,
-    rest: Option<Body>,
+/// A fill in progress.
+struct Filling {
+    cache: Arc<Cache>,
+    leader: Leader,
+    head: Head,
+    pieces: Vec<Bytes>,
+    len: usize,
+    limit: usize,
+    deadline: Deadline,
 }
 
-impl http_body::Body for Replay {
+impl Filling {
+    /// The body ended cleanly: store the entry and hand it to the followers.
+    fn complete(self) {
+        let body = match self.pieces.len() {
+            1 => self.pieces.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut all = BytesMut::with_capacity(self.len);
+                for piece in &self.pieces {
+                    all.extend_from_slice(piece);
+                }
+                all.freeze()
+            }
+        };
+        let entry = Arc::new(Entry::new(
+            self.head.status,
+            self.head.headers,
+            body,
+            self.head.policy,
+        ));
+        self.cache
+            .store
+            .insert(self.leader.key().clone(), Arc::clone(&entry));
+        self.leader.finish(Outcome::Stored(entry));
+    }
+}
+
+/// The leader's body: `inner`'s frames, passed on as they come, copied for the store.
+pub(super) struct Fill {
+    inner: Body,
+    /// `None` once stored or given up.
+    filling: Option<Filling>,
+}
+
+impl Fill {
+    /// Streams `inner`, filling the entry for `leader`'s key until `deadline`.
+    pub(super) fn new(
+        inner: Body,
+        cache: Arc<Cache>,
+        leader: Leader,
+        head: Head,
+        deadline: Instant,
+    ) -> Self {
+        let limit = usize::try_from(cache.config.max_object_bytes).unwrap_or(usize::MAX);
+        let filling = Filling {
+            cache,
+            leader,
+            head,
+            pieces: Vec::new(),
+            len: 0,
+            limit,
+            deadline: Deadline::at(deadline),
+        };
+        let mut fill = Self {
+            inner,
+            filling: Some(filling),
+        };
+        // An empty body may never be polled: it is complete already.
+        if fill.inner.is_end_stream() {
+            fill.complete();
+        }
+        fill
+    }
+
+    fn complete(&mut self) {
+        if let Some(filling) = self.filling.take() {
+            filling.complete();
+        }
+    }
+
+    /// Stops filling: nothing is stored and the followers go upstream on their own.
+    fn give_up(&mut self) {
+        if let Some(filling) = self.filling.take() {
+            filling.leader.finish(Outcome::Unshareable);
+        }
+    }
+
+    /// Copies a frame for the store, or gives up when it cannot be stored.
+    fn copy(&mut self, frame: &Frame<Bytes>) {
+        let Some(filling) = self.filling.as_mut() else {
+            return;
+        };
+        match frame.data_ref() {
+            Some(data) if filling.len + data.len() <= filling.limit => {
+                filling.len += data.len();
+                filling.pieces.push(data.clone());
+            }
+            // Too large for the store, or trailers (which are not stored).
+            _ => self.give_up(),
+        }
+    }
+}
+
+impl HttpBody for Fill {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -73,40 +143,34 @@ impl http_body::Body for Replay {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(frame) = self.frames.pop_front() {
-            return Poll::Ready(Some(Ok(frame)));
+        let this = &mut *self;
+        let late = this
+            .filling
+            .as_mut()
+            .is_some_and(|f| Pin::new(&mut f.deadline).poll(cx).is_ready());
+        if late {
+            this.give_up();
         }
-        if let Some(error) = self.error.take() {
-            return Poll::Ready(Some(Err(error)));
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match frame {
+            None => this.complete(),
+            Some(Ok(ref frame)) => {
+                this.copy(frame);
+                // The last frame may be the last poll (hyper stops at end of stream).
+                if this.inner.is_end_stream() {
+                    this.complete();
+                }
+            }
+            Some(Err(_)) => this.give_up(),
         }
-        match self.rest.as_mut() {
-            Some(rest) => Pin::new(rest).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.frames.is_empty()
-            && self.error.is_none()
-            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        let read: u64 = self
-            .frames
-            .iter()
-            .filter_map(Frame::data_ref)
-            .map(|d| d.len() as u64)
-            .sum();
-        let rest = self
-            .rest
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
-        let mut hint = SizeHint::new();
-        hint.set_lower(read.saturating_add(rest.lower()));
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(read.saturating_add(upper));
-        }
-        hint
+        self.inner.size_hint()
     }
 }

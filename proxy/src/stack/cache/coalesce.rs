@@ -3,7 +3,10 @@
 //! The first miss of a key becomes the *leader* of a flight; identical requests
 //! arriving while it is in flight *follow* it and wait for its [`Outcome`]. A
 //! leader dropped without an outcome (its client went away) tells its followers
-//! `Cancelled`, so they elect a new leader instead of waiting forever.
+//! `Cancelled`, so they elect a new leader instead of waiting forever. A follower
+//! waits until its deadline at most (the cache's `lock_timeout`, as nginx's
+//! `proxy_cache_lock_timeout`): a leader that is slower than that does not hold
+//! it back, it goes upstream on its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 use super::store::{Entry, Key};
+use crate::time::Instant;
 
 /// The flights in progress of one route, by key.
 #[derive(Default)]
@@ -66,6 +70,17 @@ impl Flights {
     }
 }
 
+/// Waits for the leader's outcome until `deadline`; `Pending` when the deadline
+/// came first (the follower then goes upstream on its own).
+pub(super) async fn follow(mut rx: watch::Receiver<Outcome>, deadline: Instant) -> Outcome {
+    let waited = tokio::time::timeout_at(deadline, rx.wait_for(|o| !matches!(o, Outcome::Pending)));
+    match waited.await {
+        Ok(Ok(outcome)) => outcome.clone(),
+        Ok(Err(_)) => Outcome::Cancelled,
+        Err(_) => Outcome::Pending,
+    }
+}
+
 /// A flight in progress: followers wait on its outcome.
 struct Flight {
     tx: watch::Sender<Outcome>,
@@ -74,7 +89,7 @@ struct Flight {
 /// How a flight ended, as its followers see it.
 #[derive(Clone)]
 pub(super) enum Outcome {
-    /// The leader has not finished.
+    /// The leader has not finished (as a follower's result: not by its deadline).
     Pending,
     /// The leader stored this entry: followers answer it.
     Stored(Arc<Entry>),

@@ -15,11 +15,15 @@
 //! route's `key_headers`. Followers never receive a response that was not stored:
 //! when the leader's response is uncacheable (or fails without a stale entry), each
 //! follower goes upstream on its own; when the leader is cancelled, the followers
-//! elect a new leader.
+//! elect a new leader. No follower waits longer than the cache's `lock_timeout`
+//! (5s, nginx's `proxy_cache_lock_timeout`): a leader whose upstream trickles is
+//! left to stream to its own client, its followers go upstream on their own, and
+//! nothing of the slow body is stored.
 //!
 //! One concern per file: `policy` holds the caching rules (pure), `store` the
-//! entries and their memory bound, `coalesce` the flights of identical misses,
-//! `body` the buffering that never loses a byte, and [`CacheLayer`] /
+//! entries and their memory bound, `coalesce` the flights of identical misses and
+//! the followers' deadline, `body` the leader's body that streams to its client
+//! while it fills the store (until `lock_timeout`), and [`CacheLayer`] /
 //! [`CacheService`] the tower middleware.
 
 mod body;

@@ -232,6 +232,7 @@ mod tests {
             key_headers: vec![HeaderName::from_static("accept-language")],
             cache_authorized: false,
             cache_set_cookie: false,
+            lock_timeout: Duration::from_secs(5),
         }
     }
 

@@ -9,12 +9,12 @@ use futures_util::future::BoxFuture;
 use http::{HeaderValue, Method, Request, Response};
 use tower::{Service, ServiceExt};
 
-use super::body::buffer;
-use super::coalesce::{Leader, Outcome, Role};
+use super::body::{Fill, Head};
+use super::coalesce::{follow, Leader, Outcome, Role};
 use super::policy::{bypass_reason, is_error_status, policy};
 use super::store::{Entry, Key, Lookup};
 use super::{Cache, CACHE_HEADER};
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::error::ProxyError;
 use crate::headers::content_length;
 use crate::stack::RouteInner;
@@ -74,6 +74,8 @@ where
     let keys: Vec<&Key> = std::iter::once(&key).chain(get_key.as_ref()).collect();
 
     let mut rejoins = 0;
+    // A follower waits this long at most, however often it re-joins.
+    let deadline = time::now() + cache.config.lock_timeout;
     loop {
         let stale = match cache.store.lookup(&keys, time::now()) {
             Lookup::Fresh(entry) => {
@@ -87,7 +89,7 @@ where
             Lookup::Fresh(entry) => Some(entry),
             Lookup::Stale(_) | Lookup::Miss => None,
         };
-        let mut rx = match cache.flights.join(&key, stored) {
+        let rx = match cache.flights.join(&key, stored) {
             Role::Hit(entry) => {
                 cache.hit.increment(1);
                 return Ok(entry.respond("HIT", head_only));
@@ -97,11 +99,7 @@ where
             }
             Role::Follower(rx) => rx,
         };
-        let outcome = {
-            let waited = rx.wait_for(|o| !matches!(o, Outcome::Pending)).await;
-            waited.map_or(Outcome::Cancelled, |o| o.clone())
-        };
-        match outcome {
+        match follow(rx, deadline).await {
             Outcome::Stored(entry) => {
                 cache.coalesced.increment(1);
                 return Ok(entry.respond("HIT", head_only));
@@ -126,10 +124,11 @@ where
     inner.ready().await?.call(req).await
 }
 
-/// A miss: goes upstream, stores what may be stored, falls back to `stale` on
-/// failure, and tells the followers of `leader` (if any) what they may answer.
+/// A miss: goes upstream, falls back to `stale` on failure, and — for the
+/// `leader` of a flight — streams the response to its client while filling the
+/// store (see [`Fill`]), telling the followers what they may answer.
 async fn fetch<S>(
-    cache: &Cache,
+    cache: &Arc<Cache>,
     inner: S,
     req: Request<Body>,
     leader: Option<Leader>,
@@ -139,6 +138,8 @@ where
     S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>,
 {
     let head_only = req.method() == Method::HEAD;
+    // The fill's deadline runs from the flight's start, as the followers' waits do.
+    let deadline = time::now() + cache.config.lock_timeout;
     let finish = |leader: Option<Leader>, outcome: Outcome| {
         if let Some(leader) = leader {
             leader.finish(outcome);
@@ -164,35 +165,25 @@ where
             return Err(e);
         }
     };
+    let Some(leader) = leader else {
+        // Not leading a flight: nothing of this answer is stored.
+        return Ok(mark(response, "MISS"));
+    };
     let limit = cache.config.max_object_bytes;
     let too_large = content_length(response.headers()).is_some_and(|len| len > limit);
     let policy = policy(&cache.config, response.status(), response.headers());
     let Some(policy) = policy.filter(|_| !too_large) else {
-        finish(leader, Outcome::Unshareable);
+        leader.finish(Outcome::Unshareable);
         return Ok(mark(response, "MISS"));
     };
     let (parts, body) = response.into_parts();
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    match buffer(body, limit).await {
-        Ok(bytes) => {
-            let entry = Arc::new(Entry::new(
-                parts.status,
-                parts.headers.clone(),
-                bytes.clone(),
-                policy,
-            ));
-            let key = leader.as_ref().map(|l| l.key().clone());
-            if let Some(key) = key {
-                cache.store.insert(key, Arc::clone(&entry));
-            }
-            finish(leader, Outcome::Stored(entry));
-            Ok(mark(Response::from_parts(parts, body::full(bytes)), "MISS"))
-        }
-        Err(replay) => {
-            finish(leader, Outcome::Unshareable);
-            Ok(mark(Response::from_parts(parts, replay), "MISS"))
-        }
-    }
+    let head = Head {
+        status: parts.status,
+        headers: parts.headers.clone(),
+        policy,
+    };
+    let fill = Fill::new(body, Arc::clone(cache), leader, head, deadline);
+    Ok(mark(Response::from_parts(parts, Body::new(fill)), "MISS"))
 }
 
 /// Marks a response with how the cache answered it.

@@ -8,7 +8,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use tower::{Layer, Service, ServiceExt};
 
-use super::body::buffer;
+use super::coalesce::{follow, Outcome};
 use super::store::Key;
 use super::*;
 use crate::body::{self, Body, BoxError};
@@ -23,6 +23,7 @@ fn config() -> CacheConfig {
         key_headers: vec![HeaderName::from_static("accept-language")],
         cache_authorized: false,
         cache_set_cookie: false,
+        lock_timeout: Duration::from_secs(5),
     }
 }
 
@@ -54,6 +55,8 @@ struct Answer {
     delay: Duration,
     fail: bool,
     body_size: usize,
+    /// Sends the body one byte at a time, this far apart.
+    trickle: Option<Duration>,
 }
 
 /// A mock upstream counting calls; bodies say which call answered ("call N").
@@ -85,7 +88,11 @@ fn upstream(
             } else {
                 format!("call {n}")
             };
-            let mut response = Response::new(body::full(text));
+            let body = match a.trickle {
+                Some(every) => trickled(text.into_bytes(), every),
+                None => body::full(text),
+            };
+            let mut response = Response::new(body);
             *response.status_mut() = StatusCode::from_u16(a.status.max(200)).unwrap();
             for (name, value) in a.headers {
                 response
@@ -298,22 +305,102 @@ async fn oversized_bodies_stream_through_whole_and_uncached() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
-fn streamed() -> Body {
-    let frames: Vec<Result<Frame<Bytes>, BoxError>> = (0..10)
-        .map(|i| Ok(Frame::data(Bytes::from(format!("{i:02}")))))
-        .collect();
-    Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
-        frames,
-    )))
+/// A body of `bytes`, one byte every `every`.
+fn trickled(bytes: Vec<u8>, every: Duration) -> Body {
+    let frames = futures_util::stream::unfold(bytes.into_iter(), move |mut rest| async move {
+        let byte = rest.next()?;
+        tokio::time::sleep(every).await;
+        Some((
+            Ok::<_, BoxError>(Frame::data(Bytes::from(vec![byte]))),
+            rest,
+        ))
+    });
+    Body::new(http_body_util::StreamBody::new(frames))
 }
 
-#[tokio::test]
-async fn buffering_replays_what_it_read() {
-    let whole = buffer(streamed(), 100).await.unwrap();
-    assert_eq!(whole, "00010203040506070809");
-    let replay = buffer(streamed(), 5).await.unwrap_err();
-    let bytes = replay.collect().await.unwrap().to_bytes();
-    assert_eq!(bytes, "00010203040506070809");
+#[tokio::test(start_paused = true)]
+async fn a_follower_waits_for_its_leader_until_its_deadline_only() {
+    let (tx, rx) = tokio::sync::watch::channel(Outcome::Pending);
+    let start = tokio::time::Instant::now();
+    let outcome = follow(rx.clone(), start + Duration::from_secs(5)).await;
+    assert!(
+        matches!(outcome, Outcome::Pending),
+        "no outcome by the deadline"
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+
+    let waiting = tokio::spawn(follow(rx, start + Duration::from_secs(10)));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    tx.send_replace(Outcome::Unshareable);
+    assert!(matches!(waiting.await.unwrap(), Outcome::Unshareable));
+    assert_eq!(start.elapsed(), Duration::from_secs(6), "woken at once");
+    drop(tx);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trickling_leader_streams_to_its_client_and_releases_its_followers() {
+    // "call 1" trickles for 6 s; lock_timeout is 2.5 s.
+    let answer = Arc::new(Mutex::new(Answer {
+        trickle: Some(Duration::from_secs(1)),
+        ..Answer::default()
+    }));
+    let config = CacheConfig {
+        lock_timeout: Duration::from_millis(2500),
+        ..config()
+    };
+    let (cache, calls, svc) = stack(&config, &answer);
+    let start = tokio::time::Instant::now();
+    let leader = svc.clone().oneshot(get("/slow")).await.unwrap();
+    assert_eq!(how(&leader), "MISS");
+    let mut leader_body = leader.into_body();
+    let first = leader_body
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert_eq!(
+        (&first[..], start.elapsed()),
+        (&b"c"[..], Duration::from_secs(1)),
+        "the leader's client gets the first byte when it comes"
+    );
+
+    // Followers that join now answer from their own upstream call when the
+    // leader's fill passes its deadline (2.5 s), not when its body ends (6 s).
+    answer.lock().unwrap().trickle = None;
+    let mut followers = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let svc = svc.clone();
+        followers.spawn(async move {
+            let response = svc.oneshot(get("/slow")).await.unwrap();
+            let how = how(&response).to_owned();
+            (how, read(response).await.2, tokio::time::Instant::now())
+        });
+    }
+    let leader_rest = tokio::spawn(async move { leader_body.collect().await.unwrap().to_bytes() });
+    while let Some(done) = followers.join_next().await {
+        let (how, body, at) = done.unwrap();
+        assert_eq!(how, "MISS");
+        assert_ne!(body, "call 1", "not the leader's answer");
+        assert!(
+            at - start == Duration::from_millis(2500),
+            "released at the fill deadline: {:?}",
+            at - start
+        );
+    }
+    assert_eq!(leader_rest.await.unwrap(), "all 1", "the rest, as it came");
+    assert_eq!(start.elapsed(), Duration::from_secs(6));
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    cache.run_pending_tasks();
+    assert_eq!(cache.entry_count(), 0, "nothing of the slow body is stored");
+
+    // The next miss leads a new flight, whose fast answer is stored.
+    let response = svc.clone().oneshot(get("/slow")).await.unwrap();
+    assert_eq!(how(&response), "MISS");
+    assert_eq!(read(response).await.2, "call 5");
+    let response = svc.clone().oneshot(get("/slow")).await.unwrap();
+    assert_eq!(how(&response), "HIT");
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,8 +10,10 @@
 //! the connection; interim 1xx responses are skipped.
 //!
 //! The exchange lives here; the request head's encoding in `encode.rs`, the
-//! response head's parsing in `decode.rs`, the response body and its framing in
-//! `body.rs`, and the per-worker idle connections in `idle.rs`.
+//! response head's parsing in `decode.rs`, the body's framing and decoding (pure)
+//! in `framing.rs`, the response body in `body.rs`, and the per-worker idle
+//! connections in `idle.rs`. The response side is exactly as strict as hyper's
+//! client; `differential.rs` proves it on the same byte streams.
 //!
 //! An idle connection is not watched by any task. Before reuse it is polled once
 //! with a no-op waker: an end of stream, a reset or stray bytes seen by then
@@ -19,7 +21,10 @@
 
 mod body;
 mod decode;
+#[cfg(test)]
+mod differential;
 mod encode;
+mod framing;
 mod idle;
 #[cfg(test)]
 mod tests;
@@ -40,7 +45,6 @@ use super::connect::Transport;
 use super::limits::ConnPermit;
 use crate::body::{Body, BoxError};
 use crate::error::{ErrorKind, ProxyError};
-use body::Framing;
 use decode::{parse_head, response_framing, wants_keep_alive};
 use encode::{encode_head, request_framing, write_body, RequestFraming};
 
@@ -51,9 +55,6 @@ pub use idle::IdleConns;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 100;
-/// Most bytes of one chunk-size line or one trailer line (trailer lines are each
-/// capped, not counted: a long trailer section is read line by line).
-const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Bytes read at a time while waiting for a head.
 const HEAD_READ: usize = 8 * 1024;
 /// Room set aside at a time for copies of response heads (see [`Http1Conn::heads`]).
@@ -212,14 +213,14 @@ async fn exchange<G>(
         match parse_head(&mut conn.buf, &mut conn.heads, &mut parts.headers)? {
             Some(h) if h.status.is_informational() => {
                 if h.status == StatusCode::SWITCHING_PROTOCOLS {
-                    return Err(reset("upstream switched protocols unasked"));
+                    return Err(protocol_error("upstream switched protocols unasked"));
                 }
                 // 100 Continue, 103 Early Hints: the final response follows.
                 continue;
             }
             Some(h) => break h,
             None if conn.buf.len() >= MAX_HEAD_BYTES => {
-                return Err(reset("upstream response head too large"));
+                return Err(protocol_error("upstream response head too large"));
             }
             None => {}
         }
@@ -242,8 +243,9 @@ async fn exchange<G>(
         }
     };
 
-    let framing = response_framing(&response, head_request)?;
-    let keep_alive = framing != Framing::UntilClose && wants_keep_alive(&response);
+    let mut response = response;
+    let framing = response_framing(&mut response, head_request)?;
+    let keep_alive = !framing.is_close_delimited() && wants_keep_alive(&response);
     let mut out = Response::new(Http1Body::new(conn, framing, keep_alive));
     *out.status_mut() = response.status;
     *out.version_mut() = response.version;
@@ -253,4 +255,10 @@ async fn exchange<G>(
 
 pub(super) fn reset(why: &'static str) -> ProxyError {
     ProxyError::with_source(ErrorKind::UpstreamReset, why)
+}
+
+/// The upstream's response broke HTTP/1.1 (502 `upstream_protocol_error`; the
+/// connection, dropped with the exchange, is not reused).
+pub(super) fn protocol_error(why: impl Into<BoxError>) -> ProxyError {
+    ProxyError::with_source(ErrorKind::UpstreamProtocol, why)
 }
