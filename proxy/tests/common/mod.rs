@@ -567,6 +567,9 @@ impl Bin {
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")
+    }
+}
+
 /// A raw HTTP/1.1 upstream on 127.0.0.1:0 that answers every request head it
 /// reads (keep-alive: several per connection) with the same `reply` bytes, for
 /// responses no well-behaved server would send.
