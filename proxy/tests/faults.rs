@@ -5,9 +5,22 @@
 //! bounded — and prints its row of the table (`FAULT-ROW | case | sent | answered
 //! | lost | errors by reason | normal-traffic success | peak RSS |`).
 //! `bash loadtest/scripts/faults.sh` runs it in release mode and writes the table.
+//! Admission control is on (its defaults) in every case, as in production.
 //!
-//! Not here yet: an HTTP/2 rapid-reset client beside normal traffic (TODO(lead):
-//! add once the listener's h2 fix lands).
+//! The cases:
+//! - upstreams (here): killed mid-load and restarted on its port; stalls before the
+//!   head; stalls mid-body; resets; trickles byte by byte; returns garbage; one of
+//!   three endpoints failing;
+//! - `faults/lifecycle.rs`: 100 config reloads under load, every 5th invalid; SIGTERM
+//!   under load;
+//! - `faults/abuse.rs`: a slowloris crowd, slow readers, a unique-key flood, each
+//!   beside normal traffic;
+//! - `faults/fds.rs`: file-descriptor exhaustion;
+//! - `control/tests/faults.rs`: the control plane stopped and restarted under load,
+//!   an endpoint deregistered mid-request, a bad snapshot pushed;
+//! - TODO(lead): an HTTP/2 rapid-reset client beside normal traffic, once helper B's
+//!   h2 fix has landed (a `faults/abuse.rs` case with an h2 client that opens and
+//!   resets streams in a loop).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
