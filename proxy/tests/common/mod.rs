@@ -98,6 +98,16 @@ pub async fn upstream(name: &str) -> Upstream {
 /// Starts an upstream, over TLS when `tls` is given.
 pub async fn upstream_with(name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    upstream_on(name, listener, tls)
+}
+
+/// Starts an upstream on a listener the caller bound (e.g. a restart on the port
+/// of a stopped one: see [`restart_upstream`]).
+pub fn upstream_on(
+    name: &str,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Upstream {
     let addr = listener.local_addr().unwrap();
     let up = Upstream {
         addr,
@@ -535,6 +545,29 @@ pub fn metric(page: &str, prefix: &str) -> f64 {
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Starts a plain-text upstream on the address of `stopped` (after [`Upstream::stop`]),
+/// retrying the bind for a bounded time while the port is released.
+pub async fn restart_upstream(stopped: &Upstream) -> Upstream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(stopped.addr).await {
+            Ok(listener) => return upstream_on(&stopped.name, listener, None),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot rebind {}: {e}", stopped.addr),
+        }
+    }
+}
+
+impl Bin {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
 }
 
 /// A raw HTTP/1.1 upstream on 127.0.0.1:0 that answers every request head it
