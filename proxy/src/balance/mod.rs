@@ -396,6 +396,16 @@ impl Cluster {
         }
     }
 
+    /// Endpoints healthy and not ejected now (what load reports call available).
+    pub fn available_endpoints(&self) -> usize {
+        let now = time::now();
+        self.endpoints
+            .load()
+            .iter()
+            .filter(|e| e.is_available(now))
+            .count()
+    }
+
     /// A point-in-time view for the admin `/clusters` page.
     pub fn status(&self) -> ClusterStatus {
         let now = time::now();

@@ -101,6 +101,10 @@ pub struct ClusterLoad {
     pub latency_p50_ms: Option<f64>,
     /// Latency p99 over the last interval, milliseconds (None: no answer).
     pub latency_p99_ms: Option<f64>,
+    /// Gauge: endpoints this proxy finds healthy and not ejected (the control plane
+    /// counts a replica ready only once a proxy does). Absent from older proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_endpoints: Option<u64>,
 }
 
 /// The latency buckets of the previous report, per cluster, for interval quantiles.
@@ -163,6 +167,7 @@ pub fn cluster_load(cluster: &Cluster, prev: &mut Previous) -> ClusterLoad {
         limit,
         latency_p50_ms: p50,
         latency_p99_ms: p99,
+        available_endpoints: Some(cluster.available_endpoints() as u64),
     }
 }
 
@@ -320,6 +325,8 @@ mod tests {
         assert_eq!(first.unavailable.overloaded, 1);
         assert_eq!(first.too_many_requests, 1);
         assert_eq!((first.latency_count, first.latency_sum_us), (1, 10_000));
+        // One endpoint, not health-checked and not ejected: available.
+        assert_eq!(first.available_endpoints, Some(1));
         assert!(first
             .latency_p50_ms
             .is_some_and(|p| (10.0..12.0).contains(&p)));
