@@ -14,8 +14,8 @@
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")/.."
-BIN=${FLOODGATE_BIN_DIR:-target/debug}
-VENV=${DEPLOY_CHECK_VENV:-target/deploy-check-venv}
+BIN=$(realpath -m "${FLOODGATE_BIN_DIR:-target/debug}")
+VENV=$(realpath -m "${DEPLOY_CHECK_VENV:-target/deploy-check-venv}")
 KUBERNETES_VALIDATE=kubernetes-validate==1.37.0
 status=0
 echo "== deploy/check.sh (Dockerfile, Kubernetes manifests, systemd units)"
@@ -61,7 +61,9 @@ if ! command -v kubectl >/dev/null 2>&1; then
 else
   if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import kubernetes_validate, yaml' 2>/dev/null; then
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE"
+    if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE"; then
+      echo "FAIL pip install $KUBERNETES_VALIDATE (PyPI) into $VENV"; exit 1
+    fi
   fi
   out=$(mktemp -d)
   trap 'rm -rf "$out"' EXIT
@@ -77,7 +79,7 @@ else
     fi
   done < <(find deploy/k8s -name kustomization.yaml | sort)
   echo "rendered ${#renders[@]} kustomizations"
-  (cd "$out" && "$OLDPWD/$VENV/bin/python" "$OLDPWD/deploy/check/manifests.py" "$OLDPWD/$BIN" \
+  (cd "$out" && "$VENV/bin/python" "$OLDPWD/deploy/check/manifests.py" "$BIN" \
       "$OLDPWD/deploy/Dockerfile" "${renders[@]##*/}") || status=1
 fi
 
@@ -88,8 +90,8 @@ else
   units=$(mktemp -d)
   # verify wants ExecStart's program to exist: point the units at the built binaries.
   for u in deploy/systemd/*.service; do
-    sed -e "s|/usr/local/bin/floodgate-control|$PWD/$BIN/floodgate-control|g" \
-        -e "s|/usr/local/bin/floodgate |$PWD/$BIN/floodgate |g" "$u" >"$units/$(basename "$u")"
+    sed -e "s|/usr/local/bin/floodgate-control|$BIN/floodgate-control|g" \
+        -e "s|/usr/local/bin/floodgate |$BIN/floodgate |g" "$u" >"$units/$(basename "$u")"
   done
   if (cd "$units" && SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no ./*.service) 2>&1 |
       grep -v -e 'Failed to connect to' -e 'is not a unit file path' | grep . ; then
