@@ -45,6 +45,7 @@ STUB_SECRETS = {
         "proxy": ("text", "stub-proxy-token-for-check-0000"),
         "app": ("text", "stub-app-token-for-check-00000"),
         "operator": ("text", "stub-operator-token-for-check-0"),
+        "admin": ("text", "stub-admin-token-for-check-0000"),
     },
 }
 

@@ -75,6 +75,9 @@ pub struct FileBackoff {
 pub struct FileAdmin {
     /// `host:port` of the admin HTTP server.
     pub listen: Option<String>,
+    /// Bearer token the admin API asks for (literal, `file:PATH` or `env:NAME`);
+    /// required when `listen` is not a loopback address.
+    pub token: Option<String>,
 }
 
 /// `server:` block.

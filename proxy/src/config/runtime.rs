@@ -96,6 +96,9 @@ pub struct BackoffConfig {
 pub struct AdminConfig {
     /// Address the admin HTTP server binds (default `127.0.0.1:9901`).
     pub listen: SocketAddr,
+    /// The bearer token every admin request but `/live` and `/ready` must carry
+    /// (required off loopback; redacted on `/config`).
+    pub token: Option<super::secret::Secret>,
 }
 
 /// Process-wide settings.

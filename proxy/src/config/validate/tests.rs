@@ -750,3 +750,34 @@ fn the_access_log_block_is_validated_field_by_field() {
     assert!(at("server.access_log.fields[2]").unwrap().contains("twice"));
     assert!(!errors(&with("{ fields: [] }")).is_empty());
 }
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    let with = |admin: &str| {
+        format!(
+            "admin: {admin}\n{}",
+            BASE.replacen("admin:\n  listen: 127.0.0.1:9901\n", "", 1)
+        )
+    };
+    let e = errors(&with("{ listen: 0.0.0.0:9901 }"));
+    assert!(
+        e.iter()
+            .any(|(p, r)| p == "admin.token" && r.contains("required when admin.listen")),
+        "{e:?}"
+    );
+    let short = errors(&with("{ listen: 0.0.0.0:9901, token: short }"));
+    assert!(short
+        .iter()
+        .any(|(p, r)| p == "admin.token" && r.contains("at least 16")));
+    let c = check(&with(
+        "{ listen: 0.0.0.0:9901, token: admin-token-0123456789 }",
+    ))
+    .unwrap();
+    assert!(c.admin.token.unwrap().matches(b"admin-token-0123456789"));
+    // On loopback it stays optional.
+    assert!(check(&with("{ listen: 127.0.0.1:9901 }"))
+        .unwrap()
+        .admin
+        .token
+        .is_none());
+}
