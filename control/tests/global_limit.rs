@@ -231,13 +231,15 @@ async fn with_the_control_plane_gone_proxies_keep_their_lease_then_fall_back() {
     tokio::spawn(admin.serve(Arc::clone(s.proxies[0].proxy())));
 
     eventually(
-        "the busy proxies run on leases above the fallback",
+        "the busy proxies run on leases above the fallback, the idle one on its floor lease",
         || async {
             let g = global(&s.proxies[0])?;
             let h = global(&s.proxies[1])?;
+            let idle = global(&s.proxies[2])?;
             let ok = [&g, &h]
                 .iter()
-                .all(|v| v.source == ShareSource::Lease && v.share_rps > 2 * FALLBACK);
+                .all(|v| v.source == ShareSource::Lease && v.share_rps > 2 * FALLBACK)
+                && idle.source == ShareSource::Lease;
             ok.then_some(())
         },
     )
