@@ -155,6 +155,12 @@ pub struct FileLimits {
     pub max_header_bytes: Option<Scalar>,
     /// Largest request body (`10485760` or `10MiB`).
     pub max_request_body_bytes: Option<Scalar>,
+    /// Most concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: Option<u32>,
+    /// Streams looked at by the premature-reset rule (Envoy's name).
+    pub premature_reset_total_stream_count: Option<u32>,
+    /// A client cancel sooner than this after a stream started is premature.
+    pub premature_reset_min_stream_lifetime: Option<Scalar>,
 }
 
 /// One entry of `listeners[].routes:`.
