@@ -13,6 +13,10 @@
 //!   a `host` field alone is the authority.
 //! - HTTP/1.1 without `Host` and without absolute-form: 400 (RFC 9112 §3.2).
 //!   HTTP/1.0 may omit it (routes by host then see none).
+//! - `CONNECT` (a tunnel to its authority-form target): 400. A reverse proxy does
+//!   not open tunnels; forwarded, it asked the upstream for one on a pooled
+//!   connection, and a 2xx answer would have turned the client's connection into
+//!   a tunnel to nowhere.
 
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
@@ -31,10 +35,15 @@ pub enum AuthorityError {
     Conflict,
     /// The target's authority carries userinfo (`http://user@host/`).
     UserInfo,
+    /// A `CONNECT` request (tunnels are not proxied).
+    Connect,
 }
 
 /// Makes `Host` the request's one authority, or says why the request is refused.
 pub fn normalize(head: &mut http::request::Parts) -> Result<(), AuthorityError> {
+    if head.method == http::Method::CONNECT {
+        return Err(AuthorityError::Connect);
+    }
     let mut hosts = head.headers.get_all(header::HOST).iter();
     let host = hosts.next().cloned();
     if hosts.next().is_some() {
@@ -137,6 +146,28 @@ mod tests {
         let mut p = parts(Version::HTTP_11, "/x", &["a.test:81"]);
         normalize(&mut p).unwrap();
         assert_eq!(host(&p), ["a.test:81"]);
+    }
+
+    /// Found by `tests/fuzz_request_head.rs`: `CONNECT http://a.test/x` was forwarded,
+    /// and the upstream's 200 left the client with no answer at all.
+    #[test]
+    fn connect_is_refused() {
+        for (v, target) in [
+            (Version::HTTP_11, "http://a.test/x"),
+            (Version::HTTP_11, "a.test:443"),
+            (Version::HTTP_2, "a.test:443"),
+        ] {
+            let mut p = Request::builder()
+                .method(http::Method::CONNECT)
+                .version(v)
+                .uri(target)
+                .header(header::HOST, "a.test")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0;
+            assert_eq!(normalize(&mut p), Err(AuthorityError::Connect), "{target}");
+        }
     }
 
     /// Found by `fuzz::an_accepted_request_has_exactly_one_authority`: `Host:
