@@ -38,6 +38,25 @@ fn h2_get(addr: SocketAddr, path: &str) -> Request<()> {
         .unwrap()
 }
 
+/// Opens one GET stream on `client` (waiting for room under the stream limit).
+async fn open(
+    client: &h2::client::SendRequest<Bytes>,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), h2::Error> {
+    client
+        .clone()
+        .ready()
+        .await?
+        .send_request(h2_get(addr, path), true)
+}
+
+/// GET `path` on `client`; the status.
+async fn status_of(client: &h2::client::SendRequest<Bytes>, addr: SocketAddr, path: &str) -> u16 {
+    let (response, _) = open(client, addr, path).await.unwrap();
+    response.await.unwrap().status().as_u16()
+}
+
 /// A proxy in front of one upstream answering after `delay`; its listener is
 /// named `listener` so that its metrics are its own.
 async fn proxy_with(delay: Duration, listener: &str) -> (TestProxy, Upstream) {
@@ -59,10 +78,7 @@ async fn a_paced_rapid_reset_gets_goaway_long_before_thousands_of_streams() {
     let mut opened = 0;
     for _ in 0..5_000 {
         // GOAWAY: no new stream may be opened (ready or send_request fails).
-        let Ok(mut ready) = client.clone().ready().await else {
-            break;
-        };
-        let Ok((response, mut stream)) = ready.send_request(h2_get(addr, "/x"), true) else {
+        let Ok((response, mut stream)) = open(&client, addr, "/x").await else {
             break;
         };
         opened += 1;
@@ -97,13 +113,7 @@ async fn a_paced_rapid_reset_gets_goaway_long_before_thousands_of_streams() {
     // Another client is served as before.
     let (client, _c) = h2_connect(addr).await;
     up.set(Behavior::default());
-    let (response, _) = client
-        .ready()
-        .await
-        .unwrap()
-        .send_request(h2_get(addr, "/ok"), true)
-        .unwrap();
-    assert_eq!(response.await.unwrap().status(), 200);
+    assert_eq!(status_of(&client, addr, "/ok").await, 200);
 }
 
 #[tokio::test]
@@ -140,22 +150,12 @@ async fn streams(addr: SocketAddr, n: usize) -> usize {
     let (client, _connection) = h2_connect(addr).await;
     // One answer first: by then the client has the server's SETTINGS (its stream
     // limit) and queues streams over it, as a well-behaved client does.
-    let (first, _) = client
-        .clone()
-        .ready()
-        .await
-        .unwrap()
-        .send_request(h2_get(addr, "/first"), true)
-        .unwrap();
-    assert_eq!(first.await.unwrap().status(), 200);
+    assert_eq!(status_of(&client, addr, "/first").await, 200);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..n {
         let client = client.clone();
         tasks.spawn(async move {
-            let (response, _) = client
-                .ready()
-                .await?
-                .send_request(h2_get(addr, "/x"), true)?;
+            let (response, _) = open(&client, addr, "/x").await?;
             Ok::<_, h2::Error>(response.await?.status())
         });
     }
@@ -195,12 +195,7 @@ async fn a_cancelled_stream_stops_its_upstream_request() {
     let (proxy, up) = proxy_with(Duration::from_secs(30), "cancel").await;
     let addr = proxy.addr("cancel");
     let (client, _connection) = h2_connect(addr).await;
-    let (response, mut stream) = client
-        .ready()
-        .await
-        .unwrap()
-        .send_request(h2_get(addr, "/slow"), true)
-        .unwrap();
+    let (response, mut stream) = open(&client, addr, "/slow").await.unwrap();
     eventually(
         Duration::from_secs(5),
         "the request reaches the upstream",
@@ -236,12 +231,7 @@ async fn ordinary_traffic_with_occasional_cancels_keeps_its_connection() {
         for i in 0..20 {
             let client = client.clone();
             tasks.spawn(async move {
-                let (response, mut stream) = client
-                    .ready()
-                    .await
-                    .unwrap()
-                    .send_request(h2_get(addr, "/x"), true)
-                    .unwrap();
+                let (response, mut stream) = open(&client, addr, "/x").await.unwrap();
                 if i % 5 == 0 {
                     stream.send_reset(h2::Reason::CANCEL);
                     return true;
