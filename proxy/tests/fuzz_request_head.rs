@@ -368,7 +368,7 @@ fn response_at_close(answer: &[u8], head_request: bool) -> Option<u16> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     #[test]
     fn every_raw_head_gets_one_response_and_nothing_malformed_is_forwarded(raw in raw_request()) {

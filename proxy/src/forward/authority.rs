@@ -235,7 +235,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(1024))]
+        #![proptest_config(ProptestConfig::with_cases(4096))]
 
         #[test]
         fn an_accepted_request_has_exactly_one_authority(

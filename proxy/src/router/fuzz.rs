@@ -180,7 +180,7 @@ fn head(r: &Req) -> http::request::Parts {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     #[test]
     fn the_router_agrees_with_first_match_in_file_order(
