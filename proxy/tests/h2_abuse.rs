@@ -246,3 +246,43 @@ async fn ordinary_traffic_with_occasional_cancels_keeps_its_connection() {
     assert!(!connection.is_finished(), "the connection was closed");
     assert!(up.hits() >= 800);
 }
+
+#[tokio::test]
+async fn a_connection_whose_stream_was_cancelled_still_idles_out() {
+    // A cancelled stream used to stay counted as in flight, so the idle timeout
+    // never closed its connection.
+    let up = upstream("a").await;
+    up.set(Behavior {
+        delay: Duration::from_secs(30),
+        ..Behavior::default()
+    });
+    let yaml = simple_config(&[&up], "", NO_ADMISSION).replace(
+        "    routes:",
+        "    limits: { idle_timeout: 1s }\n    routes:",
+    );
+    let proxy = start_proxy(&yaml).await;
+    let addr = proxy.addr("public");
+    let (client, connection) = h2_connect(addr).await;
+    let (response, mut stream) = open(&client, addr, "/slow").await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the request reaches the upstream",
+        || {
+            let n = up.in_flight();
+            async move { n == 1 }
+        },
+    )
+    .await;
+    stream.send_reset(h2::Reason::CANCEL);
+    drop(response);
+    // Closed by the 1 s idle timeout, well before the upstream's 30 s answer.
+    eventually(
+        Duration::from_secs(15),
+        "the idle connection is closed",
+        || {
+            let done = connection.is_finished();
+            async move { done }
+        },
+    )
+    .await;
+}
