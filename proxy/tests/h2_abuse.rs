@@ -51,6 +51,26 @@ async fn open(
         .send_request(h2_get(addr, path), true)
 }
 
+/// Opens a stream to `up` (which holds it), waits until the upstream has it, resets it.
+async fn cancel_once_forwarded(
+    client: &h2::client::SendRequest<Bytes>,
+    addr: SocketAddr,
+    up: &Upstream,
+) {
+    let (response, mut stream) = open(client, addr, "/slow").await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the request reaches the upstream",
+        || {
+            let n = up.in_flight();
+            async move { n == 1 }
+        },
+    )
+    .await;
+    stream.send_reset(h2::Reason::CANCEL);
+    drop(response);
+}
+
 /// GET `path` on `client`; the status.
 async fn status_of(client: &h2::client::SendRequest<Bytes>, addr: SocketAddr, path: &str) -> u16 {
     let (response, _) = open(client, addr, path).await.unwrap();
@@ -195,18 +215,7 @@ async fn a_cancelled_stream_stops_its_upstream_request() {
     let (proxy, up) = proxy_with(Duration::from_secs(30), "cancel").await;
     let addr = proxy.addr("cancel");
     let (client, _connection) = h2_connect(addr).await;
-    let (response, mut stream) = open(&client, addr, "/slow").await.unwrap();
-    eventually(
-        Duration::from_secs(5),
-        "the request reaches the upstream",
-        || {
-            let n = up.in_flight();
-            async move { n == 1 }
-        },
-    )
-    .await;
-    stream.send_reset(h2::Reason::CANCEL);
-    drop(response);
+    cancel_once_forwarded(&client, addr, &up).await;
     // Cut off well before the upstream's 30 s answer.
     eventually(
         Duration::from_secs(10),
@@ -263,18 +272,7 @@ async fn a_connection_whose_stream_was_cancelled_still_idles_out() {
     let proxy = start_proxy(&yaml).await;
     let addr = proxy.addr("public");
     let (client, connection) = h2_connect(addr).await;
-    let (response, mut stream) = open(&client, addr, "/slow").await.unwrap();
-    eventually(
-        Duration::from_secs(5),
-        "the request reaches the upstream",
-        || {
-            let n = up.in_flight();
-            async move { n == 1 }
-        },
-    )
-    .await;
-    stream.send_reset(h2::Reason::CANCEL);
-    drop(response);
+    cancel_once_forwarded(&client, addr, &up).await;
     // Closed by the 1 s idle timeout, well before the upstream's 30 s answer.
     eventually(
         Duration::from_secs(15),
