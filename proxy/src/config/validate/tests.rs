@@ -96,6 +96,12 @@ clusters:
     assert_eq!(l.limits.idle_timeout, Duration::from_secs(60));
     assert_eq!(l.limits.max_header_bytes, 65_536);
     assert_eq!(l.limits.max_request_body_bytes, 10_485_760);
+    assert_eq!(l.limits.max_concurrent_streams, 100);
+    assert_eq!(l.limits.premature_reset_total_stream_count, 500);
+    assert_eq!(
+        l.limits.premature_reset_min_stream_lifetime,
+        Duration::from_secs(1)
+    );
     let r = &l.routes[0];
     assert_eq!(r.matcher.host, None);
     assert_eq!(r.matcher.path, PathMatch::Prefix("/".into()));
@@ -168,6 +174,10 @@ fn bad_configs_report_path_and_reason() {
         ("    routes:\n      - name: api", "    limits: {idle_timeout: 0s}\n    routes:\n      - name: api", "listeners[0].limits.idle_timeout", "greater than 0"),
         ("    routes:\n      - name: api", "    limits: {max_header_bytes: 1KiB}\n    routes:\n      - name: api", "listeners[0].limits.max_header_bytes", "at least 8KiB"),
         ("    routes:\n      - name: api", "    limits: {max_request_body_bytes: 10 furlongs}\n    routes:\n      - name: api", "listeners[0].limits.max_request_body_bytes", "is not a size"),
+        ("    routes:\n      - name: api", "    limits: {max_concurrent_streams: 0}\n    routes:\n      - name: api", "listeners[0].limits.max_concurrent_streams", "between 1 and"),
+        ("    routes:\n      - name: api", "    limits: {max_concurrent_streams: 4294967295}\n    routes:\n      - name: api", "listeners[0].limits.max_concurrent_streams", "between 1 and"),
+        ("    routes:\n      - name: api", "    limits: {premature_reset_total_stream_count: 1}\n    routes:\n      - name: api", "listeners[0].limits.premature_reset_total_stream_count", "at least 2"),
+        ("    routes:\n      - name: api", "    limits: {premature_reset_min_stream_lifetime: 0s}\n    routes:\n      - name: api", "listeners[0].limits.premature_reset_min_stream_lifetime", "greater than 0"),
         ("    routes:\n      - name: api", "    tls: {certs: []}\n    routes:\n      - name: api", "listeners[0].tls.certs", "at least one certificate"),
         // routes
         ("      - name: rest", "      - name: api", "listeners[0].routes[1].name", "duplicate route name `api`"),
