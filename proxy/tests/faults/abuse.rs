@@ -1,5 +1,6 @@
 //! Abusive clients beside normal traffic: a slowloris crowd, slow readers, a
-//! flood of unique rate-limit keys. Normal traffic keeps its success rate.
+//! flood of unique rate-limit keys, an HTTP/2 rapid-reset client. Normal traffic
+//! keeps its success rate.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use super::check::Expect;
 use super::load::Stream;
 use super::raw::{raw_upstream, Script, BIG_BODY};
 use super::setup::{Cfg, Proxy};
-use crate::common::{eventually, get, metric, upstream};
+use crate::common::{eventually, get, metric, upstream, Behavior};
 
 /// Opens `n` connections that send a request head one header line every 200 ms;
 /// returns how long each lasted before the proxy closed it (`None`: still open
@@ -176,4 +177,73 @@ async fn unique_key_flood_beside_normal_traffic() {
         "the key table stays bounded: {keys} keys"
     );
     assert!(overflow > 0.0, "the flood overflowed the table: {page}");
+}
+
+/// A paced HTTP/2 rapid reset on one connection (open a stream, wait until the
+/// upstream has it, reset it; up to 5,000 times): returns how many streams the
+/// connection took before the proxy sent GOAWAY (5,000: it never did).
+async fn rapid_reset(addr: SocketAddr, up: &crate::common::Upstream) -> usize {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut opened = 0;
+    for _ in 0..5_000 {
+        let req = http::Request::get(format!("http://{addr}/fault/x"))
+            .body(())
+            .expect("request");
+        let Ok(mut ready) = client.clone().ready().await else {
+            break;
+        };
+        let Ok((response, mut stream)) = ready.send_request(req, true) else {
+            break;
+        };
+        opened += 1;
+        let forwarded = Instant::now();
+        while up.hits() < opened && forwarded.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+        drop(response);
+    }
+    opened
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_client_beside_normal_traffic() {
+    let app = upstream("normal").await;
+    // The abuser's streams go to an app that never answers in time: each one it
+    // resets is a premature reset of a request already forwarded.
+    let slow = upstream("fault").await;
+    slow.set(Behavior {
+        delay: Duration::from_secs(30),
+        ..Behavior::default()
+    });
+    let cfg = Cfg {
+        normal: vec![app.endpoint()],
+        fault: vec![slow.endpoint()],
+        fault_cluster: "    admission: { enabled: false }".into(),
+        ..Cfg::default()
+    };
+    let p = Proxy::start(&cfg.text()).await;
+    let addr = p.bin.listeners["public"];
+    let (_, opened) = p
+        .case(
+            "HTTP/2 rapid reset on one connection",
+            vec![Stream::normal(p.url("/normal/x"), 300, 150)],
+            rapid_reset(addr, &slow),
+            Expect::default(),
+        )
+        .await;
+    assert!(
+        opened < 1_000,
+        "the abusive connection took {opened} streams without GOAWAY"
+    );
+    let page = get(&p.bin.admin_url("/metrics")).await.body;
+    let closed = metric(
+        &page,
+        "floodgate_listener_connections_closed_total{listener=\"public\",reason=\"rapid_reset\"}",
+    );
+    assert_eq!(closed, 1.0, "one connection closed for rapid reset");
 }
