@@ -25,6 +25,9 @@ pub const OUTLIER_EJECTIONS: &str = "floodgate_outlier_ejections_total";
 pub const ENDPOINTS_AVAILABLE: &str = "floodgate_endpoints_available";
 /// Config reload attempts, by result (`applied`, `rejected`, `unchanged`).
 pub const CONFIG_RELOADS: &str = "floodgate_config_reloads_total";
+/// Histogram: seconds from a validated config handed to `apply` to its snapshot
+/// serving (build and swap), of the configs applied.
+pub const CONFIG_APPLY_SECONDS: &str = "floodgate_config_apply_seconds";
 /// The version number of the running configuration.
 pub const CONFIG_VERSION: &str = "floodgate_config_version";
 /// 1 while a route's `burst:` overrides are in force (its cluster in burst mode), by listener and route.
@@ -67,6 +70,9 @@ pub const RATE_LIMIT_OVERFLOW_TOTAL: &str = "floodgate_rate_limit_overflow_total
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+const APPLY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -74,6 +80,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(CONFIG_APPLY_SECONDS.to_owned()),
+                    APPLY_BUCKETS,
+                )
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -136,6 +148,10 @@ fn describe() {
         "Endpoints healthy and not ejected, by cluster."
     );
     describe_counter!(CONFIG_RELOADS, "Config reload attempts, by result.");
+    describe_histogram!(
+        CONFIG_APPLY_SECONDS,
+        "Seconds from a validated config to its snapshot serving (build and swap)."
+    );
     describe_gauge!(
         CONFIG_VERSION,
         "Version number of the running configuration."
