@@ -251,14 +251,16 @@ pub struct RequestMetrics {
     route: SharedString,
     cluster: SharedString,
     common: [OnceLock<metrics::Counter>; COMMON_CODES.len()],
-    duration: metrics::Histogram,
+    /// Registered on the first request: the recorder keeps buckets for every histogram
+    /// it knows, some 2.7 KB each, which at 10,000 routes mostly never asked is 27 MB.
+    duration: OnceLock<metrics::Histogram>,
 }
 
 impl RequestMetrics {
     /// Handles for requests of `route` sent to `cluster` (`-` when none).
     pub fn new(route: SharedString, cluster: SharedString) -> Self {
         Self {
-            duration: metrics::histogram!(REQUEST_DURATION, "route" => route.clone()),
+            duration: OnceLock::new(),
             route,
             cluster,
             common: Default::default(),
@@ -283,7 +285,9 @@ impl RequestMetrics {
             },
             None => register().increment(1),
         }
-        self.duration.record(elapsed.as_secs_f64());
+        self.duration
+            .get_or_init(|| metrics::histogram!(REQUEST_DURATION, "route" => self.route.clone()))
+            .record(elapsed.as_secs_f64());
     }
 }
 
