@@ -32,41 +32,17 @@ OUT="$ROOT/reports/routes-$(date +%Y%m%d-%H%M%S)"
 RUN="$OUT/run"
 mkdir -p "$RUN"
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx; then
-  echo "installing wrk and nginx (apt-get)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+need_wrk_nginx
 ${CARGO:-cargo} build --release -q -p floodgate
 FLOODGATE="$ROOT/target/release/floodgate"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 UP=$(free_port)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-nginx_conf() { # $1 name, $2 workers, $3 file with the http-level blocks
-  cat > "$RUN/$1.conf" <<CONF
-worker_processes $2;
-daemon off;
-pid $RUN/$1.pid;
-error_log $RUN/$1.error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server_names_hash_max_size 65536;
-  server_names_hash_bucket_size 128;
-  client_body_temp_path $RUN/$1-body;
-  proxy_temp_path $RUN/$1-proxy;
-  fastcgi_temp_path $RUN/$1-fastcgi;
-  uwsgi_temp_path $RUN/$1-uwsgi;
-  scgi_temp_path $RUN/$1-scgi;
-  include $3;
-}
-CONF
-}
 
 # Generates the Floodgate and nginx configs: gen KIND ROUTES PORT [ADMIN_PORT] [CHANGED].
 gen() {
@@ -101,7 +77,7 @@ PY
 }
 
 echo "server { listen 127.0.0.1:$UP; location / { return 200 'ok\n'; } }" > "$RUN/upstream.http"
-nginx_conf upstream 1 "$RUN/upstream.http"
+nginx_conf upstream 1 "include $RUN/upstream.http;"
 nginx -c "$RUN/upstream.conf" & PIDS+=($!)
 
 # name:routes:host:path for each path under test.
@@ -117,7 +93,7 @@ for t in $TARGETS; do
     PIDS+=($!); FGPID[$name]=$!
   else
     gen "$name" "$routes" "${PORT[$name]}" > "$RUN/$name.http"
-    nginx_conf "$name" 2 "$RUN/$name.http"
+    nginx_conf "$name" 2 "server_names_hash_max_size 65536; server_names_hash_bucket_size 128; include $RUN/$name.http;"
     nginx -c "$RUN/$name.conf" & PIDS+=($!)
   fi
 done
@@ -139,7 +115,6 @@ declare -A ALL R
 for round in $(seq "$ROUNDS"); do
   for name in $NAMES; do ALL[$name]="${ALL[$name]:-} $(rps "$name")"; done
 done
-median() { python3 -c "import sys, statistics; print(f'{statistics.median(map(float, sys.argv[1:])):.0f}')" "$@"; }
 # shellcheck disable=SC2086
 for name in $NAMES; do R[$name]=$(median ${ALL[$name]}); done
 declare -A LOADED
@@ -167,7 +142,6 @@ else:
 PY
 )
 
-paired() { python3 -c "import sys, statistics; a, b = sys.argv[1].split(), sys.argv[2].split(); r = [float(x) / float(y) for x, y in zip(a, b)]; print(f'{statistics.median(r):.2f} (rounds: ' + ' '.join(f'{x:.2f}' for x in r) + ')')" "$1" "$2"; }
 per_route() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{(a-b)/($N-1):.2f}')" "$1" "$2"; }
 {
   echo "# Routing at scale ($(nproc) cores, wrk -t2 -c$CONNS -d${DURATION}s, median of $ROUNDS rounds; requests match route $LAST)"
