@@ -37,6 +37,7 @@ pub mod fence;
 pub mod observe;
 pub mod plane;
 pub mod push;
+pub mod quota;
 pub mod registry;
 pub mod replicas;
 pub mod reports;

@@ -34,10 +34,17 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Colour only on a terminal, and never with NO_COLOR set (log files and
+    // `kubectl logs` get plain text).
+    let color = {
+        use std::io::IsTerminal;
+        std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(color)
         .init();
     let config = match floodgate_control::config::load_file(&args.config) {
         Ok(c) => c,

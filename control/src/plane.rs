@@ -46,6 +46,8 @@ pub struct Plane {
     /// Woken by every accepted load report: the autoscaler decides at once (at
     /// most every [`crate::autoscale::run::MIN_GAP`]) instead of at its next tick.
     pub reports_arrived: tokio::sync::Notify,
+    /// The cluster-wide rate limits' split (leases in the report replies).
+    pub quotas: crate::quota::QuotaBoard,
     groups: Mutex<BTreeMap<String, Group>>,
 }
 
@@ -96,6 +98,7 @@ impl Plane {
             replicas: ReplicaBoard::default(),
             load: Arc::new(MemoryLoad::new()),
             reports_arrived: tokio::sync::Notify::new(),
+            quotas: crate::quota::QuotaBoard::starting_now(),
             groups: Mutex::new(BTreeMap::new()),
         }
     }

@@ -266,3 +266,51 @@ async fn reports_resume_after_a_control_plane_restart() {
     .await;
     drop(m);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_fails_its_health_checks_is_not_ready() {
+    let up = slow_upstream(Duration::from_millis(1)).await;
+    // A second endpoint nobody listens on: health checks fail.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("groups")).unwrap();
+    std::fs::write(
+        dir.path().join("groups/edge.yaml"),
+        format!(
+            "listeners:\n  - name: web\n    listen: 127.0.0.1:0\n    routes: [ {{ name: all, cluster: app }} ]\n\
+             clusters:\n  - name: app\n    endpoints: [\"{up}\", \"{dead}\"]\n    \
+             health_check: {{ path: /, interval: 100ms, timeout: 100ms, healthy_threshold: 1, unhealthy_threshold: 1 }}\n"
+        ),
+    )
+    .unwrap();
+    let text = format!(
+        "listen: 127.0.0.1:0\nconfigs_dir: groups\n\
+         tokens: {{ proxy: {PROXY}, app: {APP}, operator: {OPERATOR} }}\n\
+         long_poll: {{ timeout: 1s, jitter: 0s }}\n\
+         autoscale:\n  app: {{ target_concurrency_per_replica: 2, max_replicas: 10 }}\n"
+    );
+    let config = floodgate_control::config::parse_str(&text, "control.yaml", dir.path()).unwrap();
+    let running = floodgate_control::start(config).await.unwrap();
+    let cp = running.local_addr();
+    // Before any report: the two endpoints the group lists.
+    let before = eventually("a first decision", || async {
+        let s = scale(cp).await;
+        s["ready"].is_u64().then_some(s)
+    })
+    .await;
+    assert_eq!(before["ready"], 2, "{before}");
+    let _m = proxy(cp, dir.path());
+    // Once the proxy's health checks find the dead one out, it is not counted.
+    let after = eventually(
+        "ready drops to the endpoint the proxy finds healthy",
+        || async {
+            let s = scale(cp).await;
+            (s["nodes"] == 1 && s["ready"] == 1).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(after["ready"], 1, "{after}");
+}

@@ -189,9 +189,11 @@ async fn run(path: PathBuf, config: Config, workers: Arc<Workers>) -> anyhow::Re
     observe::prometheus();
     let admin_addr = config.admin.listen;
     tracing::info!(workers = workers.handles().len(), "starting");
+    let admin_token = config.admin.token.clone();
     let mut admin = Admin::bind(admin_addr)
         .await
-        .with_context(|| format!("binding admin listener {admin_addr}"))?;
+        .with_context(|| format!("binding admin listener {admin_addr}"))?
+        .with_token(admin_token);
     tracing::info!(addr = %admin.local_addr()?, "admin listening");
     let (proxy, background, managed) = if config.control_plane.is_some() {
         // The bootstrap is read once: the config comes from the control plane, so

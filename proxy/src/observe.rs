@@ -36,6 +36,9 @@ pub const ROUTE_BURST_ACTIVE: &str = "floodgate_route_burst_active";
 pub const DOWNSTREAM_CONNECTIONS: &str = "floodgate_downstream_connections";
 /// Downstream connections each worker serves, by listener and worker.
 pub const WORKER_CONNECTIONS: &str = "floodgate_worker_connections";
+/// Downstream connections the proxy closed on its own, by listener and reason
+/// (`idle`, `header_timeout`, `send_timeout`, `rapid_reset`).
+pub const LISTENER_CONNECTIONS_CLOSED: &str = "floodgate_listener_connections_closed_total";
 /// Requests the proxy turned away by itself, by cluster and reason (`overflow`, `circuit_open`, ...).
 pub const SHED_TOTAL: &str = "floodgate_shed_total";
 /// Circuit-breaker state by cluster: 0 closed, 1 open, 2 half-open.
@@ -167,6 +170,10 @@ fn describe() {
     describe_gauge!(
         WORKER_CONNECTIONS,
         "Downstream connections each worker serves, by listener and worker."
+    );
+    describe_counter!(
+        LISTENER_CONNECTIONS_CLOSED,
+        "Downstream connections closed by the proxy, by listener and reason."
     );
     describe_counter!(
         CACHE_REQUESTS_TOTAL,

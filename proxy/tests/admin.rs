@@ -53,3 +53,44 @@ async fn admin_endpoints_report_state() {
 
     assert_eq!(get(&p.admin_url("/nope")).await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_listener_off_loopback_asks_for_its_token_except_on_probes() {
+    let app = upstream("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin-token"), "admin-token-0123456789\n").unwrap();
+    let config = dir.path().join("floodgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "admin: {{ listen: 0.0.0.0:0, token: file:admin-token }}\n\
+             server: {{ access_log: false }}\n\
+             listeners:\n  - name: web\n    listen: 127.0.0.1:0\n    routes: [ {{ name: all, cluster: app }} ]\n\
+             clusters:\n  - name: app\n    endpoints: [\"{}\"]\n",
+            app.addr
+        ),
+    )
+    .unwrap();
+    let bin = Bin::start(&config).await;
+    let admin = format!("http://127.0.0.1:{}", bin.admin.port());
+    for probe in ["/live", "/ready"] {
+        assert_eq!(get(&format!("{admin}{probe}")).await.status, 200, "{probe}");
+    }
+    for path in ["/config", "/metrics", "/clusters"] {
+        let denied = get(&format!("{admin}{path}")).await;
+        assert_eq!(denied.status, 401, "{path}");
+        assert_eq!(denied.header("www-authenticate"), "Bearer");
+        let req = http::Request::get(format!("{admin}{path}"))
+            .header("authorization", "Bearer admin-token-0123456789")
+            .body(http_body_util::Full::default())
+            .unwrap();
+        assert_eq!(send(&client(), req).await.status, 200, "{path}");
+    }
+    // The token is never shown: /config redacts it.
+    let req = http::Request::get(format!("{admin}/config"))
+        .header("authorization", "Bearer admin-token-0123456789")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let config = send(&client(), req).await.body;
+    assert!(!config.contains("admin-token-0123456789"), "{config}");
+}

@@ -96,7 +96,7 @@ fn allowed(method: &Method, path: &str) -> Option<&'static [Role]> {
         (&Method::GET, "/v1/snapshot") | (&Method::POST, "/v1/ack" | "/v1/nack") => PROXY,
         (&Method::POST, "/v1/reports") => PROXY,
         (&Method::GET, "/v1/nodes" | "/v1/groups" | "/v1/endpoints" | "/metrics") => OPERATOR,
-        (&Method::GET, "/v1/reports" | "/v1/scale" | "/v1/scalers") => OPERATOR,
+        (&Method::GET, "/v1/reports" | "/v1/scale" | "/v1/scalers" | "/v1/quotas") => OPERATOR,
         (&Method::GET, p) if p.strip_prefix("/v1/scale/").is_some_and(|c| !c.is_empty()) => {
             OPERATOR
         }
@@ -149,6 +149,9 @@ pub async fn respond(plane: &Plane, req: Request<Incoming>) -> Response<Body> {
             .reporters(crate::autoscale::run::now_ms())
             .map(|r| ok_json(&json!({ "reporters": r }))),
         (Method::GET, "/v1/scale") => Ok(scale_all(plane)),
+        (Method::GET, "/v1/quotas") => Ok(ok_json(&json!({
+            "routes": plane.quotas.view(crate::autoscale::run::now_ms())
+        }))),
         (Method::GET, "/v1/scalers") => Ok(ok_json(&json!({ "scalers": plane.replicas.all() }))),
         (Method::GET, p) if p.starts_with("/v1/scale/") => Ok(scale_one(plane, p)),
         (_, "/v1/endpoints") => deregister(plane, req).await,
@@ -292,11 +295,19 @@ async fn report(plane: &Plane, req: Request<Incoming>) -> Result<Response<Body>,
             return Ok(resp);
         }
     };
-    match plane.load.record(&r, crate::autoscale::run::now_ms()) {
+    let now_ms = crate::autoscale::run::now_ms();
+    let checked = crate::quota::check(&r).map_err(ReportError::Invalid);
+    match checked.and_then(|()| plane.load.record(&r, now_ms)) {
         Ok(()) => {
             metrics::counter!(observe::REPORTS, "result" => "ok").increment(1);
             plane.reports_arrived.notify_one();
-            Ok(ok_json(&json!({ "ok": true })))
+            // The reply carries the reporter's leases of cluster-wide limits, if any.
+            let leases = plane.quotas.on_report(&r, now_ms);
+            if leases.is_empty() {
+                Ok(ok_json(&json!({ "ok": true })))
+            } else {
+                Ok(ok_json(&json!({ "ok": true, "leases": leases })))
+            }
         }
         Err(ReportError::Invalid(why)) => {
             metrics::counter!(observe::REPORTS, "result" => "refused").increment(1);

@@ -257,7 +257,9 @@ impl Decider {
     }
 }
 
-/// Reads the observation of `cluster` from the load store: its three windows.
+/// Reads the observation of `cluster` from the load store: its three windows, and
+/// `ready` lowered to the endpoints the proxies find available (a registered replica
+/// that fails its health checks, or is ejected, is not ready).
 pub fn observe(
     load: &dyn LoadStore,
     cluster: &str,
@@ -277,7 +279,7 @@ pub fn observe(
         panic: w(1),
         fast: w(2),
         fast_arrivals,
-        ready,
+        ready: view.available.map_or(ready, |a| ready.min(a)),
         nodes: view.nodes,
     };
     // A short window with no answer yet borrows the longer window's latency.

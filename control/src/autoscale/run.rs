@@ -124,6 +124,8 @@ pub fn tick_once(plane: &Plane, deciders: &mut BTreeMap<String, (Decider, u64)>,
             }
         };
         let d = decider.decide(&obs, now);
+        // Registered and found available by the proxies.
+        let ready = obs.ready;
         let mut state = ScaleState {
             cluster: cluster.clone(),
             desired: d.desired,

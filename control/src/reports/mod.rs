@@ -47,6 +47,9 @@ pub struct ClusterLoadView {
     pub p99_ms: Option<f64>,
     /// Arrivals counted in the last window asked for (the shortest, by convention).
     pub fast_arrivals: f64,
+    /// The most endpoints any proxy finds available (healthy, not ejected) in its
+    /// last report; None when no proxy reports it.
+    pub available: Option<u32>,
 }
 
 /// A reporting proxy, for `GET /v1/reports`.
@@ -186,6 +189,10 @@ impl LoadStore for MemoryLoad {
             if let Some(p) = series.latest().and_then(|s| s.p99_ms) {
                 view.p99_ms = Some(view.p99_ms.map_or(p, |q: f64| q.max(p)));
             }
+            if let Some(a) = series.last_load().and_then(|l| l.available_endpoints) {
+                let a = u32::try_from(a).unwrap_or(u32::MAX);
+                view.available = Some(view.available.map_or(a, |b: u32| b.max(a)));
+            }
         }
         view.fast_arrivals = per_window
             .last()
@@ -253,7 +260,9 @@ mod tests {
                 limit: Some(10),
                 latency_p50_ms: None,
                 latency_p99_ms: Some(12.0),
+                available_endpoints: None,
             }],
+            routes: Vec::new(),
         }
     }
 
@@ -286,5 +295,24 @@ mod tests {
         let mut bad = report("a", 0);
         bad.interval_ms = 0;
         assert!(store.record(&bad, 0).is_err());
+    }
+
+    #[test]
+    fn available_is_the_most_any_fresh_proxy_finds_and_absent_without_reports_of_it() {
+        let store = MemoryLoad::new();
+        let w = [Duration::from_secs(1)];
+        store.record(&report("old-proxy", 10), 0).unwrap();
+        assert_eq!(store.cluster("app", &w, 0).unwrap().available, None);
+        let mut a = report("a", 10);
+        a.clusters[0].available_endpoints = Some(2);
+        let mut b = report("b", 10);
+        b.clusters[0].available_endpoints = Some(3);
+        store.record(&a, 100).unwrap();
+        store.record(&b, 100).unwrap();
+        assert_eq!(store.cluster("app", &w, 100).unwrap().available, Some(3));
+        // b goes stale: only a's view counts.
+        a.clusters[0].available_endpoints = Some(1);
+        store.record(&a, 2000).unwrap();
+        assert_eq!(store.cluster("app", &w, 2000).unwrap().available, Some(1));
     }
 }

@@ -119,6 +119,11 @@ impl Series {
         }
     }
 
+    /// The last report's load, as the proxy sent it.
+    pub fn last_load(&self) -> Option<&ClusterLoad> {
+        self.last.as_ref()
+    }
+
     /// The latest sample.
     pub fn latest(&self) -> Option<&Sample> {
         self.samples.back()
@@ -227,6 +232,7 @@ mod tests {
             limit: None,
             latency_p50_ms: None,
             latency_p99_ms: None,
+            available_endpoints: None,
         }
     }
 

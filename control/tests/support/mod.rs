@@ -220,3 +220,97 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// An upstream answering 200 to every request and counting them.
+pub async fn counting_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let count = std::sync::Arc::new(AtomicU64::new(0));
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let counter = std::sync::Arc::clone(&count);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = socket.accept().await else {
+                continue;
+            };
+            let counter = std::sync::Arc::clone(&counter);
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok")))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// A proxy (`floodgate::control_client::Managed`, in this process) driven by `cp`
+/// as node `node` of `group` (default report interval), with its snapshot file in
+/// `dir`; fast retries so tests do not wait on the backoff.
+pub fn managed_proxy(
+    cp: &ControlPlane,
+    group: &str,
+    node: &str,
+    dir: &std::path::Path,
+) -> floodgate::control_client::Managed {
+    let bootstrap = format!(
+        "control_plane:\n  url: {}\n  node_id: {node}\n  group: {group}\n  token: {PROXY}\n  \
+         snapshot_file: {}\n  poll_timeout: 5s\n  backoff: {{ initial: 20ms, max: 200ms }}\n",
+        cp.url(),
+        dir.join(format!("{node}.snapshot.yaml")).display()
+    );
+    let config = floodgate::config::parse_str(&bootstrap, "bootstrap.yaml", dir).unwrap();
+    floodgate::control_client::Managed::start(config, dir).unwrap()
+}
+
+/// Serves `m`'s admin API (with `/control` and `/metrics`) on 127.0.0.1:0.
+pub async fn managed_admin(m: &floodgate::control_client::Managed) -> SocketAddr {
+    floodgate::observe::prometheus();
+    let admin = floodgate::admin::Admin::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .with_control(std::sync::Arc::clone(m.status()));
+    let addr = admin.local_addr().unwrap();
+    tokio::spawn(admin.serve(std::sync::Arc::clone(m.proxy())));
+    addr
+}
+
+/// An upstream answering every request with `name` after `delay`, counting the
+/// requests in flight.
+pub async fn slow_upstream(
+    name: &'static str,
+    delay: Duration,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let in_flight = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&in_flight);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = socket.accept().await else {
+                continue;
+            };
+            let counter = std::sync::Arc::clone(&counter);
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| {
+                    let counter = std::sync::Arc::clone(&counter);
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        counter.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, in_flight)
+}

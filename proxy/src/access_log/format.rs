@@ -230,10 +230,10 @@ fn value(line: &Line<'_>, field: Field, format: Format, out: &mut Vec<u8>) {
             out.extend_from_slice(quote_open(format));
         }
         Field::Client => addr(line.client, format, out),
-        Field::Method => text(Some(line.method.as_bytes()), format, out),
+        Field::Method => token(Some(line.method), format, out),
         Field::Host => text(line.host, format, out),
         Field::Path => text(Some(line.path.as_bytes()), format, out),
-        Field::Protocol => text(Some(line.protocol.as_bytes()), format, out),
+        Field::Protocol => token(Some(line.protocol), format, out),
         Field::Status => number(u64::from(line.status), out),
         Field::BytesIn => match line.bytes_in {
             Some(n) => number(n, out),
@@ -261,12 +261,37 @@ fn value(line: &Line<'_>, field: Field, format: Format, out: &mut Vec<u8>) {
             Some(d) => millis(d, out),
             None => absent(format, out),
         },
-        Field::Route => text(line.route.map(str::as_bytes), format, out),
-        Field::Cluster => text(line.cluster.map(str::as_bytes), format, out),
-        Field::Listener => text(Some(line.listener.as_bytes()), format, out),
+        Field::Route => token(line.route, format, out),
+        Field::Cluster => token(line.cluster, format, out),
+        Field::Listener => token(Some(line.listener), format, out),
         Field::Reason => text(line.reason, format, out),
         Field::RequestId => text(line.request_id, format, out),
         Field::TraceId => text(line.trace_id, format, out),
+    }
+}
+
+/// A value that needs no escaping in either format — a method (an HTTP token), the
+/// protocol, or a name the config validated (letters, digits, `-`, `_`, `.`) — is
+/// copied as it is; anything else goes through [`text`].
+fn token(value: Option<&str>, format: Format, out: &mut Vec<u8>) {
+    let Some(v) = value else {
+        absent(format, out);
+        return;
+    };
+    let safe = !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+    if !safe {
+        text(Some(v.as_bytes()), format, out);
+        return;
+    }
+    match format {
+        Format::Json => {
+            out.push(b'"');
+            out.extend_from_slice(v.as_bytes());
+            out.push(b'"');
+        }
+        Format::Text => out.extend_from_slice(v.as_bytes()),
     }
 }
 

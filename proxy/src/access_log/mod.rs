@@ -1,6 +1,6 @@
 //! The access log, made for the request path: a line is formatted straight into
-//! the serving thread's own buffer ([`format`]) and handed to one writer thread
-//! off the request path ([`sink`]); a full queue drops lines and counts them, it
+//! the serving thread's own buffer ([`format`](mod@format)) and handed to one writer thread
+//! off the request path ([`sink`](mod@sink)); a full queue drops lines and counts them, it
 //! never blocks a request. `tracing` stays for the process's own log.
 //!
 //! A leaf: the config names its [`Format`], [`Field`]s and [`Target`]; the request

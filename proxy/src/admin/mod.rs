@@ -12,7 +12,10 @@
 //! Bound to a loopback address, it answers only requests whose `Host` is an IP
 //! address or `localhost` (403 otherwise, `/live` and `/ready` excepted): a page
 //! in a browser on the same host could otherwise read `/config` through DNS
-//! rebinding (its requests carry the attacker's host name).
+//! rebinding (its requests carry the attacker's host name). With `admin.token`
+//! (required when it is bound to any other address) every request but `/live` and
+//! `/ready` must carry `Authorization: Bearer <token>` (401 otherwise): the API
+//! shows the config and every cluster's state.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +29,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::body::{self, Body};
+use crate::config::secret::Secret;
 use crate::control_client::status::Status;
 use crate::observe;
 use crate::state::Proxy;
@@ -36,6 +40,8 @@ pub struct Admin {
     control: Option<Arc<Status>>,
     /// Bound to loopback: only IP or `localhost` hosts are answered.
     loopback: bool,
+    /// The bearer token asked for (all but `/live` and `/ready`).
+    token: Option<Arc<Secret>>,
 }
 
 impl Admin {
@@ -45,7 +51,14 @@ impl Admin {
             socket: TcpListener::bind(addr).await?,
             control: None,
             loopback: addr.ip().is_loopback(),
+            token: None,
         })
+    }
+
+    /// Asks every request but `/live` and `/ready` for `Authorization: Bearer <token>`.
+    pub fn with_token(mut self, token: Option<Secret>) -> Self {
+        self.token = token.map(Arc::new);
+        self
     }
 
     /// Reports the control-plane client's status on `/ready` and `/control`.
@@ -73,16 +86,28 @@ impl Admin {
             let proxy = Arc::clone(&proxy);
             let control = self.control.clone();
             let loopback = self.loopback;
+            let token = self.token.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let proxy = Arc::clone(&proxy);
                     let control = control.clone();
+                    let token = token.clone();
                     async move {
                         let response = if loopback && !local_host(&req) {
                             text(
                                 StatusCode::FORBIDDEN,
                                 "admin: the Host must be an IP address or localhost\n",
                             )
+                        } else if !authorized(token.as_deref(), &req) {
+                            let mut r = text(
+                                StatusCode::UNAUTHORIZED,
+                                "admin: Authorization: Bearer <admin.token> required\n",
+                            );
+                            r.headers_mut().insert(
+                                header::WWW_AUTHENTICATE,
+                                HeaderValue::from_static("Bearer"),
+                            );
+                            r
                         } else {
                             respond(&proxy, control.as_deref(), req)
                         };
@@ -146,6 +171,21 @@ pub fn respond(proxy: &Proxy, control: Option<&Status>, req: Request<Incoming>) 
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// Whether a request passes the admin token: no token configured, a probe path
+/// (`/live`, `/ready`), or `Authorization: Bearer <token>` (compared in constant time).
+fn authorized<B>(token: Option<&Secret>, req: &Request<B>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    if matches!(req.uri().path(), "/live" | "/ready") {
+        return true;
+    }
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|presented| token.matches(presented.trim_ascii()))
 }
 
 /// Whether a request may be answered by a loopback-bound admin listener: `Host`
@@ -234,5 +274,36 @@ mod tests {
             local_host(&with_host("/ready", Some("evil.test"))),
             "probes pass"
         );
+    }
+
+    #[test]
+    fn off_loopback_every_path_but_the_probes_needs_the_bearer_token() {
+        let token = Secret::new("admin-token-0123456789");
+        let req = |path: &str, auth: Option<&str>| {
+            let mut b = Request::get(path);
+            if let Some(a) = auth {
+                b = b.header(header::AUTHORIZATION, a);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(authorized(None, &req("/config", None)));
+        for probe in ["/live", "/ready"] {
+            assert!(authorized(Some(&token), &req(probe, None)));
+        }
+        for path in ["/config", "/clusters", "/metrics", "/control", "/"] {
+            assert!(!authorized(Some(&token), &req(path, None)), "{path}");
+            assert!(!authorized(
+                Some(&token),
+                &req(path, Some("Bearer wrong-token-0123456789"))
+            ));
+            assert!(!authorized(
+                Some(&token),
+                &req(path, Some("Basic admin-token-0123456789"))
+            ));
+            assert!(authorized(
+                Some(&token),
+                &req(path, Some("Bearer admin-token-0123456789"))
+            ));
+        }
     }
 }

@@ -115,8 +115,9 @@ impl Cluster {
             .circuit_breaker
             .as_ref()
             .map(|b| Breaker::new(&config.name, b));
+        // Without a breaker block the cluster still has Envoy's default caps.
         let limits = breaker.as_ref().map_or_else(
-            || Arc::new(ConnLimits::unlimited()),
+            || Arc::new(ConnLimits::for_cluster_defaults(&config.name)),
             |b| Arc::clone(b.conn_limits()),
         );
         let pool_settings = Arc::new(PoolSettings {
@@ -394,6 +395,16 @@ impl Cluster {
                 );
             }
         }
+    }
+
+    /// Endpoints healthy and not ejected now (what load reports call available).
+    pub fn available_endpoints(&self) -> usize {
+        let now = time::now();
+        self.endpoints
+            .load()
+            .iter()
+            .filter(|e| e.is_available(now))
+            .count()
     }
 
     /// A point-in-time view for the admin `/clusters` page.

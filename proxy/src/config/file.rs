@@ -75,6 +75,9 @@ pub struct FileBackoff {
 pub struct FileAdmin {
     /// `host:port` of the admin HTTP server.
     pub listen: Option<String>,
+    /// Bearer token the admin API asks for (literal, `file:PATH` or `env:NAME`);
+    /// required when `listen` is not a loopback address.
+    pub token: Option<String>,
 }
 
 /// `server:` block.
@@ -179,6 +182,12 @@ pub struct FileLimits {
     pub max_header_bytes: Option<Scalar>,
     /// Largest request body (`10485760` or `10MiB`).
     pub max_request_body_bytes: Option<Scalar>,
+    /// Most concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: Option<u32>,
+    /// Streams looked at by the premature-reset rule (Envoy's name).
+    pub premature_reset_total_stream_count: Option<u32>,
+    /// A client cancel sooner than this after a stream started is premature.
+    pub premature_reset_min_stream_lifetime: Option<Scalar>,
 }
 
 /// One entry of `listeners[].routes:`.
@@ -210,6 +219,20 @@ pub struct FileRoute {
     pub priority: Option<FilePriority>,
     /// What changes while the route's cluster is in burst mode.
     pub burst: Option<FileBurst>,
+    /// A cluster-wide limit split among the proxies by the control plane.
+    pub global_rate_limit: Option<FileGlobalRateLimit>,
+}
+
+/// `routes[].global_rate_limit:` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGlobalRateLimit {
+    /// Requests per second for every proxy serving the route together.
+    pub rps: u32,
+    /// Requests at once for every proxy together (default `rps`).
+    pub burst: Option<u32>,
+    /// Requests per second of one proxy without a lease from the control plane.
+    pub fallback_rps: u32,
 }
 
 /// `routes[].burst:` block: settings that replace the route's own while its
@@ -633,7 +656,7 @@ pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
                 reason: "the top level must be a mapping (`listeners:`, `clusters:`, ...)".into(),
             })
         }
-        Err(e) => return Err(yaml_error("", &e)),
+        Err(e) => return Err(second_document(text).unwrap_or_else(|| yaml_error("", &e))),
     }
     typed.map_err(|e| typed_error(&e))
 }
@@ -646,6 +669,40 @@ fn typed_error(e: &serde_path_to_error::Error<serde_norway::Error>) -> ConfigErr
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
     yaml_error(&path, e.inner())
+}
+
+/// A file of several YAML documents: serde_norway says so without a position, so
+/// the line that starts the second one is found by parsing prefixes of the file
+/// (a bisection: a handful of parses, on the error path only).
+fn second_document(text: &str) -> Option<ConfigError> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let several = |k: usize| {
+        let prefix: String = lines.get(..k).unwrap_or_default().concat();
+        serde_norway::from_str::<serde_norway::Value>(&prefix).is_err_and(|e| {
+            e.location().is_none() && e.to_string().contains("more than one document")
+        })
+    };
+    if !several(lines.len()) {
+        return None;
+    }
+    // several(lo) is false (no lines: one empty document), several(hi) is true.
+    let (mut lo, mut hi) = (0, lines.len());
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if several(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(ConfigError {
+        line: Some(hi),
+        column: Some(1),
+        path: String::new(),
+        reason: "a second YAML document starts here (a `---` line, or a line indented less \
+                 than the first one); a config file is one document"
+            .into(),
+    })
 }
 
 /// Turns a serde_norway error into a [`ConfigError`] at `path`, moving the position from
@@ -700,6 +757,21 @@ clusters:
         assert_eq!(f.listeners[0].routes[0].cluster.as_deref(), Some("app"));
         assert_eq!(f.clusters[0].endpoints, vec!["127.0.0.1:9001".to_owned()]);
         assert!(f.admin.is_none());
+    }
+
+    /// Found by `tests/fuzz_config.rs`: a file of two documents was an error with
+    /// neither a field path nor a line.
+    #[test]
+    fn a_second_document_is_an_error_at_its_line() {
+        let text = format!("# comment\n---\n{MINIMAL}---\nlisteners: []\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, Some(text.lines().count() - 1), "{e:?}");
+        assert!(e.reason.contains("second YAML document"), "{e:?}");
+        // The fuzzer's case: a first line indented more than the rest.
+        let e = parse("    a: 1\nb: 2\n").unwrap_err();
+        assert!(e.line.is_some(), "{e:?}");
+        // A leading `---` alone is one document.
+        assert!(parse(&format!("---\n{MINIMAL}")).is_ok());
     }
 
     #[test]

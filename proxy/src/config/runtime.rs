@@ -96,6 +96,9 @@ pub struct BackoffConfig {
 pub struct AdminConfig {
     /// Address the admin HTTP server binds (default `127.0.0.1:9901`).
     pub listen: SocketAddr,
+    /// The bearer token every admin request but `/live` and `/ready` must carry
+    /// (required off loopback; redacted on `/config`).
+    pub token: Option<super::secret::Secret>,
 }
 
 /// Process-wide settings.
@@ -187,6 +190,16 @@ pub struct ListenerLimits {
     pub max_header_bytes: usize,
     /// Largest request body in bytes (default 10 MiB); larger gets 413.
     pub max_request_body_bytes: u64,
+    /// Most concurrent HTTP/2 streams per client connection (default 100, Envoy's);
+    /// the client is told in its SETTINGS, a stream over it is refused.
+    pub max_concurrent_streams: u32,
+    /// The premature-reset rule's stream count `N` (default 500, Envoy's): a connection
+    /// whose client cancelled at least half of its recent streams (at least `N / 2`) before
+    /// their response gets GOAWAY.
+    pub premature_reset_total_stream_count: u32,
+    /// A client cancel within this time of the stream's start is premature (default 1s).
+    #[serde(serialize_with = "serialize_duration")]
+    pub premature_reset_min_stream_lifetime: Duration,
 }
 
 /// TLS termination with one or more certificates chosen by SNI.
@@ -245,6 +258,21 @@ pub struct RouteConfig {
     /// True while they are in force (a cluster of the route has `burst_mode: true`):
     /// `rate_limit`, `cache` and `priority` above are then the burst ones.
     pub burst_active: bool,
+    /// A cluster-wide limit split among the proxies by the control plane; `None`: none.
+    pub global_rate_limit: Option<GlobalRateLimitConfig>,
+}
+
+/// A route's cluster-wide limit (`docs/config.md`, "Cluster-wide rate limit").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GlobalRateLimitConfig {
+    /// Requests per second for all the proxies serving the route together (> 0).
+    pub rps: u32,
+    /// Requests at once for all of them together (default `rps`); a proxy's bucket
+    /// holds the part of it that its share is of `rps`.
+    pub burst: u32,
+    /// Requests per second of one proxy that holds no lease (before the first, or
+    /// once the last has run out): 0 ≤ `fallback_rps` ≤ `rps`; 0 refuses everything.
+    pub fallback_rps: u32,
 }
 
 /// A route's burst-mode overrides; a field left out keeps the route's own setting.
@@ -358,6 +386,12 @@ pub struct RetryOn {
     pub statuses: Vec<StatusCode>,
 }
 
+/// A cluster's `max_connections` when its `circuit_breaker` block does not set one
+/// (or there is none): Envoy's circuit-breaker default.
+pub const DEFAULT_CLUSTER_MAX_CONNECTIONS: usize = 1024;
+/// A cluster's `max_pending_requests` when not set: Envoy's circuit-breaker default.
+pub const DEFAULT_CLUSTER_MAX_PENDING_REQUESTS: usize = 1024;
+
 /// One upstream service: endpoints and how to talk to them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterConfig {
@@ -391,7 +425,9 @@ pub struct ClusterConfig {
     pub outlier: Option<OutlierConfig>,
     /// TLS to the endpoints.
     pub upstream_tls: Option<UpstreamTlsConfig>,
-    /// Circuit breaking: thresholds and the failure breaker; `None` means off.
+    /// Circuit breaking: thresholds and the failure breaker; `None` means no failure
+    /// breaker and the default connection caps ([`DEFAULT_CLUSTER_MAX_CONNECTIONS`],
+    /// [`DEFAULT_CLUSTER_MAX_PENDING_REQUESTS`]).
     pub circuit_breaker: Option<BreakerConfig>,
     /// Adaptive admission (concurrency limit with a priority queue): on unless the
     /// file says `admission: { enabled: false }` (`None`).
@@ -627,9 +663,10 @@ pub enum Priority {
 /// Circuit breaking for a cluster: Envoy-style thresholds and a failure breaker.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BreakerConfig {
-    /// Most upstream connections open at once over all endpoints.
+    /// Most upstream connections open at once over all endpoints (default 1024).
     pub max_connections: Option<usize>,
-    /// Most requests waiting for a connection (when `max_connections` is reached).
+    /// Most requests waiting for a connection (when `max_connections` is reached;
+    /// default 1024).
     pub max_pending_requests: Option<usize>,
     /// Most requests in flight to the cluster at once.
     pub max_requests: Option<usize>,

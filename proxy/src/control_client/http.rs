@@ -191,13 +191,13 @@ impl ControlHttp {
     /// `POST /v1/reports` with a load report's JSON, within `timeout`, on the kept-alive
     /// connection `conn` (opened when there is none or it closed; a send that fails on a
     /// reused connection is tried once more on a fresh one: a report is cumulative,
-    /// so sending it twice is harmless).
+    /// so sending it twice is harmless). Returns the reply's body.
     pub async fn send_report(
         &self,
         conn: &mut ReportConnection,
         json: Vec<u8>,
         timeout: Duration,
-    ) -> Result<(), HttpError> {
+    ) -> Result<Bytes, HttpError> {
         let path = format!("{}/v1/reports", self.cp.base_path);
         let body = Bytes::from(json);
         let work = async {
@@ -224,7 +224,7 @@ impl ControlHttp {
             .await
             .map_err(|_| HttpError::Timeout(timeout))??;
         if status.is_success() {
-            Ok(())
+            Ok(body)
         } else {
             Err(status_error(status, &body))
         }

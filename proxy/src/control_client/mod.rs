@@ -16,11 +16,13 @@
 //! - [`status`]: connected, version, origin, for `/ready`, `/control` and metrics;
 //! - [`poll`]: the loop;
 //! - [`report`]: the load reports (every `report_interval`, cumulative counters).
+//! - [`quota`]: the leases of cluster-wide limits that the reports' replies carry.
 
 pub mod backoff;
 pub mod http;
 pub mod persist;
 pub mod poll;
+pub mod quota;
 pub mod report;
 pub mod status;
 
@@ -178,6 +180,7 @@ impl Managed {
             serving,
             last_error: None,
             last_nack: None,
+            global_limits: Vec::new(),
         }));
         let reports = if boot.cp.report_interval.is_zero() {
             None
@@ -186,8 +189,8 @@ impl Managed {
             Some(tokio::spawn(report::run(
                 Arc::clone(&proxy),
                 http,
-                boot.cp.group.clone(),
-                boot.cp.node_id.clone(),
+                Arc::clone(&status),
+                (boot.cp.group.clone(), boot.cp.node_id.clone()),
                 boot.cp.report_interval,
             )))
         };

@@ -7,6 +7,10 @@
 //! down — a rebuilt cluster, a restarted proxy — as a reset). A report is skipped,
 //! never queued, while the control plane is away: the next one carries the totals.
 //!
+//! Routes with a `global_rate_limit` add their demand (arrivals at the limiter,
+//! refused ones included, cumulative) and the share in force to `routes`; the
+//! reply carries their new leases ([`super::quota`]), put in force at once.
+//!
 //! The reading ([`collect`]) is pure over the clusters' state; the loop ([`run`])
 //! only times and sends it, on one kept-alive connection.
 
@@ -17,8 +21,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::http::{ControlHttp, ReportConnection};
+use super::quota::{Leases, ReportReply};
+use super::status::Status;
 use crate::balance::Cluster;
 use crate::load::{self, Classes, UnavailableCounts};
+use crate::stack::rate_limit::GlobalLimiter;
 use crate::state::Proxy;
 
 /// One proxy's report (`POST /v1/reports` body).
@@ -36,6 +43,28 @@ pub struct LoadReport {
     pub seq: u64,
     /// One entry per cluster of the running config.
     pub clusters: Vec<ClusterLoad>,
+    /// One entry per route with a `global_rate_limit` (left out when there is none,
+    /// so an older control plane, which refuses unknown fields, still takes the report).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteDemand>,
+}
+
+/// One route's cluster-wide limit as one proxy sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDemand {
+    /// The route's name.
+    pub route: String,
+    /// The configured cluster-wide `rps`.
+    pub rps: u32,
+    /// Counter: requests that arrived at the limit, refused ones included.
+    pub offered: u64,
+    /// Gauge: the share in force, rps (a lease's, or `fallback_rps`).
+    pub share_rps: u32,
+    /// The id of the lease in force (None: on `fallback_rps`); it acknowledges it.
+    pub lease: Option<u64>,
+    /// Time left on that lease, ms.
+    pub lease_expires_in_ms: Option<u64>,
 }
 
 /// One cluster's load as one proxy sees it. Counters are cumulative since the
@@ -72,6 +101,10 @@ pub struct ClusterLoad {
     pub latency_p50_ms: Option<f64>,
     /// Latency p99 over the last interval, milliseconds (None: no answer).
     pub latency_p99_ms: Option<f64>,
+    /// Gauge: endpoints this proxy finds healthy and not ejected (the control plane
+    /// counts a replica ready only once a proxy does). Absent from older proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_endpoints: Option<u64>,
 }
 
 /// The latency buckets of the previous report, per cluster, for interval quantiles.
@@ -134,6 +167,7 @@ pub fn cluster_load(cluster: &Cluster, prev: &mut Previous) -> ClusterLoad {
         limit,
         latency_p50_ms: p50,
         latency_p99_ms: p99,
+        available_endpoints: Some(cluster.available_endpoints() as u64),
     }
 }
 
@@ -156,7 +190,41 @@ pub fn collect(
         interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
         seq,
         clusters,
+        routes: Vec::new(),
     }
+}
+
+/// The cluster-wide limiters of the running config's routes.
+pub fn global_limiters(proxy: &Proxy) -> Vec<Arc<GlobalLimiter>> {
+    let snapshot = proxy.snapshot();
+    snapshot
+        .listeners()
+        .flat_map(|(_, l)| l.router.routes())
+        .filter_map(|r| r.state.global_limiter().cloned())
+        .collect()
+}
+
+/// The `routes` entries: each limiter's demand and the share `leases` hold at `now`.
+pub fn route_demand(
+    limiters: &[Arc<GlobalLimiter>],
+    leases: &Leases,
+    now: crate::time::Instant,
+) -> Vec<RouteDemand> {
+    limiters
+        .iter()
+        .map(|l| {
+            let lease = leases.in_force(l.route(), now);
+            RouteDemand {
+                route: l.route().to_owned(),
+                rps: l.config().rps,
+                offered: l.offered(),
+                share_rps: l.share(),
+                lease: lease.map(|(id, _, _)| id),
+                lease_expires_in_ms: lease
+                    .map(|(_, _, left)| u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+            }
+        })
+        .collect()
 }
 
 /// Sends a report now and then every `interval`, until the task is aborted. A
@@ -166,19 +234,26 @@ pub fn collect(
 pub async fn run(
     proxy: Arc<Proxy>,
     http: Arc<ControlHttp>,
-    group: String,
-    node: String,
+    status: Arc<Status>,
+    target: (String, String),
     interval: Duration,
 ) {
+    let (group, node) = target;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut prev = Previous::default();
     let mut failing = false;
     let mut conn = ReportConnection::default();
+    let mut leases = Leases::default();
     for seq in 0u64.. {
         ticker.tick().await;
-        let report = collect(&proxy, &group, &node, interval, seq, &mut prev);
-        if report.clusters.is_empty() {
+        // Shares first: a lease that ran out gives way to `fallback_rps` now.
+        let limiters = global_limiters(&proxy);
+        let sent_at = crate::time::now();
+        status.set_shares(leases.apply(&limiters, sent_at));
+        let mut report = collect(&proxy, &group, &node, interval, seq, &mut prev);
+        report.routes = route_demand(&limiters, &leases, sent_at);
+        if report.clusters.is_empty() && report.routes.is_empty() {
             continue;
         }
         let sent = match serde_json::to_vec(&report) {
@@ -189,7 +264,15 @@ pub async fn run(
             Err(e) => Err(super::http::HttpError::Request(e.to_string())),
         };
         match sent {
-            Ok(()) => {
+            Ok(body) => {
+                // A reply without leases (an older control plane) changes nothing.
+                match serde_json::from_slice::<ReportReply>(&body) {
+                    Ok(reply) => leases.accept(sent_at, &reply),
+                    Err(e) => tracing::debug!(error = %e, "report reply not understood"),
+                }
+                if !limiters.is_empty() {
+                    status.set_shares(leases.apply(&limiters, crate::time::now()));
+                }
                 if failing {
                     tracing::info!("load reports delivered again");
                 }
@@ -242,6 +325,8 @@ mod tests {
         assert_eq!(first.unavailable.overloaded, 1);
         assert_eq!(first.too_many_requests, 1);
         assert_eq!((first.latency_count, first.latency_sum_us), (1, 10_000));
+        // One endpoint, not health-checked and not ejected: available.
+        assert_eq!(first.available_endpoints, Some(1));
         assert!(first
             .latency_p50_ms
             .is_some_and(|p| (10.0..12.0).contains(&p)));
@@ -257,9 +342,12 @@ mod tests {
             interval_ms: 500,
             seq: 1,
             clusters: vec![second],
+            routes: Vec::new(),
         };
         let json = serde_json::to_string(&report).unwrap();
         assert!(json.contains("\"2xx\":1"), "{json}");
+        // No global limit, no `routes` field: an older control plane takes it.
+        assert!(!json.contains("routes"), "{json}");
         assert_eq!(serde_json::from_str::<LoadReport>(&json).unwrap(), report);
     }
 

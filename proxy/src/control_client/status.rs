@@ -55,12 +55,17 @@ pub struct StatusView {
     pub last_error: Option<String>,
     /// The last version refused.
     pub last_nack: Option<Nack>,
+    /// The routes' cluster-wide limits: share in force, lease or fallback.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub global_limits: Vec<super::quota::ShareView>,
 }
 
 /// The shared status.
 #[derive(Debug)]
 pub struct Status {
     view: ArcSwap<StatusView>,
+    /// Written by the report loop (the view's other writer is the poll loop).
+    shares: ArcSwap<Vec<super::quota::ShareView>>,
 }
 
 impl Status {
@@ -69,12 +74,20 @@ impl Status {
         publish_gauges(&view);
         Self {
             view: ArcSwap::from_pointee(view),
+            shares: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
     /// The current view.
     pub fn view(&self) -> StatusView {
-        (**self.view.load()).clone()
+        let mut view = (**self.view.load()).clone();
+        view.global_limits = (**self.shares.load()).clone();
+        view
+    }
+
+    /// The cluster-wide limits' shares now (the report loop's).
+    pub(super) fn set_shares(&self, shares: Vec<super::quota::ShareView>) {
+        self.shares.store(std::sync::Arc::new(shares));
     }
 
     /// Updates the view (single writer: the poll loop) and the gauges.

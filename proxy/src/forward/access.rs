@@ -61,7 +61,7 @@ pub fn log_on_end(response: Response<Body>, pending: Pending) -> Response<Body> 
         Body::new(Logged {
             inner,
             bytes: 0,
-            pending: Some(Box::new(pending)),
+            pending: Some(pending),
         })
     })
 }
@@ -69,7 +69,7 @@ pub fn log_on_end(response: Response<Body>, pending: Pending) -> Response<Body> 
 struct Logged {
     inner: Body,
     bytes: u64,
-    pending: Option<Box<Pending>>,
+    pending: Option<Pending>,
 }
 
 impl Logged {

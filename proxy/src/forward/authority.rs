@@ -2,7 +2,8 @@
 //! forwarded by the same host, or refused with 400.
 //!
 //! - More than one `Host` line, or a `Host` that is not a valid authority:
-//!   400 (RFC 9112 §3.2: a server MUST answer 400).
+//!   400 (RFC 9112 §3.2: a server MUST answer 400); a `Host` or a target with
+//!   userinfo (`user@host`) too (RFC 9110 §4.2.4: treat it as an error).
 //! - HTTP/1.1 absolute-form (`GET http://a.test/ HTTP/1.1`): the URI's authority
 //!   wins and replaces `Host` (RFC 9112 §3.2.2: the recipient MUST ignore `Host`
 //!   and use the target's authority), so routing (by the URI) and the upstream
@@ -12,6 +13,10 @@
 //!   a `host` field alone is the authority.
 //! - HTTP/1.1 without `Host` and without absolute-form: 400 (RFC 9112 §3.2).
 //!   HTTP/1.0 may omit it (routes by host then see none).
+//! - `CONNECT` (a tunnel to its authority-form target): 400. A reverse proxy does
+//!   not open tunnels; forwarded, it asked the upstream for one on a pooled
+//!   connection, and a 2xx answer would have turned the client's connection into
+//!   a tunnel to nowhere.
 
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
@@ -28,17 +33,25 @@ pub enum AuthorityError {
     MissingHost,
     /// `:authority` and `host` name different hosts.
     Conflict,
+    /// The target's authority carries userinfo (`http://user@host/`).
+    UserInfo,
+    /// A `CONNECT` request (tunnels are not proxied).
+    Connect,
 }
 
 /// Makes `Host` the request's one authority, or says why the request is refused.
 pub fn normalize(head: &mut http::request::Parts) -> Result<(), AuthorityError> {
+    if head.method == http::Method::CONNECT {
+        return Err(AuthorityError::Connect);
+    }
     let mut hosts = head.headers.get_all(header::HOST).iter();
     let host = hosts.next().cloned();
     if hosts.next().is_some() {
         return Err(AuthorityError::ManyHosts);
     }
     if let Some(h) = &host {
-        if Authority::try_from(h.as_bytes()).is_err() {
+        // `Authority` allows userinfo; `Host` is `uri-host [":" port]` only.
+        if h.as_bytes().contains(&b'@') || Authority::try_from(h.as_bytes()).is_err() {
             return Err(AuthorityError::BadHost);
         }
     }
@@ -48,6 +61,9 @@ pub fn normalize(head: &mut http::request::Parts) -> Result<(), AuthorityError> 
             _ => Ok(()),
         };
     };
+    if authority.as_str().contains('@') {
+        return Err(AuthorityError::UserInfo);
+    }
     let is_h1 = matches!(
         head.version,
         Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
@@ -130,5 +146,133 @@ mod tests {
         let mut p = parts(Version::HTTP_11, "/x", &["a.test:81"]);
         normalize(&mut p).unwrap();
         assert_eq!(host(&p), ["a.test:81"]);
+    }
+
+    /// Found by `tests/fuzz_request_head.rs`: `CONNECT http://a.test/x` was forwarded,
+    /// and the upstream's 200 left the client with no answer at all.
+    #[test]
+    fn connect_is_refused() {
+        for (v, target) in [
+            (Version::HTTP_11, "http://a.test/x"),
+            (Version::HTTP_11, "a.test:443"),
+            (Version::HTTP_2, "a.test:443"),
+        ] {
+            let mut p = Request::builder()
+                .method(http::Method::CONNECT)
+                .version(v)
+                .uri(target)
+                .header(header::HOST, "a.test")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0;
+            assert_eq!(normalize(&mut p), Err(AuthorityError::Connect), "{target}");
+        }
+    }
+
+    /// Found by `fuzz::an_accepted_request_has_exactly_one_authority`: `Host:
+    /// user@a.test` was accepted (and forwarded) because `Authority` allows userinfo.
+    #[test]
+    fn userinfo_in_host_or_target_is_refused() {
+        let mut p = parts(Version::HTTP_09, "/x", &["user@a.test"]);
+        assert_eq!(normalize(&mut p), Err(AuthorityError::BadHost));
+        let mut p = parts(Version::HTTP_11, "/x", &["user:pw@a.test:80"]);
+        assert_eq!(normalize(&mut p), Err(AuthorityError::BadHost));
+        // Absolute-form: routing used `a.test`, Host would have said `evil@a.test`.
+        let mut p = parts(Version::HTTP_11, "http://evil@a.test/x", &["a.test"]);
+        assert_eq!(normalize(&mut p), Err(AuthorityError::UserInfo));
+        let mut p = parts(Version::HTTP_2, "https://evil@a.test/x", &[]);
+        assert_eq!(normalize(&mut p), Err(AuthorityError::UserInfo));
+    }
+}
+
+/// Property tests (stable-toolchain fuzzing, bounded cases): request heads with
+/// arbitrary versions, targets and `Host` lines.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use http::Request;
+    use proptest::prelude::*;
+
+    fn host_value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"a.test".to_vec()),
+            Just(b"A.Test".to_vec()),
+            Just(b"b.test:8080".to_vec()),
+            Just(b"[::1]:80".to_vec()),
+            Just(b"".to_vec()),
+            Just(b"a b".to_vec()),
+            Just(b"a.test:".to_vec()),
+            Just(b"a.test:99999".to_vec()),
+            Just(b"user@a.test".to_vec()),
+            Just(b"a.test@b.test".to_vec()),
+            Just(b"a.test/x".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    fn target() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("/x".to_owned()),
+            Just("*".to_owned()),
+            Just("http://a.test/x".to_owned()),
+            Just("http://b.test:8080/".to_owned()),
+            Just("https://A.test/x?q".to_owned()),
+            Just("a.test:443".to_owned()),
+            Just("http://user@a.test/x".to_owned()),
+            "[a-z]{1,4}://[a-z.]{1,6}(:[0-9]{1,5})?/[a-z]{0,3}",
+        ]
+    }
+
+    fn version() -> impl Strategy<Value = Version> {
+        prop_oneof![
+            Just(Version::HTTP_09),
+            Just(Version::HTTP_10),
+            Just(Version::HTTP_11),
+            Just(Version::HTTP_2),
+            Just(Version::HTTP_3),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn an_accepted_request_has_exactly_one_authority(
+            v in version(),
+            t in target(),
+            hosts in proptest::collection::vec(host_value(), 0..3),
+        ) {
+            let mut b = Request::get(t.as_str()).version(v);
+            for h in &hosts {
+                if let Ok(value) = HeaderValue::from_bytes(h) {
+                    b = b.header(header::HOST, value);
+                }
+            }
+            let Ok(req) = b.body(()) else {
+                return Ok(());
+            };
+            let (mut head, ()) = req.into_parts();
+            let sent: Vec<HeaderValue> = head.headers.get_all(header::HOST).iter().cloned().collect();
+            let Ok(()) = normalize(&mut head) else {
+                return Ok(());
+            };
+            let now: Vec<&HeaderValue> = head.headers.get_all(header::HOST).iter().collect();
+            prop_assert!(now.len() <= 1, "{} Host fields after normalizing", now.len());
+            if let Some(h) = now.first() {
+                prop_assert!(Authority::try_from(h.as_bytes()).is_ok(), "{:?} is not an authority", h);
+                // Host is `uri-host [":" port]` (RFC 9110 §7.2): no userinfo.
+                prop_assert!(!h.as_bytes().contains(&b'@'), "Host {:?} carries userinfo", h);
+            }
+            match head.uri.authority() {
+                // Routing (by the URI) and the upstream (by Host) see the same host.
+                Some(a) => {
+                    let h = now.first().map(|h| h.as_bytes().to_ascii_lowercase());
+                    prop_assert_eq!(h, Some(a.as_str().as_bytes().to_ascii_lowercase()));
+                }
+                None if v == Version::HTTP_11 => prop_assert_eq!(now.len(), 1),
+                None => prop_assert_eq!(now.len(), sent.len()),
+            }
+        }
     }
 }

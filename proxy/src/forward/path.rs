@@ -127,3 +127,92 @@ mod tests {
         assert!(normalize(&"/plain?x=..".parse().unwrap()).is_none());
     }
 }
+
+/// Property tests (stable-toolchain fuzzing, bounded cases): arbitrary paths, with
+/// dots, encoded dots and slashes made likely.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A path segment built mostly from the pieces that matter here.
+    fn segment() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just(".".to_owned()),
+            Just("..".to_owned()),
+            Just("%2e".to_owned()),
+            Just("%2E".to_owned()),
+            Just("%2".to_owned()),
+            Just("%".to_owned()),
+            Just("a".to_owned()),
+            Just("admin".to_owned()),
+            Just("é".to_owned()),
+            "[ -~]{0,3}".prop_map(|s| s.replace('/', "")),
+        ];
+        proptest::collection::vec(piece, 0..4).prop_map(|p| p.concat())
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        proptest::collection::vec(segment(), 0..8).prop_map(|segs| {
+            let mut p = String::new();
+            for s in segs {
+                p.push('/');
+                p.push_str(&s);
+            }
+            if p.is_empty() {
+                p.push('/');
+            }
+            p
+        })
+    }
+
+    fn normalized(p: &str) -> String {
+        remove_dot_segments(p).unwrap_or_else(|| p.to_owned())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn normalizing_is_idempotent(p in path()) {
+            let once = normalized(&p);
+            prop_assert_eq!(remove_dot_segments(&once), None, "{} -> {}", p, once);
+        }
+
+        #[test]
+        fn no_dot_segment_survives_and_the_root_is_kept(p in path()) {
+            let n = normalized(&p);
+            prop_assert!(n.starts_with('/'), "{} -> {}", p, n);
+            for seg in n.split('/').skip(1) {
+                prop_assert_eq!(dots(seg), 0, "{} -> {} keeps `{}`", p, n, seg);
+            }
+        }
+
+        #[test]
+        fn only_dot_segments_are_removed(p in path()) {
+            // What is left is the input's other segments, in order, as sent.
+            let n = normalized(&p);
+            let kept: Vec<&str> = n.split('/').skip(1).filter(|s| !s.is_empty()).collect();
+            let mut others = p.split('/').skip(1).filter(|s| !s.is_empty() && dots(s) == 0);
+            for seg in &kept {
+                prop_assert!(others.any(|o| o == *seg), "{} -> {}: `{}` is new", p, n, seg);
+            }
+        }
+
+        #[test]
+        fn a_normalized_uri_keeps_its_query_and_authority(p in path(), q in "[a-z0-9=&./%]{0,12}") {
+            let Ok(uri) = format!("http://a.test{p}?{q}").parse::<Uri>() else {
+                return Ok(());
+            };
+            let out = normalize(&uri).unwrap_or_else(|| uri.clone());
+            prop_assert_eq!(out.query(), uri.query());
+            prop_assert_eq!(out.authority(), uri.authority());
+            prop_assert_eq!(remove_dot_segments(out.path()), None);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(p in any::<String>()) {
+            let _ = remove_dot_segments(&p);
+        }
+    }
+}

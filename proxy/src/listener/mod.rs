@@ -5,6 +5,7 @@
 
 mod deadline;
 mod handler;
+mod resets;
 mod serve;
 mod side_wake;
 mod spread;

@@ -88,6 +88,7 @@ fn route(i: usize, spec: RouteSpec) -> Route {
         priority: Priority::Normal,
         burst: None,
         burst_active: false,
+        global_rate_limit: None,
     };
     Route::new(config, vec![], RouteState::default())
 }

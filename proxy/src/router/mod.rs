@@ -212,6 +212,9 @@ fn host_matches(pattern: Option<&HostMatch>, host: Option<&str>) -> bool {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;

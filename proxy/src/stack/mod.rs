@@ -23,7 +23,7 @@ use crate::config::{CacheConfig, RateLimitConfig, RouteConfig};
 use crate::error::{ErrorKind, ProxyError};
 use admission::AdmissionLayer;
 use cache::{Cache, CacheLayer};
-use rate_limit::{RateLimitLayer, RateLimiter};
+use rate_limit::{GlobalLimitLayer, GlobalLimiter, RateLimitLayer, RateLimiter};
 use retry::RetryLayer;
 use timeout::TimeoutLayer;
 
@@ -32,6 +32,7 @@ use timeout::TimeoutLayer;
 pub struct RouteState {
     rate_limit: Option<(RateLimitConfig, Arc<RateLimiter>)>,
     cache: Option<Arc<Cache>>,
+    global: Option<Arc<GlobalLimiter>>,
 }
 
 impl RouteState {
@@ -56,7 +57,24 @@ impl RouteState {
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Cache::new(config, &route.name)))
         });
-        Self { rate_limit, cache }
+        // The share survives a reload that keeps the limit (a lease stays in force).
+        let global = route.global_rate_limit.map(|config| {
+            previous
+                .and_then(|p| p.global.as_ref())
+                .filter(|g| *g.config() == config)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(GlobalLimiter::new(&route.name, config)))
+        });
+        Self {
+            rate_limit,
+            cache,
+            global,
+        }
+    }
+
+    /// The route's cluster-wide limit, if it has one.
+    pub fn global_limiter(&self) -> Option<&Arc<GlobalLimiter>> {
+        self.global.as_ref()
     }
 
     /// The route's rate limiter, if it has one.
@@ -107,6 +125,9 @@ pub fn route_stack(route: &RouteConfig, state: &RouteState, cluster: Arc<Cluster
     let service = ServiceBuilder::new()
         // Rate limits first: the cheapest refusal, before any work, queueing or retry.
         .option_layer(state.rate_limiter().cloned().map(RateLimitLayer::new))
+        // Then this proxy's share of the cluster-wide limit: a request refused per key
+        // above spends none of it, and every arrival here counts as the demand reported.
+        .option_layer(state.global_limiter().cloned().map(GlobalLimitLayer::new))
         // A cache hit or a coalesced miss costs no upstream capacity and no admission slot.
         .option_layer(state.cache().cloned().map(CacheLayer::new))
         // The route deadline bounds the whole exchange, queueing and every try included.

@@ -1,13 +1,14 @@
 //! A cluster's connection limits, shared by the pools of its endpoints:
 //! `max_connections` open at once, `max_pending_requests` waiting for one
-//! (Envoy's circuit-breaker thresholds of the same names). Refusals are 503
-//! `overflow`.
+//! (Envoy's circuit-breaker thresholds of the same names, and Envoy's defaults,
+//! 1024 each, when a cluster sets none). Refusals are 503 `overflow`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::config::{DEFAULT_CLUSTER_MAX_CONNECTIONS, DEFAULT_CLUSTER_MAX_PENDING_REQUESTS};
 use crate::error::{ErrorKind, ProxyError};
 
 /// Cluster-wide connection limits shared by the pools of one cluster:
@@ -38,9 +39,25 @@ impl ConnLimits {
         }
     }
 
-    /// No limits (clusters without a circuit breaker).
+    /// No limits (tests; every configured cluster has limits).
     pub fn unlimited() -> Self {
         Self::new(None, None, None)
+    }
+
+    /// The default limits of a cluster without a `circuit_breaker` block
+    /// ([`DEFAULT_CLUSTER_MAX_CONNECTIONS`], [`DEFAULT_CLUSTER_MAX_PENDING_REQUESTS`]),
+    /// counting refusals as `floodgate_shed_total{reason="overflow"}`.
+    pub fn for_cluster_defaults(cluster: &str) -> Self {
+        let overflow = metrics::counter!(
+            crate::observe::SHED_TOTAL,
+            "cluster" => cluster.to_owned(),
+            "reason" => "overflow"
+        );
+        Self::new(
+            Some(DEFAULT_CLUSTER_MAX_CONNECTIONS),
+            Some(DEFAULT_CLUSTER_MAX_PENDING_REQUESTS),
+            Some(overflow),
+        )
     }
 
     /// Whether `max_connections` is set (otherwise pools never wait).

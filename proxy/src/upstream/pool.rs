@@ -146,6 +146,14 @@ impl Pool {
         if !limits.is_limited() {
             return self.checkout().await;
         }
+        // Under the limit (the common case), without joining the waiters' list:
+        // that takes the shared `Notify`'s lock, on every request of every worker.
+        if let Some(conn) = self.take_existing() {
+            return Ok(conn);
+        }
+        if let Some(permit) = limits.try_open() {
+            return Box::pin(self.open_new(Some(permit))).await;
+        }
         let mut waiting: Option<PendingGuard> = None;
         loop {
             // Listen before checking, so a connection freed in between is not missed.

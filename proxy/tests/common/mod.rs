@@ -47,9 +47,48 @@ pub struct Upstream {
     pub name: String,
     hits: Arc<AtomicUsize>,
     health_hits: Arc<AtomicUsize>,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
     behavior: Arc<Mutex<Behavior>>,
     tasks: Arc<Mutex<JoinSet<()>>>,
+}
+
+/// Requests an upstream is serving: now, at most so far, and how many were given up
+/// (the proxy dropped the request before the answer: its future was dropped).
+#[derive(Debug, Default)]
+pub struct InFlight {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+    abandoned: AtomicUsize,
+}
+
+/// One request being served; counts as abandoned unless [`Serving::finish`] ran.
+struct Serving<'a> {
+    counts: &'a InFlight,
+    finished: bool,
+}
+
+impl<'a> Serving<'a> {
+    fn start(counts: &'a InFlight) -> Self {
+        let now = counts.now.fetch_add(1, Ordering::SeqCst) + 1;
+        counts.peak.fetch_max(now, Ordering::SeqCst);
+        Self {
+            counts,
+            finished: false,
+        }
+    }
+
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.counts.now.fetch_sub(1, Ordering::SeqCst);
+        if !self.finished {
+            self.counts.abandoned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Upstream {
@@ -65,7 +104,17 @@ impl Upstream {
 
     /// Requests being served right now.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+        self.in_flight.now.load(Ordering::SeqCst)
+    }
+
+    /// The most requests served at once so far.
+    pub fn peak_in_flight(&self) -> usize {
+        self.in_flight.peak.load(Ordering::SeqCst)
+    }
+
+    /// Requests whose connection went away before the answer (the proxy gave up on them).
+    pub fn abandoned(&self) -> usize {
+        self.in_flight.abandoned.load(Ordering::SeqCst)
     }
 
     /// Changes how the upstream answers from now on.
@@ -98,6 +147,16 @@ pub async fn upstream(name: &str) -> Upstream {
 /// Starts an upstream, over TLS when `tls` is given.
 pub async fn upstream_with(name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    upstream_on(name, listener, tls)
+}
+
+/// Starts an upstream on a listener the caller bound (e.g. a restart on the port
+/// of a stopped one: see [`restart_upstream`]).
+pub fn upstream_on(
+    name: &str,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Upstream {
     let addr = listener.local_addr().unwrap();
     let up = Upstream {
         addr,
@@ -152,7 +211,7 @@ type UpState = (
     String,
     Arc<AtomicUsize>,
     Arc<AtomicUsize>,
-    Arc<AtomicUsize>,
+    Arc<InFlight>,
     Arc<Mutex<Behavior>>,
 );
 
@@ -175,7 +234,7 @@ async fn answer(
             .unwrap());
     }
     hits.fetch_add(1, Ordering::SeqCst);
-    in_flight.fetch_add(1, Ordering::SeqCst);
+    let serving = Serving::start(&in_flight);
     let (head, body) = req.into_parts();
     let body = body
         .collect()
@@ -185,7 +244,7 @@ async fn answer(
     if !b.delay.is_zero() {
         tokio::time::sleep(b.delay).await;
     }
-    in_flight.fetch_sub(1, Ordering::SeqCst);
+    serving.finish();
     if b.reset {
         return Err(std::io::Error::other("test upstream resets"));
     }
@@ -535,6 +594,29 @@ pub fn metric(page: &str, prefix: &str) -> f64 {
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Starts a plain-text upstream on the address of `stopped` (after [`Upstream::stop`]),
+/// retrying the bind for a bounded time while the port is released.
+pub async fn restart_upstream(stopped: &Upstream) -> Upstream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(stopped.addr).await {
+            Ok(listener) => return upstream_on(&stopped.name, listener, None),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot rebind {}: {e}", stopped.addr),
+        }
+    }
+}
+
+impl Bin {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
 }
 
 /// A raw HTTP/1.1 upstream on 127.0.0.1:0 that answers every request head it

@@ -130,7 +130,9 @@ fn report(p: u64, offered: f64, admitted: f64, latency_sum_us: f64, in_flight: f
             limit: Some(20),
             latency_p50_ms: Some(100.0),
             latency_p99_ms: Some(100.0),
+            available_endpoints: None,
         }],
+        routes: Vec::new(),
     }
 }
 

@@ -28,6 +28,14 @@ pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
 pub const MIN_MAX_HEADER_BYTES: u64 = 8 * 1024;
 /// `listeners[].limits.max_request_body_bytes` default (10 MiB).
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// `listeners[].limits.max_concurrent_streams` default: Envoy's (nginx has 128).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Largest `max_concurrent_streams`: HTTP/2 stream identifiers are 31 bits.
+pub const MAX_MAX_CONCURRENT_STREAMS: u32 = (1 << 31) - 1;
+/// `listeners[].limits.premature_reset_total_stream_count` default: Envoy's.
+pub const DEFAULT_PREMATURE_RESET_TOTAL_STREAM_COUNT: u32 = 500;
+/// `listeners[].limits.premature_reset_min_stream_lifetime` default: Envoy's.
+pub const DEFAULT_PREMATURE_RESET_MIN_STREAM_LIFETIME: Duration = Duration::from_secs(1);
 
 impl Validator<'_> {
     /// `listeners`: at least one; names unique; `listen` addresses distinct from each
@@ -189,7 +197,9 @@ impl Validator<'_> {
     /// `listeners[].limits`: `max_connections` (10000, at least 1), `header_read_timeout`
     /// (10s, above 0), `idle_timeout` (60s, above 0), `send_timeout` (60s, above 0),
     /// `max_header_bytes` (64KiB, at least
-    /// 8KiB), `max_request_body_bytes` (10MiB).
+    /// 8KiB), `max_request_body_bytes` (10MiB), `max_concurrent_streams` (100, 1 to
+    /// 2^31 - 1), `premature_reset_total_stream_count` (500, at least 2),
+    /// `premature_reset_min_stream_lifetime` (1s, above 0).
     fn limits(&mut self, listener: &str, limits: Option<&FileLimits>) -> ListenerLimits {
         let path = format!("{listener}.limits");
         let max_connections = limits
@@ -235,7 +245,34 @@ impl Validator<'_> {
             limits.and_then(|l| l.max_request_body_bytes.as_ref()),
             DEFAULT_MAX_REQUEST_BODY_BYTES,
         );
+        let streams_path = format!("{path}.max_concurrent_streams");
+        let max_concurrent_streams = limits
+            .and_then(|l| l.max_concurrent_streams)
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS);
+        if !(1..=MAX_MAX_CONCURRENT_STREAMS).contains(&max_concurrent_streams) {
+            self.err(
+                streams_path,
+                format!("must be between 1 and {MAX_MAX_CONCURRENT_STREAMS}; got {max_concurrent_streams}"),
+            );
+        }
+        let premature_reset_total_stream_count = limits
+            .and_then(|l| l.premature_reset_total_stream_count)
+            .unwrap_or(DEFAULT_PREMATURE_RESET_TOTAL_STREAM_COUNT);
+        if premature_reset_total_stream_count < 2 {
+            self.err(
+                format!("{path}.premature_reset_total_stream_count"),
+                format!("must be at least 2; got {premature_reset_total_stream_count}"),
+            );
+        }
+        let premature_reset_min_stream_lifetime = self.positive_duration(
+            &format!("{path}.premature_reset_min_stream_lifetime"),
+            limits.and_then(|l| l.premature_reset_min_stream_lifetime.as_ref()),
+            DEFAULT_PREMATURE_RESET_MIN_STREAM_LIFETIME,
+        );
         ListenerLimits {
+            max_concurrent_streams: max_concurrent_streams.clamp(1, MAX_MAX_CONCURRENT_STREAMS),
+            premature_reset_total_stream_count: premature_reset_total_stream_count.max(2),
+            premature_reset_min_stream_lifetime,
             max_connections: max_connections.max(1),
             header_read_timeout,
             idle_timeout,

@@ -27,6 +27,7 @@ use crate::tls::pem::{self as tls, TlsError};
 
 mod cluster;
 mod control_plane;
+mod global_limit;
 mod grammar;
 mod listener;
 mod protection;
@@ -35,6 +36,8 @@ mod route;
 /// `admin.listen` default.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
+/// Shortest `admin.token` accepted (as the control plane's tokens).
+pub const MIN_ADMIN_TOKEN: usize = 16;
 /// `server.drain_timeout` default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -79,6 +82,7 @@ pub(super) fn validate(
             v.clusters(&file.clusters),
         )
     };
+    v.global_limit_names(&file.listeners);
     if v.errors.is_empty() {
         Ok(Config {
             source: source.to_owned(),
@@ -147,6 +151,11 @@ impl Validator<'_> {
                 default
             }),
         }
+    }
+
+    /// Whether an error was already reported at `path`.
+    fn has_errors_at(&self, path: &str) -> bool {
+        self.errors.iter().any(|e| e.path == path)
     }
 
     /// Checks a name used in logs and metrics: non-empty, letters, digits, `-`, `_`, `.`.
@@ -218,7 +227,34 @@ impl Validator<'_> {
                 .socket_addr("admin.listen", text)
                 .unwrap_or(DEFAULT_ADMIN_LISTEN),
         };
-        AdminConfig { listen }
+        let token = match admin.and_then(|a| a.token.as_deref()) {
+            Some(spec) => match super::secret::resolve(spec, self.base_dir) {
+                Ok(t) if t.expose().len() >= MIN_ADMIN_TOKEN => Some(t),
+                Ok(_) => {
+                    self.err(
+                        "admin.token",
+                        format!("must be at least {MIN_ADMIN_TOKEN} bytes"),
+                    );
+                    None
+                }
+                Err(why) => {
+                    self.err("admin.token", why);
+                    None
+                }
+            },
+            None => None,
+        };
+        if token.is_none() && !listen.ip().is_loopback() && !self.has_errors_at("admin.token") {
+            self.err(
+                "admin.token",
+                format!(
+                    "required when admin.listen ({listen}) is not a loopback address: the \
+                     admin API shows the config and every cluster's state (/live and /ready \
+                     stay open for probes)"
+                ),
+            );
+        }
+        AdminConfig { listen, token }
     }
 
     /// `server`: `drain_timeout` (default 30s, `0s` allowed: no drain) and `access_log`

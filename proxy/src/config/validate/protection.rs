@@ -10,6 +10,7 @@ use crate::config::file::{FileAdmission, FileBreaker, FileCache, FilePriority, F
 use crate::config::{
     AdaptiveLimit, AdmissionConfig, BreakerConfig, CacheConfig, ConcurrencyLimit,
     FailureRateConfig, KeyedRateConfig, Priority, Rate, RateKey, RateLimitConfig,
+    DEFAULT_CLUSTER_MAX_CONNECTIONS, DEFAULT_CLUSTER_MAX_PENDING_REQUESTS,
 };
 
 /// `rate_limit.per_key.max_keys` default.
@@ -224,7 +225,9 @@ impl Validator<'_> {
         }
     }
 
-    /// `circuit_breaker`: thresholds (each ≥ 1 when given), `consecutive_failures` (≥ 1),
+    /// `circuit_breaker`: thresholds (each ≥ 1 when given, `max_pending_requests` ≥ 0;
+    /// `max_connections` and `max_pending_requests` default to 1024 with or without
+    /// the block, `max_requests` and `max_retries` to unlimited), `consecutive_failures` (≥ 1),
     /// `failure_rate` (`threshold_percent` 1–100, `window` 10s, `min_requests` 20),
     /// `open_for` (5s, > 0), `max_open_for` (60s, ≥ open_for), `half_open_probes` (3, ≥ 1).
     pub(super) fn breaker(&mut self, path: &str, b: &FileBreaker) -> BreakerConfig {
@@ -280,8 +283,11 @@ impl Validator<'_> {
             self.err(format!("{path}.half_open_probes"), "must be at least 1");
         }
         BreakerConfig {
-            max_connections: b.max_connections,
-            max_pending_requests: b.max_pending_requests,
+            max_connections: Some(b.max_connections.unwrap_or(DEFAULT_CLUSTER_MAX_CONNECTIONS)),
+            max_pending_requests: Some(
+                b.max_pending_requests
+                    .unwrap_or(DEFAULT_CLUSTER_MAX_PENDING_REQUESTS),
+            ),
             max_requests: b.max_requests,
             max_retries: b.max_retries,
             consecutive_failures: b.consecutive_failures,

@@ -112,6 +112,10 @@ impl Validator<'_> {
             priority: priority(r.priority),
             burst,
             burst_active: false,
+            global_rate_limit: r
+                .global_rate_limit
+                .as_ref()
+                .and_then(|g| self.global_rate_limit(&format!("{path}.global_rate_limit"), g)),
         };
         self.apply_burst(&mut route);
         route

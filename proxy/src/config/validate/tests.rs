@@ -96,6 +96,12 @@ clusters:
     assert_eq!(l.limits.idle_timeout, Duration::from_secs(60));
     assert_eq!(l.limits.max_header_bytes, 65_536);
     assert_eq!(l.limits.max_request_body_bytes, 10_485_760);
+    assert_eq!(l.limits.max_concurrent_streams, 100);
+    assert_eq!(l.limits.premature_reset_total_stream_count, 500);
+    assert_eq!(
+        l.limits.premature_reset_min_stream_lifetime,
+        Duration::from_secs(1)
+    );
     let r = &l.routes[0];
     assert_eq!(r.matcher.host, None);
     assert_eq!(r.matcher.path, PathMatch::Prefix("/".into()));
@@ -168,6 +174,10 @@ fn bad_configs_report_path_and_reason() {
         ("    routes:\n      - name: api", "    limits: {idle_timeout: 0s}\n    routes:\n      - name: api", "listeners[0].limits.idle_timeout", "greater than 0"),
         ("    routes:\n      - name: api", "    limits: {max_header_bytes: 1KiB}\n    routes:\n      - name: api", "listeners[0].limits.max_header_bytes", "at least 8KiB"),
         ("    routes:\n      - name: api", "    limits: {max_request_body_bytes: 10 furlongs}\n    routes:\n      - name: api", "listeners[0].limits.max_request_body_bytes", "is not a size"),
+        ("    routes:\n      - name: api", "    limits: {max_concurrent_streams: 0}\n    routes:\n      - name: api", "listeners[0].limits.max_concurrent_streams", "between 1 and"),
+        ("    routes:\n      - name: api", "    limits: {max_concurrent_streams: 4294967295}\n    routes:\n      - name: api", "listeners[0].limits.max_concurrent_streams", "between 1 and"),
+        ("    routes:\n      - name: api", "    limits: {premature_reset_total_stream_count: 1}\n    routes:\n      - name: api", "listeners[0].limits.premature_reset_total_stream_count", "at least 2"),
+        ("    routes:\n      - name: api", "    limits: {premature_reset_min_stream_lifetime: 0s}\n    routes:\n      - name: api", "listeners[0].limits.premature_reset_min_stream_lifetime", "greater than 0"),
         ("    routes:\n      - name: api", "    tls: {certs: []}\n    routes:\n      - name: api", "listeners[0].tls.certs", "at least one certificate"),
         // routes
         ("      - name: rest", "      - name: api", "listeners[0].routes[1].name", "duplicate route name `api`"),
@@ -749,4 +759,35 @@ fn the_access_log_block_is_validated_field_by_field() {
         .contains("unknown field `bogus`"));
     assert!(at("server.access_log.fields[2]").unwrap().contains("twice"));
     assert!(!errors(&with("{ fields: [] }")).is_empty());
+}
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    let with = |admin: &str| {
+        format!(
+            "admin: {admin}\n{}",
+            BASE.replacen("admin:\n  listen: 127.0.0.1:9901\n", "", 1)
+        )
+    };
+    let e = errors(&with("{ listen: 0.0.0.0:9901 }"));
+    assert!(
+        e.iter()
+            .any(|(p, r)| p == "admin.token" && r.contains("required when admin.listen")),
+        "{e:?}"
+    );
+    let short = errors(&with("{ listen: 0.0.0.0:9901, token: short }"));
+    assert!(short
+        .iter()
+        .any(|(p, r)| p == "admin.token" && r.contains("at least 16")));
+    let c = check(&with(
+        "{ listen: 0.0.0.0:9901, token: admin-token-0123456789 }",
+    ))
+    .unwrap();
+    assert!(c.admin.token.unwrap().matches(b"admin-token-0123456789"));
+    // On loopback it stays optional.
+    assert!(check(&with("{ listen: 127.0.0.1:9901 }"))
+        .unwrap()
+        .admin
+        .token
+        .is_none());
 }

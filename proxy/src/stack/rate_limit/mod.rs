@@ -24,9 +24,11 @@
 //! tests pause and advance tokio's time. One concern per file: `policy` (the
 //! decision as values, governor's quota), `keys` (key extraction and the bounded
 //! key table), `headers` (the draft's response fields), `clock`, and the tower
-//! [`RateLimitLayer`] / [`RateLimit`].
+//! [`RateLimitLayer`] / [`RateLimit`]. [`global`] is the local bucket of a
+//! cluster-wide limit (`global_rate_limit`), whose rate the control plane sets.
 
 mod clock;
+pub mod global;
 mod headers;
 mod keys;
 mod layer;
@@ -43,6 +45,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use http::{HeaderMap, HeaderValue, Request};
 
 pub use clock::ProxyClock;
+pub use global::{GlobalLimitLayer, GlobalLimiter};
 pub use headers::{RATELIMIT, RATELIMIT_POLICY};
 pub use layer::RateLimitLayer;
 pub use policy::{Decision, Scope, Standing};
