@@ -35,15 +35,12 @@ OUT="$ROOT/reports/bench-$(date +%Y%m%d-%H%M%S)"
 RUN="$OUT/run"
 mkdir -p "$RUN"
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx; then
-  echo "installing wrk and nginx (apt-get)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null
-fi
-cargo build --release -q -p floodgate
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+need_wrk_nginx
+${CARGO:-cargo} build --release -q -p floodgate
 FLOODGATE="$ROOT/target/release/floodgate"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 UP=$(free_port); NG=$(free_port); NB=$(free_port); FG=$(free_port); FGA=$(free_port)
 FB=$(free_port); FBA=$(free_port); NL=$(free_port); FL=$(free_port); FLA=$(free_port)
 
@@ -51,25 +48,6 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-nginx_conf() { # $1 name, $2 workers, $3 server block
-  cat > "$RUN/$1.conf" <<CONF
-worker_processes $2;
-daemon off;
-pid $RUN/$1.pid;
-error_log $RUN/$1.error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $RUN/$1-body;
-  proxy_temp_path $RUN/$1-proxy;
-  fastcgi_temp_path $RUN/$1-fastcgi;
-  uwsgi_temp_path $RUN/$1-uwsgi;
-  scgi_temp_path $RUN/$1-scgi;
-  $3
-}
-CONF
-}
 nginx_conf upstream 1 "server { listen 127.0.0.1:$UP; location / { return 200 'ok\n'; } }"
 # The same request and response header work as Floodgate's defaults (docs/request-path.md).
 nginx_conf proxy 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
@@ -158,7 +136,6 @@ for round in $(seq "$ROUNDS"); do
     ALL[$name]="${ALL[$name]:-} $(rps "${target#*:}")"
   done
 done
-median() { python3 -c "import sys, statistics; print(f'{statistics.median(map(float, sys.argv[1:])):.0f}')" "$@"; }
 for target in $TARGETS; do
   name=${target%%:*}
   # shellcheck disable=SC2086
@@ -175,8 +152,6 @@ if "$FLOODGATE" --config configs/gateway.yaml --check >/dev/null 2>&1; then
   kill "$GW" 2>/dev/null || true
 fi
 
-# Median of the per-round ratios of two paths' requests/s.
-paired() { python3 -c "import sys, statistics; a, b = sys.argv[1].split(), sys.argv[2].split(); r = [float(x) / float(y) for x, y in zip(a, b)]; print(f'{statistics.median(r):.2f} (rounds: ' + ' '.join(f'{x:.2f}' for x in r) + ')')" "$1" "$2"; }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 diff_ms() { python3 -c "import sys; print(f'{float(sys.argv[1])-float(sys.argv[2]):.3f}')" "$1" "$2"; }
 {

@@ -25,6 +25,9 @@ pub const OUTLIER_EJECTIONS: &str = "floodgate_outlier_ejections_total";
 pub const ENDPOINTS_AVAILABLE: &str = "floodgate_endpoints_available";
 /// Config reload attempts, by result (`applied`, `rejected`, `unchanged`).
 pub const CONFIG_RELOADS: &str = "floodgate_config_reloads_total";
+/// Histogram: seconds from a validated config handed to `apply` to its snapshot
+/// serving (build and swap), of the configs applied.
+pub const CONFIG_APPLY_SECONDS: &str = "floodgate_config_apply_seconds";
 /// The version number of the running configuration.
 pub const CONFIG_VERSION: &str = "floodgate_config_version";
 /// 1 while a route's `burst:` overrides are in force (its cluster in burst mode), by listener and route.
@@ -70,6 +73,9 @@ pub const RATE_LIMIT_OVERFLOW_TOTAL: &str = "floodgate_rate_limit_overflow_total
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+const APPLY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -77,6 +83,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(CONFIG_APPLY_SECONDS.to_owned()),
+                    APPLY_BUCKETS,
+                )
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -139,6 +151,10 @@ fn describe() {
         "Endpoints healthy and not ejected, by cluster."
     );
     describe_counter!(CONFIG_RELOADS, "Config reload attempts, by result.");
+    describe_histogram!(
+        CONFIG_APPLY_SECONDS,
+        "Seconds from a validated config to its snapshot serving (build and swap)."
+    );
     describe_gauge!(
         CONFIG_VERSION,
         "Version number of the running configuration."
@@ -242,14 +258,16 @@ pub struct RequestMetrics {
     route: SharedString,
     cluster: SharedString,
     common: [OnceLock<metrics::Counter>; COMMON_CODES.len()],
-    duration: metrics::Histogram,
+    /// Registered on the first request, so the recorder holds nothing (key, buckets)
+    /// for a route never asked, as most of a 10,000-route table may be.
+    duration: OnceLock<metrics::Histogram>,
 }
 
 impl RequestMetrics {
     /// Handles for requests of `route` sent to `cluster` (`-` when none).
     pub fn new(route: SharedString, cluster: SharedString) -> Self {
         Self {
-            duration: metrics::histogram!(REQUEST_DURATION, "route" => route.clone()),
+            duration: OnceLock::new(),
             route,
             cluster,
             common: Default::default(),
@@ -274,7 +292,9 @@ impl RequestMetrics {
             },
             None => register().increment(1),
         }
-        self.duration.record(elapsed.as_secs_f64());
+        self.duration
+            .get_or_init(|| metrics::histogram!(REQUEST_DURATION, "route" => self.route.clone()))
+            .record(elapsed.as_secs_f64());
     }
 }
 

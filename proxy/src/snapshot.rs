@@ -22,7 +22,8 @@ use crate::stack::{self, RouteState};
 
 /// A listener's published part: its config, router and TLS acceptor.
 pub struct ListenerRuntime {
-    /// The listener's config.
+    /// The listener's config without its routes (empty here: they are in `router`,
+    /// and in [`Snapshot::config`]), so a snapshot holds no third copy of every route.
     pub config: ListenerConfig,
     /// Its route table.
     pub router: Router,
@@ -75,16 +76,20 @@ impl Snapshot {
     ) -> Result<Self, BuildError> {
         let mut clusters: Vec<ClusterEntry> = Vec::with_capacity(config.clusters.len());
         let mut endpoint_changes = Vec::new();
+        // By name once, so a reload of many clusters or routes stays linear.
+        let previous_clusters: HashMap<&str, &ClusterEntry> = previous
+            .map(|p| p.clusters.iter().map(|e| (e.cluster.name(), e)).collect())
+            .unwrap_or_default();
         for cc in &config.clusters {
-            let reused = previous
-                .and_then(|p| p.clusters.iter().find(|e| e.cluster.name() == cc.name))
+            let reused = previous_clusters
+                .get(cc.name.as_str())
                 .filter(|e| e.cluster.can_update_to(cc));
             clusters.push(match reused {
                 Some(entry) => {
                     if let Some(set) = entry.cluster.prepare_endpoints(&cc.endpoints) {
                         endpoint_changes.push((Arc::clone(&entry.cluster), set));
                     }
-                    entry.clone()
+                    (*entry).clone()
                 }
                 None => {
                     let cluster = Cluster::new(cc.clone())?;
@@ -114,14 +119,24 @@ impl Snapshot {
                     },
                 )?)),
             };
+            let previous_routes: HashMap<&str, &RouteState> = previous_listener
+                .map(|l| {
+                    l.router
+                        .routes()
+                        .iter()
+                        .map(|r| (r.config.name.as_str(), &r.state))
+                        .collect()
+                })
+                .unwrap_or_default();
             let mut routes = Vec::with_capacity(lc.routes.len());
             for rc in &lc.routes {
-                let previous_state = previous_listener
-                    .and_then(|l| l.router.route(&rc.name))
-                    .map(|r| &r.state);
+                let previous_state = previous_routes.get(rc.name.as_str()).copied();
                 let route_state = RouteState::new(rc, previous_state);
-                let mut arms = Vec::new();
-                for (name, weight) in rc.backend_arms() {
+                let backends = rc.backend_arms();
+                // Exactly as many as there are: an `Arm` is some 400 bytes, and a
+                // growing Vec would reserve four (1.6 KB per route at 10,000 routes).
+                let mut arms = Vec::with_capacity(backends.len());
+                for (name, weight) in backends {
                     let cluster = by_name
                         .get(name)
                         .ok_or_else(|| BuildError::UnknownCluster {
@@ -144,7 +159,7 @@ impl Snapshot {
             listeners.insert(
                 Arc::from(lc.name.as_str()),
                 Arc::new(ListenerRuntime {
-                    config: lc.clone(),
+                    config: without_routes(lc),
                     router: Router::new(routes),
                     tls,
                 }),
@@ -164,6 +179,19 @@ impl Snapshot {
     /// even if this one were then rejected.
     pub fn take_endpoint_changes(&mut self) -> Vec<(Arc<Cluster>, Vec<Arc<Endpoint>>)> {
         std::mem::take(&mut self.endpoint_changes)
+    }
+}
+
+/// A listener's settings with `routes` left empty.
+fn without_routes(lc: &ListenerConfig) -> ListenerConfig {
+    ListenerConfig {
+        name: lc.name.clone(),
+        listen: lc.listen,
+        tls: lc.tls.clone(),
+        limits: lc.limits.clone(),
+        trusted_proxies: lc.trusted_proxies.clone(),
+        headers: lc.headers,
+        routes: Vec::new(),
     }
 }
 

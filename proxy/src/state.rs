@@ -75,6 +75,7 @@ impl Proxy {
 
     /// Builds the first snapshot, binds every listener and starts serving on `workers`.
     pub fn start_on(config: Config, workers: Arc<Workers>) -> Result<Arc<Self>, ApplyError> {
+        let started = std::time::Instant::now();
         let snapshot = Snapshot::build(config, 1, None)?;
         let proxy = Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -90,6 +91,7 @@ impl Proxy {
             bound.insert(Arc::from(lc.name.as_str()), proxy.bind(lc)?);
         }
         proxy.start_listeners(bound);
+        log_applied(1, &proxy.snapshot().config, started.elapsed());
         metrics::gauge!(observe::CONFIG_VERSION).set(1.0);
         burst_gauges(&proxy.snapshot().config);
         access_log_target(&proxy.snapshot().config);
@@ -104,13 +106,14 @@ impl Proxy {
     /// Applies a validated config: the one reload path. On error nothing changes.
     pub fn apply(self: &Arc<Self>, config: Config) -> Result<Applied, ApplyError> {
         let _serial = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let started = std::time::Instant::now();
         let current = self.snapshot();
         if *current.config == config {
             metrics::counter!(observe::CONFIG_RELOADS, "result" => "unchanged").increment(1);
             return Ok(Applied::Unchanged(current.version));
         }
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-        let result = self.apply_inner(config, version, &current);
+        let result = self.apply_inner(config, version, &current, started);
         let label = if result.is_ok() { "applied" } else { "failed" };
         metrics::counter!(observe::CONFIG_RELOADS, "result" => label).increment(1);
         result
@@ -121,6 +124,7 @@ impl Proxy {
         config: Config,
         version: u64,
         current: &Snapshot,
+        started: std::time::Instant,
     ) -> Result<Applied, ApplyError> {
         let mut next = Snapshot::build(config, version, Some(current))?;
         // Bind new or moved listeners before publishing, so a bind failure rejects the config.
@@ -145,6 +149,7 @@ impl Proxy {
         let keep: Vec<Arc<str>> = next.listeners().map(|(name, _)| Arc::from(name)).collect();
         let endpoint_changes = next.take_endpoint_changes();
         self.snapshot.store(Arc::new(next));
+        let took = started.elapsed();
         // Clusters that kept their state take their new endpoint sets now that the
         // config is certain to apply.
         for (cluster, set) in endpoint_changes {
@@ -171,7 +176,7 @@ impl Proxy {
             tokio::spawn(handle.drain(drain_timeout));
         }
         self.start_listeners(bound);
-        tracing::info!(version, "config applied");
+        log_applied(version, &self.snapshot().config, took);
         Ok(Applied::New(version))
     }
 
@@ -262,6 +267,19 @@ fn access_log_target(config: &Config) {
     if let Some(log) = &config.server.access_log {
         crate::access_log::sink::set_target(log.path.clone());
     }
+}
+
+/// Logs "config applied" with how long the build and swap took (listeners started
+/// after it are not counted), and records it in `floodgate_config_apply_seconds`.
+fn log_applied(version: u64, config: &Config, took: std::time::Duration) {
+    metrics::histogram!(observe::CONFIG_APPLY_SECONDS).record(took.as_secs_f64());
+    let routes: usize = config.listeners.iter().map(|l| l.routes.len()).sum();
+    tracing::info!(
+        version,
+        routes,
+        took_ms = format_args!("{:.1}", took.as_secs_f64() * 1000.0),
+        "config applied"
+    );
 }
 
 /// `floodgate_route_burst_active` of every route with a `burst:` block, for the

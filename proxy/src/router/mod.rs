@@ -3,6 +3,14 @@
 //!
 //! A route table is immutable; a reload builds a new one and publishes it with the
 //! rest of the snapshot, so an in-flight request keeps the table it started with.
+//! Lookups go through a [`RouteIndex`] (hosts and exact paths hashed, prefixes in a
+//! trie), so their cost does not grow with the number of routes.
+
+#[cfg(test)]
+mod first_match;
+mod index;
+
+pub use index::RouteIndex;
 
 use http::request::Parts;
 use http::{header, HeaderMap, Method, Uri};
@@ -105,40 +113,44 @@ impl Route {
     }
 }
 
-/// The routes of one listener, in match order.
+/// The routes of one listener, in match order, and their index.
 #[derive(Default)]
 pub struct Router {
     routes: Vec<Route>,
+    index: RouteIndex,
 }
 
 impl Router {
     /// A router over routes in file order.
     pub fn new(routes: Vec<Route>) -> Self {
-        Self { routes }
+        let index = RouteIndex::new(routes.iter().map(|r| &r.config.matcher));
+        Self { routes, index }
     }
 
-    /// Every route, in match order.
-    pub fn routes(&self) -> impl Iterator<Item = &Route> {
-        self.routes.iter()
+    /// The routes in file order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
     }
 
-    /// The route named `name`.
+    /// The route named `name` (a scan: for lookups by name in bulk, index [`Router::routes`]).
     pub fn route(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.config.name == name)
     }
 
-    /// The first route matching the request head.
+    /// The first route in file order matching the request head.
     pub fn find(&self, head: &Parts) -> Option<&Route> {
-        // Worked out once, and only when some route matches on the host.
-        let mut host: Option<Option<&str>> = None;
-        self.routes.iter().find(|r| {
-            let m = &r.config.matcher;
-            let host = match m.host {
-                Some(_) => *host.get_or_insert_with(|| request_host(&head.uri, &head.headers)),
-                None => None,
-            };
-            matches(m, host, head.uri.path(), &head.method, &head.headers)
-        })
+        // Worked out only when some route matches on the host.
+        let host = match self.index.uses_host() {
+            true => request_host(&head.uri, &head.headers),
+            false => None,
+        };
+        let path = head.uri.path();
+        let pos = self.index.find(host, path, |pos| {
+            self.routes.get(pos).is_some_and(|r| {
+                matches(&r.config.matcher, host, path, &head.method, &head.headers)
+            })
+        })?;
+        self.routes.get(pos)
     }
 }
 
