@@ -87,8 +87,13 @@ async fn sigterm_during_load_drains_and_exits_zero() {
     // 50/s of 300 ms requests: ~15 in flight, under admission's initial limit (20).
     let streams = vec![Stream::normal(p.url("/normal/x"), 200, 50)];
     let (report, ()) = tokio::join!(load::run(streams, Duration::from_secs(10)), fault);
+    // A request a pooled client writes on a keep-alive connection just as the drain
+    // closes it (idle) is closed unanswered: HTTP/1.1's keep-alive race (RFC 9112
+    // §9.3.1: the client retries it). Seen once in many runs of the whole suite;
+    // allowed here, and bounded below.
     let expect = Expect {
         refused_allowed: true,
+        resets_allowed: true,
         min_normal_success: 0.0,
         reconcile_counters: false,
         ..Expect::default()
@@ -111,7 +116,14 @@ async fn sigterm_during_load_drains_and_exits_zero() {
     let (_, _, outcomes) = &report.streams[0];
     let ok = outcomes.iter().filter(|o| load::is_success(o)).count();
     let refused = outcomes.iter().filter(|o| **o == Outcome::Refused).count();
-    assert_eq!(ok + refused, outcomes.len(), "{:?}", report.errors());
+    let raced = report.resets().len();
+    assert!(raced <= 2, "closed unanswered: {:?}", report.resets());
+    assert_eq!(
+        ok + refused + raced,
+        outcomes.len(),
+        "{:?}",
+        report.errors()
+    );
     assert!(
         ok >= reached_at_term,
         "the in-flight requests finished: {ok} answered, {reached_at_term} had reached the app at SIGTERM"
