@@ -148,6 +148,15 @@ pub fn group_config(endpoint: SocketAddr) -> String {
 
 /// A tiny upstream answering every request with `name`.
 pub async fn upstream(name: &'static str) -> SocketAddr {
+    serve_each(move || async move { Response::new(Full::new(Bytes::from(name))) }).await
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1:0 answering every request with `answer()`.
+pub async fn serve_each<F, Fut>(answer: F) -> SocketAddr
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     tokio::spawn(async move {
@@ -155,9 +164,11 @@ pub async fn upstream(name: &'static str) -> SocketAddr {
             let Ok((stream, _)) = socket.accept().await else {
                 continue;
             };
+            let answer = answer.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |_req| async move {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
+                let service = service_fn(move |_req| {
+                    let answer = answer();
+                    async move { Ok::<_, Infallible>(answer.await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -225,26 +236,12 @@ where
 pub async fn counting_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
     use std::sync::atomic::{AtomicU64, Ordering};
     let count = std::sync::Arc::new(AtomicU64::new(0));
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
     let counter = std::sync::Arc::clone(&count);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = socket.accept().await else {
-                continue;
-            };
-            let counter = std::sync::Arc::clone(&counter);
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok")))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let addr = serve_each(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        async { Response::new(Full::new(Bytes::from("ok"))) }
+    })
+    .await;
     (addr, count)
 }
 
@@ -286,31 +283,17 @@ pub async fn slow_upstream(
     delay: Duration,
 ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
     let in_flight = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = std::sync::Arc::clone(&in_flight);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = socket.accept().await else {
-                continue;
-            };
-            let counter = std::sync::Arc::clone(&counter);
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| {
-                    let counter = std::sync::Arc::clone(&counter);
-                    async move {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(delay).await;
-                        counter.fetch_sub(1, Ordering::SeqCst);
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    let addr = serve_each(move || {
+        let counter = std::sync::Arc::clone(&counter);
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            counter.fetch_sub(1, Ordering::SeqCst);
+            Response::new(Full::new(Bytes::from(name)))
         }
-    });
+    })
+    .await;
     (addr, in_flight)
 }
