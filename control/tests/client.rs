@@ -6,15 +6,12 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use floodgate::admin::Admin;
 use floodgate::control_client::status::Origin;
 use floodgate::control_client::Managed;
 use http::StatusCode;
-use support::{eventually, get_text, group_config, upstream, ControlPlane, PROXY};
+use support::{eventually, get_text, group_config, managed_admin, upstream, ControlPlane, PROXY};
 
 /// A bootstrap with only the `control_plane` block (the admin listener is the
 /// test's own); fast retries so that tests do not wait on the backoff.
@@ -54,16 +51,6 @@ async fn wait_acked(cp: &ControlPlane, node: &str, version: u64) -> serde_json::
     .await
 }
 
-async fn admin_for(m: &Managed) -> SocketAddr {
-    let admin = Admin::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-        .with_control(Arc::clone(m.status()));
-    let addr = admin.local_addr().unwrap();
-    tokio::spawn(admin.serve(Arc::clone(m.proxy())));
-    addr
-}
-
 fn snapshot_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("snapshot.yaml")
 }
@@ -78,7 +65,7 @@ async fn publish_is_acked_served_and_persisted_and_an_edit_follows() {
         &bootstrap(&cp.url(), "p1", PROXY, &snapshot_path(&dir), ""),
         dir.path(),
     );
-    let admin = admin_for(&m).await;
+    let admin = managed_admin(&m).await;
 
     let v1 = cp.version("edge").await.unwrap();
     wait_for_body(&m, "a").await;
@@ -194,7 +181,7 @@ async fn the_proxy_serves_without_the_control_plane_and_resyncs_when_it_returns(
     m.proxy().drain().await;
     drop(m);
     let m = managed(&text, dir.path());
-    let admin = admin_for(&m).await;
+    let admin = managed_admin(&m).await;
     let view = m.status().view();
     assert_eq!(view.origin, Origin::Persisted);
     assert_eq!(view.version, Some(v1));
@@ -233,7 +220,7 @@ async fn a_wrong_token_keeps_the_static_config_serving_and_reports_not_connected
         ),
         dir.path(),
     );
-    let admin = admin_for(&m).await;
+    let admin = managed_admin(&m).await;
     wait_for_body(&m, "static").await;
     let error = eventually("the 401 is reported", || async {
         m.status().view().last_error.filter(|e| e.contains("401"))
@@ -274,7 +261,7 @@ async fn a_corrupt_persisted_snapshot_is_ignored_and_ready_waits_for_the_first_s
         ),
         dir.path(),
     );
-    let admin = admin_for(&m).await;
+    let admin = managed_admin(&m).await;
     let view = m.status().view();
     assert_eq!(view.origin, Origin::Bootstrap);
     assert!(!view.serving);

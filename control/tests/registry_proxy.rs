@@ -12,13 +12,11 @@ mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use floodgate::admin::Admin;
 use floodgate::control_client::Managed;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -26,7 +24,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
-use support::{call, eventually, get_text, ControlPlane, APP, PROXY};
+use support::{call, eventually, get_text, managed_admin, managed_proxy, ControlPlane, APP};
 use tokio::sync::watch;
 
 /// An upstream that answers with its name; requests to `/hold` wait until
@@ -91,27 +89,6 @@ fn group(endpoints: &str) -> String {
          listeners:\n  - name: web\n    listen: 127.0.0.1:0\n    routes: [ {{ name: all, cluster: app }} ]\n\
          clusters:\n  - name: app\n    endpoints: [{endpoints}]\n    connect_timeout: 500ms\n"
     )
-}
-
-fn managed(cp: &ControlPlane, node: &str, dir: &Path) -> Managed {
-    let text = format!(
-        "control_plane:\n  url: {}\n  node_id: {node}\n  group: edge\n  token: {PROXY}\n  \
-         snapshot_file: {}\n  poll_timeout: 5s\n  backoff: {{ initial: 20ms, max: 200ms }}\n",
-        cp.url(),
-        dir.join("snapshot.yaml").display()
-    );
-    let config = floodgate::config::parse_str(&text, "bootstrap.yaml", dir).unwrap();
-    Managed::start(config, dir).unwrap()
-}
-
-async fn admin_for(m: &Managed) -> SocketAddr {
-    let admin = Admin::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-        .with_control(Arc::clone(m.status()));
-    let addr = admin.local_addr().unwrap();
-    tokio::spawn(admin.serve(Arc::clone(m.proxy())));
-    addr
 }
 
 async fn listener(m: &Managed) -> SocketAddr {
@@ -223,8 +200,8 @@ async fn a_registry_only_cluster_answers_503_until_an_endpoint_registers() {
     let a = support::upstream("a").await;
     let cp = ControlPlane::start("edge", &group("")).await;
     let dir = tempfile::tempdir().unwrap();
-    let m = managed(&cp, "e1", dir.path());
-    let admin = admin_for(&m).await;
+    let m = managed_proxy(&cp, "edge", "e1", dir.path());
+    let admin = managed_admin(&m).await;
     let web = listener(&m).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
 
@@ -251,8 +228,8 @@ async fn an_endpoint_registered_under_load_keeps_the_cluster_state_and_drains_on
     let b = Held::start("b").await;
     let cp = ControlPlane::start("edge", &group(&format!("\"{}\"", a.addr))).await;
     let dir = tempfile::tempdir().unwrap();
-    let m = managed(&cp, "e2", dir.path());
-    let admin = admin_for(&m).await;
+    let m = managed_proxy(&cp, "edge", "e2", dir.path());
+    let admin = managed_admin(&m).await;
     let web = listener(&m).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
 
@@ -356,8 +333,8 @@ async fn an_endpoint_that_stops_heartbeating_is_removed_from_the_proxy() {
     let b = support::upstream("b").await;
     let cp = ControlPlane::start("edge", &group(&format!("\"{a}\""))).await;
     let dir = tempfile::tempdir().unwrap();
-    let m = managed(&cp, "e3", dir.path());
-    let admin = admin_for(&m).await;
+    let m = managed_proxy(&cp, "edge", "e3", dir.path());
+    let admin = managed_admin(&m).await;
     let web = listener(&m).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
 
