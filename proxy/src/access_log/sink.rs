@@ -9,7 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -55,7 +55,6 @@ enum Msg {
 struct Sink {
     tx: SyncSender<Msg>,
     threads: Mutex<Vec<Weak<Mutex<Chunk>>>>,
-    dropped: AtomicU64,
     /// A target to switch to (set by a config change).
     target: Mutex<Option<Target>>,
     /// Reopen the file (SIGUSR1).
@@ -75,7 +74,6 @@ fn sink() -> &'static Sink {
         Sink {
             tx,
             threads: Mutex::new(Vec::new()),
-            dropped: AtomicU64::new(0),
             target: Mutex::new(None),
             reopen: AtomicBool::new(false),
         }
@@ -146,13 +144,7 @@ fn hand_over(chunk: Chunk) {
 }
 
 fn count_dropped(lines: u64) {
-    sink().dropped.fetch_add(lines, Ordering::Relaxed);
     metrics::counter!(DROPPED).increment(lines);
-}
-
-/// Lines dropped so far in this process.
-pub fn dropped() -> u64 {
-    sink().dropped.load(Ordering::Relaxed)
 }
 
 /// Sets where lines go (the writer opens a file before its next write). Never

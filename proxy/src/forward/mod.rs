@@ -38,11 +38,6 @@ pub async fn handle(
 ) -> Response<Body> {
     let start = Instant::now();
     let log_on = snapshot.config.server.access_log.is_some();
-    let time = if log_on {
-        SystemTime::now()
-    } else {
-        SystemTime::UNIX_EPOCH
-    };
     let (mut head, body) = req.into_parts();
     let listener = snapshot.listener(&conn.listener);
     let added = listener.map(|l| l.config.headers).unwrap_or_default();
@@ -85,7 +80,7 @@ pub async fn handle(
         }
     };
     let seen = log_on.then(|| Seen {
-        time,
+        time: SystemTime::now(),
         host: head.headers.get(header::HOST).cloned(),
         traceparent: head.headers.get(TRACEPARENT).cloned(),
         bytes_in: if head.headers.contains_key(header::TRANSFER_ENCODING) {
