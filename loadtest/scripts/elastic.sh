@@ -55,10 +55,7 @@ export RUN_DIR="$out"
 mkdir -p "$out"
 : >"$out/pids"
 trap 'touch "$out/stop"; stop_all' EXIT
-for role in proxy app operator; do
-  var="FLOODGATE_${role^^}_TOKEN"
-  [[ -n "${!var:-}" ]] || export "$var=demo-$role-token-change-me"
-done
+demo_tokens
 op() { curl -fs --max-time 2 -H "Authorization: Bearer $FLOODGATE_OPERATOR_TOKEN" "$CONTROL_URL$1"; }
 # The proxy's healthy healthcode endpoints (bounded).
 healthy() {

@@ -77,6 +77,19 @@ wait_ok() {
   return 1
 }
 
+# demo_tokens: exports the demo tokens for the FLOODGATE_*_TOKEN variables that are unset.
+demo_tokens() {
+  local role var defaulted=""
+  for role in proxy app operator; do
+    var="FLOODGATE_${role^^}_TOKEN"
+    if [[ -z "${!var:-}" ]]; then
+      export "$var=demo-$role-token-change-me"
+      defaulted="$defaulted $var"
+    fi
+  done
+  [[ -z "$defaulted" ]] || log "using the demo tokens (demo-*-token-change-me) for unset:$defaulted"
+}
+
 # start_bg NAME LOGFILE CMD…: starts CMD in the background, records "NAME PID" in
 # $RUN_DIR/pids and sets LAST_PID. A floodgate-control starts in a session of its own
 # (setsid: its process group id is its PID), so the replicas its process scaler starts

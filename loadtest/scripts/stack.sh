@@ -65,19 +65,6 @@ CONTROL_ADDR=127.0.0.1:7070
 DEMO_GROUP=demo
 DEMO_NODE=demo-proxy-1
 
-# demo_tokens: exports the demo tokens for the FLOODGATE_*_TOKEN variables that are unset.
-demo_tokens() {
-  local role var defaulted=""
-  for role in proxy app operator; do
-    var="FLOODGATE_${role^^}_TOKEN"
-    if [[ -z "${!var:-}" ]]; then
-      export "$var=demo-$role-token-change-me"
-      defaulted="$defaulted $var"
-    fi
-  done
-  [[ -z "$defaulted" ]] || log "using the demo tokens (demo-*-token-change-me) for unset:$defaulted"
-}
-
 # op PATH: GET on the control plane's API with the operator token.
 op() {
   curl -fs --max-time 2 -H "Authorization: Bearer $FLOODGATE_OPERATOR_TOKEN" "http://$CONTROL_ADDR$1"
