@@ -10,7 +10,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
@@ -94,22 +94,7 @@ async fn proxy_with(delay: Duration, listener: &str) -> (TestProxy, Upstream) {
 async fn a_paced_rapid_reset_gets_goaway_long_before_thousands_of_streams() {
     let (proxy, up) = proxy_with(Duration::from_secs(30), "rapid").await;
     let addr = proxy.addr("rapid");
-    let (client, connection) = h2_connect(addr).await;
-    let mut opened = 0;
-    for _ in 0..5_000 {
-        // GOAWAY: no new stream may be opened (ready or send_request fails).
-        let Ok((response, mut stream)) = open(&client, addr, "/x").await else {
-            break;
-        };
-        opened += 1;
-        // Paced: the request was accepted and forwarded before it is reset.
-        let forwarded = Instant::now();
-        while up.hits() < opened && forwarded.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        stream.send_reset(h2::Reason::CANCEL);
-        drop(response);
-    }
+    let (opened, connection) = paced_rapid_reset(addr, "/x", &up, 5_000).await;
     assert!(
         opened < 1_000,
         "the connection took {opened} streams without GOAWAY"

@@ -687,3 +687,41 @@ impl Drop for ScriptedUpstream {
         self.task.abort();
     }
 }
+
+/// A paced HTTP/2 rapid reset on one h2c connection to `addr`: up to `max` times,
+/// open a GET of `path`, wait (≤ 5 s) until `up` has received it, reset it. Returns
+/// how many streams the connection took before the server refused new ones (GOAWAY)
+/// and the connection's task (finished once the server closed it).
+pub async fn paced_rapid_reset(
+    addr: SocketAddr,
+    path: &str,
+    up: &Upstream,
+    max: usize,
+) -> (usize, tokio::task::JoinHandle<()>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let before = up.hits();
+    let mut opened = 0;
+    for _ in 0..max {
+        let req = Request::get(format!("http://{addr}{path}"))
+            .body(())
+            .unwrap();
+        let Ok(mut ready) = client.clone().ready().await else {
+            break;
+        };
+        let Ok((response, mut stream)) = ready.send_request(req, true) else {
+            break;
+        };
+        opened += 1;
+        let forwarded = Instant::now();
+        while up.hits() < before + opened && forwarded.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+        drop(response);
+    }
+    (opened, task)
+}

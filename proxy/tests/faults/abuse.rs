@@ -12,7 +12,7 @@ use super::check::Expect;
 use super::load::Stream;
 use super::raw::{raw_upstream, Script, BIG_BODY};
 use super::setup::{Cfg, Proxy};
-use crate::common::{eventually, get, metric, upstream, Behavior};
+use crate::common::{eventually, get, metric, paced_rapid_reset, upstream, Behavior};
 
 /// Opens `n` connections that send a request head one header line every 200 ms;
 /// returns how long each lasted before the proxy closed it (`None`: still open
@@ -179,37 +179,6 @@ async fn unique_key_flood_beside_normal_traffic() {
     assert!(overflow > 0.0, "the flood overflowed the table: {page}");
 }
 
-/// A paced HTTP/2 rapid reset on one connection (open a stream, wait until the
-/// upstream has it, reset it; up to 5,000 times): returns how many streams the
-/// connection took before the proxy sent GOAWAY (5,000: it never did).
-async fn rapid_reset(addr: SocketAddr, up: &crate::common::Upstream) -> usize {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut opened = 0;
-    for _ in 0..5_000 {
-        let req = http::Request::get(format!("http://{addr}/fault/x"))
-            .body(())
-            .expect("request");
-        let Ok(mut ready) = client.clone().ready().await else {
-            break;
-        };
-        let Ok((response, mut stream)) = ready.send_request(req, true) else {
-            break;
-        };
-        opened += 1;
-        let forwarded = Instant::now();
-        while up.hits() < opened && forwarded.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        stream.send_reset(h2::Reason::CANCEL);
-        drop(response);
-    }
-    opened
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rapid_reset_client_beside_normal_traffic() {
     let app = upstream("normal").await;
@@ -232,7 +201,7 @@ async fn rapid_reset_client_beside_normal_traffic() {
         .case(
             "HTTP/2 rapid reset on one connection",
             vec![Stream::normal(p.url("/normal/x"), 300, 150)],
-            rapid_reset(addr, &slow),
+            async { paced_rapid_reset(addr, "/fault/x", &slow, 5_000).await.0 },
             Expect::default(),
         )
         .await;
