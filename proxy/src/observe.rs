@@ -39,6 +39,8 @@ pub const WORKER_CONNECTIONS: &str = "floodgate_worker_connections";
 /// Downstream connections the proxy closed on its own, by listener and reason
 /// (`idle`, `header_timeout`, `send_timeout`, `rapid_reset`).
 pub const LISTENER_CONNECTIONS_CLOSED: &str = "floodgate_listener_connections_closed_total";
+/// Idle HTTP/1 keep-alive connections parked (hyper's buffers and state let go), by listener.
+pub const LISTENER_PARKS: &str = "floodgate_listener_parks_total";
 /// Requests the proxy turned away by itself, by cluster and reason (`overflow`, `circuit_open`, ...).
 pub const SHED_TOTAL: &str = "floodgate_shed_total";
 /// Circuit-breaker state by cluster: 0 closed, 1 open, 2 half-open.
@@ -174,6 +176,10 @@ fn describe() {
     describe_counter!(
         LISTENER_CONNECTIONS_CLOSED,
         "Downstream connections closed by the proxy, by listener and reason."
+    );
+    describe_counter!(
+        LISTENER_PARKS,
+        "Idle HTTP/1 keep-alive connections parked (their HTTP state released), by listener."
     );
     describe_counter!(
         CACHE_REQUESTS_TOTAL,

@@ -11,6 +11,9 @@
 //! A client that takes nothing of what is written to it (a write that stays
 //! blocked) is cut off after `send_timeout`: otherwise a client that never reads
 //! a large response holds the exchange and its upstream connection forever.
+//! An HTTP/1 connection quiet for a whole period (nothing in flight, no response
+//! body being written, no head arriving, no write blocked, no request since the
+//! tick before) is reported [`Verdict::Rest`]: it can be parked ([`super::park`]).
 
 use std::io;
 use std::pin::Pin;
@@ -47,6 +50,8 @@ pub struct Activity {
     matched: AtomicU8,
     /// Since when a write has been blocked (ns since `opened`, plus 1; 0: not).
     write_blocked: AtomicU64,
+    /// Response bodies handed to hyper and not finished (dropped) yet.
+    responding: AtomicUsize,
 }
 
 impl Activity {
@@ -61,6 +66,7 @@ impl Activity {
             proto: AtomicU8::new(PROTO_UNKNOWN),
             matched: AtomicU8::new(0),
             write_blocked: AtomicU64::new(0),
+            responding: AtomicUsize::new(0),
         }
     }
 
@@ -78,8 +84,28 @@ impl Activity {
         self.last_done_ns.store(ns, Ordering::Relaxed);
     }
 
+    /// A response (its body) was handed to hyper to write.
+    pub fn response_sent(&self) {
+        self.responding.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// hyper finished with a response body (written to its end, or dropped).
+    pub fn response_ended(&self) {
+        self.responding.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// True once the connection's first bytes showed the HTTP/2 preface.
+    pub fn is_http2(&self) -> bool {
+        self.proto.load(Ordering::Relaxed) == PROTO_HTTP2
+    }
+
+    /// True once the connection's first bytes told HTTP/1 from HTTP/2.
+    pub fn protocol_known(&self) -> bool {
+        self.proto.load(Ordering::Relaxed) != PROTO_UNKNOWN
+    }
+
     /// `bytes` arrived from the client.
-    fn received(&self, bytes: &[u8]) {
+    pub(super) fn received(&self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
@@ -155,6 +181,8 @@ pub enum Verdict {
     SlowHead,
     /// The client took nothing written to it for `send_timeout`: close now.
     SlowReader,
+    /// An HTTP/1 connection quiet since the tick before: it may be parked.
+    Rest,
 }
 
 /// Checks one connection's deadlines at each tick of [`Watchdog::period`].
@@ -167,6 +195,8 @@ pub struct Watchdog {
     /// The head being waited for (`Activity::started` when first seen) and the
     /// ticks that have seen it pending.
     head: Option<(u64, u32)>,
+    /// `Activity::started` when the last tick found the connection quiet.
+    quiet: Option<u64>,
 }
 
 impl Watchdog {
@@ -184,6 +214,7 @@ impl Watchdog {
             send_timeout,
             period,
             head: None,
+            quiet: None,
         }
     }
 
@@ -194,14 +225,13 @@ impl Watchdog {
 
     /// One tick: is anything overdue?
     pub fn check(&mut self, activity: &Activity) -> Verdict {
-        if activity
-            .write_blocked_for()
-            .is_some_and(|d| d >= self.send_timeout)
-        {
+        let blocked = activity.write_blocked_for();
+        if blocked.is_some_and(|d| d >= self.send_timeout) {
             return Verdict::SlowReader;
         }
         if activity.in_flight.load(Ordering::Relaxed) != 0 {
             self.head = None;
+            self.quiet = None;
             return Verdict::Keep;
         }
         let http2 = activity.proto.load(Ordering::Relaxed) == PROTO_HTTP2;
@@ -218,6 +248,7 @@ impl Watchdog {
                 return Verdict::SlowHead;
             }
             // A head on its way is not idleness: the head deadline governs now.
+            self.quiet = None;
             return Verdict::Keep;
         } else {
             self.head = None;
@@ -225,6 +256,15 @@ impl Watchdog {
         if activity.idle_for() >= self.idle_timeout {
             return Verdict::Idle;
         }
+        if http2 || blocked.is_some() || activity.responding.load(Ordering::Relaxed) != 0 {
+            self.quiet = None;
+            return Verdict::Keep;
+        }
+        let started = activity.started.load(Ordering::Relaxed);
+        if self.quiet == Some(started) {
+            return Verdict::Rest;
+        }
+        self.quiet = Some(started);
         Verdict::Keep
     }
 }
@@ -339,7 +379,8 @@ mod tests {
         activity.received(b"request body");
         activity.request_done();
         for _ in 0..5 {
-            assert_eq!(dog.check(&activity), Verdict::Keep);
+            // Quiet: it may rest, but no head deadline runs.
+            assert_ne!(dog.check(&activity), Verdict::SlowHead);
         }
     }
 
@@ -378,6 +419,55 @@ mod tests {
             Verdict::Keep,
             "a request is in flight"
         );
+    }
+
+    #[test]
+    fn a_connection_quiet_for_a_whole_period_may_rest() {
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::from_secs(600));
+        activity.received(b"GET / HTTP/1.1\r\n\r\n");
+        activity.request_started();
+        activity.response_sent();
+        activity.request_done();
+        assert_eq!(
+            dog.check(&activity),
+            Verdict::Keep,
+            "the body is being written"
+        );
+        activity.response_ended();
+        assert_eq!(
+            dog.check(&activity),
+            Verdict::Keep,
+            "quiet since this tick only"
+        );
+        assert_eq!(dog.check(&activity), Verdict::Rest);
+        // A request between two ticks starts the count again.
+        activity.request_started();
+        activity.request_done();
+        assert_eq!(dog.check(&activity), Verdict::Keep);
+        assert_eq!(dog.check(&activity), Verdict::Rest);
+        // Bytes of a head on their way, or a blocked write, are not quiet.
+        activity.received(b"GET");
+        assert_eq!(dog.check(&activity), Verdict::Keep);
+        activity.request_started();
+        activity.request_done();
+        activity.wrote(false);
+        assert_eq!(dog.check(&activity), Verdict::Keep);
+        assert_eq!(dog.check(&activity), Verdict::Keep, "still blocked");
+        // Idleness past the timeout closes rather than rests.
+        let mut short = Watchdog::new(T, Duration::ZERO, Duration::from_secs(600));
+        assert_eq!(short.check(&Activity::new()), Verdict::Idle);
+    }
+
+    #[test]
+    fn http2_connections_never_rest() {
+        let activity = Activity::new();
+        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::from_secs(600));
+        activity.received(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert!(activity.is_http2() && activity.protocol_known());
+        for _ in 0..3 {
+            assert_eq!(dog.check(&activity), Verdict::Keep);
+        }
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! loop on each listener's socket (see [`crate::workers`]).
 
 mod deadline;
+mod ending;
 mod handler;
+mod park;
 mod resets;
+mod rewind;
 mod serve;
 mod side_wake;
 mod spread;
