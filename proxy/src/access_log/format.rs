@@ -108,27 +108,51 @@ impl Field {
         }
     }
 
-    /// `"name":`, the field's key in a JSON line.
+    /// `,"name":`, the field's key in a JSON line after the separator before it.
     fn json_key(self) -> &'static str {
         match self {
-            Field::Time => "\"time\":",
-            Field::Client => "\"client\":",
-            Field::Method => "\"method\":",
-            Field::Host => "\"host\":",
-            Field::Path => "\"path\":",
-            Field::Protocol => "\"protocol\":",
-            Field::Status => "\"status\":",
-            Field::BytesIn => "\"bytes_in\":",
-            Field::BytesOut => "\"bytes_out\":",
-            Field::DurationMs => "\"duration_ms\":",
-            Field::Upstream => "\"upstream\":",
-            Field::UpstreamMs => "\"upstream_ms\":",
-            Field::Route => "\"route\":",
-            Field::Cluster => "\"cluster\":",
-            Field::Listener => "\"listener\":",
-            Field::Reason => "\"reason\":",
-            Field::RequestId => "\"request_id\":",
-            Field::TraceId => "\"trace_id\":",
+            Field::Time => ",\"time\":",
+            Field::Client => ",\"client\":",
+            Field::Method => ",\"method\":",
+            Field::Host => ",\"host\":",
+            Field::Path => ",\"path\":",
+            Field::Protocol => ",\"protocol\":",
+            Field::Status => ",\"status\":",
+            Field::BytesIn => ",\"bytes_in\":",
+            Field::BytesOut => ",\"bytes_out\":",
+            Field::DurationMs => ",\"duration_ms\":",
+            Field::Upstream => ",\"upstream\":",
+            Field::UpstreamMs => ",\"upstream_ms\":",
+            Field::Route => ",\"route\":",
+            Field::Cluster => ",\"cluster\":",
+            Field::Listener => ",\"listener\":",
+            Field::Reason => ",\"reason\":",
+            Field::RequestId => ",\"request_id\":",
+            Field::TraceId => ",\"trace_id\":",
+        }
+    }
+
+    /// ` name=`, the field's key in a text line after the separator before it.
+    fn text_key(self) -> &'static str {
+        match self {
+            Field::Time => " time=",
+            Field::Client => " client=",
+            Field::Method => " method=",
+            Field::Host => " host=",
+            Field::Path => " path=",
+            Field::Protocol => " protocol=",
+            Field::Status => " status=",
+            Field::BytesIn => " bytes_in=",
+            Field::BytesOut => " bytes_out=",
+            Field::DurationMs => " duration_ms=",
+            Field::Upstream => " upstream=",
+            Field::UpstreamMs => " upstream_ms=",
+            Field::Route => " route=",
+            Field::Cluster => " cluster=",
+            Field::Listener => " listener=",
+            Field::Reason => " reason=",
+            Field::RequestId => " request_id=",
+            Field::TraceId => " trace_id=",
         }
     }
 
@@ -194,32 +218,32 @@ pub fn trace_id(traceparent: &[u8]) -> Option<&[u8]> {
 
 /// Appends one line (with its `\n`) to `out`.
 pub fn write(line: &Line<'_>, format: Format, fields: &[Field], out: &mut Vec<u8>) {
+    // One copy of the line's code per format, so no field asks which format it is in.
     match format {
-        Format::Json => out.push(b'{'),
-        Format::Text => {}
-    }
-    for (i, &field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(match format {
-                Format::Json => b',',
-                Format::Text => b' ',
-            });
-        }
-        match format {
-            Format::Json => out.extend_from_slice(field.json_key().as_bytes()),
-            Format::Text => {
-                out.extend_from_slice(field.name().as_bytes());
-                out.push(b'=');
-            }
-        }
-        value(line, field, format, out);
-    }
-    match format {
-        Format::Json => out.extend_from_slice(b"}\n"),
-        Format::Text => out.push(b'\n'),
+        Format::Json => write_as::<true>(line, fields, out),
+        Format::Text => write_as::<false>(line, fields, out),
     }
 }
 
+fn write_as<const JSON: bool>(line: &Line<'_>, fields: &[Field], out: &mut Vec<u8>) {
+    let format = if JSON { Format::Json } else { Format::Text };
+    if JSON {
+        out.push(b'{');
+    }
+    for (i, &field) in fields.iter().enumerate() {
+        // The key with the separator before it, as one copy.
+        let key = if JSON {
+            field.json_key()
+        } else {
+            field.text_key()
+        };
+        out.extend_from_slice(if i == 0 { &key[1..] } else { key }.as_bytes());
+        value(line, field, format, out);
+    }
+    out.extend_from_slice(if JSON { b"}\n" } else { b"\n" });
+}
+
+#[inline(always)]
 fn value(line: &Line<'_>, field: Field, format: Format, out: &mut Vec<u8>) {
     match field {
         Field::Time => {
@@ -273,14 +297,13 @@ fn value(line: &Line<'_>, field: Field, format: Format, out: &mut Vec<u8>) {
 /// A value that needs no escaping in either format — a method (an HTTP token), the
 /// protocol, or a name the config validated (letters, digits, `-`, `_`, `.`) — is
 /// copied as it is; anything else goes through [`text`].
+#[inline]
 fn token(value: Option<&str>, format: Format, out: &mut Vec<u8>) {
     let Some(v) = value else {
         absent(format, out);
         return;
     };
-    let safe = !v.is_empty()
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+    let safe = !v.is_empty() && v.bytes().all(|b| TOKEN[usize::from(b)]);
     if !safe {
         text(Some(v.as_bytes()), format, out);
         return;
@@ -295,6 +318,7 @@ fn token(value: Option<&str>, format: Format, out: &mut Vec<u8>) {
     }
 }
 
+#[inline]
 fn quote_open(format: Format) -> &'static [u8] {
     match format {
         Format::Json => b"\"",
@@ -302,6 +326,7 @@ fn quote_open(format: Format) -> &'static [u8] {
     }
 }
 
+#[inline]
 fn absent(format: Format, out: &mut Vec<u8>) {
     out.extend_from_slice(match format {
         Format::Json => b"null",
@@ -309,11 +334,13 @@ fn absent(format: Format, out: &mut Vec<u8>) {
     });
 }
 
+#[inline]
 fn number(n: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Milliseconds with three decimals (microsecond resolution), no float formatting.
+#[inline]
 fn millis(d: Duration, out: &mut Vec<u8>) {
     let micros = d.as_micros();
     let micros = u64::try_from(micros).unwrap_or(u64::MAX);
@@ -325,6 +352,7 @@ fn millis(d: Duration, out: &mut Vec<u8>) {
     out.push(b'0' + (frac % 10) as u8);
 }
 
+#[inline]
 fn addr(a: SocketAddr, format: Format, out: &mut Vec<u8>) {
     out.extend_from_slice(quote_open(format));
     match a {
@@ -350,6 +378,7 @@ fn addr(a: SocketAddr, format: Format, out: &mut Vec<u8>) {
 /// A string value: JSON-escaped and quoted, or in text quoted only when it holds a
 /// space, `"`, `=` or a control byte. Bytes that are not UTF-8 are written as `\u00XX`
 /// (JSON) or `\xXX` (text), so a line is always valid UTF-8 and one line.
+#[inline]
 fn text(value: Option<&[u8]>, format: Format, out: &mut Vec<u8>) {
     let Some(v) = value else {
         absent(format, out);
@@ -376,6 +405,18 @@ fn text(value: Option<&[u8]>, format: Format, out: &mut Vec<u8>) {
     }
 }
 
+/// Bytes a [`token`] value may hold: ASCII letters and digits, `-`, `_`, `.`, `/`.
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/');
+        b += 1;
+    }
+    t
+};
+
 /// Bytes written as they are inside a quoted value: printable ASCII but `"` and `\\`.
 const PLAIN: [bool; 256] = {
     let mut t = [false; 256];
@@ -390,6 +431,7 @@ const PLAIN: [bool; 256] = {
 /// Copies `v`, escaping what must be: runs of plain bytes are copied whole (the
 /// common case is one copy of the whole value); UTF-8 above ASCII is kept when the
 /// value is valid UTF-8.
+#[inline]
 fn escape(v: &[u8], out: &mut Vec<u8>, json: bool) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut valid_utf8: Option<bool> = None;

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Response, Version};
 use http_body::{Frame, SizeHint};
 
@@ -34,7 +35,7 @@ pub struct Pending {
     /// The routing authority.
     pub host: Option<HeaderValue>,
     /// Path and query as received.
-    pub path: String,
+    pub path: PathAndQuery,
     /// Downstream protocol.
     pub version: Version,
     /// Response status.
@@ -82,7 +83,7 @@ impl Logged {
             client: p.client,
             method: p.method.as_str(),
             host: p.host.as_ref().map(HeaderValue::as_bytes),
-            path: &p.path,
+            path: p.path.as_str(),
             protocol: protocol(p.version),
             status: p.status,
             bytes_in: p.bytes_in,

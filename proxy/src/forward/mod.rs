@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body_util::Limited;
 use hyper::body::Incoming;
@@ -56,11 +57,12 @@ pub async fn handle(
         .flatten();
     let logged_id = request_id.as_ref().or(client_id.as_ref());
     // Kept for the access log only; no copy when the log is off.
+    // A clone shares the request's bytes: no copy of the path.
     let original_path = log_on.then(|| {
         head.uri
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))
     });
     let downstream_version = head.version;
     let method = head.method.clone();
@@ -80,7 +82,7 @@ pub async fn handle(
         }
     };
     let seen = log_on.then(|| Seen {
-        time: SystemTime::now(),
+        time: crate::time::wall_clock(start),
         host: head.headers.get(header::HOST).cloned(),
         traceparent: head.headers.get(TRACEPARENT).cloned(),
         bytes_in: if head.headers.contains_key(header::TRANSFER_ENCODING) {
@@ -88,7 +90,7 @@ pub async fn handle(
         } else {
             Some(content_length(&head.headers).unwrap_or(0))
         },
-        path: original_path.unwrap_or_default(),
+        path: original_path.unwrap_or_else(|| PathAndQuery::from_static("/")),
         request_id: logged_id.cloned(),
     });
     let (route, listener) = match routed {
@@ -154,7 +156,7 @@ struct Seen {
     host: Option<HeaderValue>,
     traceparent: Option<HeaderValue>,
     bytes_in: Option<u64>,
-    path: String,
+    path: PathAndQuery,
     request_id: Option<HeaderValue>,
 }
 

@@ -1,4 +1,5 @@
-//! Time for the whole proxy: one clock that tests can pause, and pooled deadline timers.
+//! Time for the whole proxy: one clock that tests can pause, pooled deadline timers,
+//! and the wall-clock time of an instant without a second clock read ([`wall_clock`]).
 //!
 //! Every timestamp the proxy keeps (breaker windows, endpoint scores, pool idle
 //! times, admission latencies, cache ages, rate-limit cells) is a tokio
@@ -8,8 +9,10 @@
 //! used for state (only for a few log durations).
 
 pub mod timer_pool;
+mod wall;
 
 pub use tokio::time::Instant;
+pub use wall::wall_clock;
 
 /// The current time on the proxy's clock (paused in tests that pause tokio's clock).
 #[inline]
