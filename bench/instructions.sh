@@ -7,7 +7,9 @@
 # BINARY (default: this checkout's release build), Floodgate with one worker under
 # callgrind, in three configs: `logged` = its defaults as shipped (forwarding headers,
 # request id, admission control, the JSON access log, here to a file); `defaults` = the
-# same with the access log off; and `bare` (`headers: {forwarded: false, request_id:
+# same with the access log off; `rejected` = the defaults with a route rate limit of 1 rps,
+# so that (after the first) every request is refused by the proxy itself (429 with
+# `Retry-After`: what a refusal costs, the response built by the proxy); and `bare` (`headers: {forwarded: false, request_id:
 # false}`, `admission: {enabled: false}`, no access log). `logged` minus `defaults` is
 # what the access log costs. Then nginx under callgrind (one process, `master_process
 # off`) in the matching pairs: `nginx-logged` (the same header work and a buffered JSON
@@ -88,7 +90,7 @@ for t in threads: t.start()
 for t in threads: t.join()
 PY
 
-measure() { # $1 binary, $2 label, $3 extra listener lines, $4 extra cluster lines, $5 access log
+measure() { # $1 binary, $2 label, $3 extra listener lines, $4 extra cluster lines, $5 access log, $6 extra route lines
   local port admin out pid
   port=$(free_port); admin=$(free_port); out="$RUN/callgrind.$2.out"
   cat > "$RUN/$2.yaml" <<YAML
@@ -101,6 +103,7 @@ $3
     routes:
       - name: all
         cluster: app
+${6:-}
 clusters:
   - name: app
     endpoints: ["127.0.0.1:$UP"]
@@ -169,6 +172,7 @@ printf '%-60s %-12s %8s\n' binary config instr/req
 for bin in "${BINARIES[@]}"; do
   measure "$bin" logged "" "" "{ path: $RUN/access.log }"
   measure "$bin" defaults ""
+  measure "$bin" rejected "" "" "" "        rate_limit: { rps: 1, burst: 1 }"
   measure "$bin" bare "    headers: { forwarded: false, request_id: false }" "    admission: { enabled: false }"
 done
 measure_nginx nginx-logged "    proxy_set_header Host \$http_host;

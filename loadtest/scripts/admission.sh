@@ -7,9 +7,18 @@
 # Prints one table and writes reports/admission-<timestamp>/ (every report, table.md).
 #
 #   admission.sh [--scenario FILE] [--connections "256 2000"] [--no-nginx] [--no-hog]
+#                [--access-log]
+#
+# --access-log: Floodgate writes an access log (status, duration_ms, reason) to a file, and
+# the rejections' time inside the proxy (arrival to last byte written) is reported beside
+# the client's view; a diagnostic, since the log costs CPU of its own.
+# Besides the table, per run: the CPU time of the generator, the proxy and the app per
+# request sent (from /proc, µs), and Floodgate's queued requests' waits by outcome
+# (`floodgate_admission_wait_seconds`), in cpu.json and waits.txt beside each report.
 #
 # Environment: APP_WORKERS (16), APP_SERVICE_TIME (10ms), APP_MAX_QUEUE (64); FLOODGATE, the
-# proxy binary (default: the release build, built if missing), to compare two builds.
+# proxy binary (default: the release build, built if missing), to compare two builds;
+# FLOODGATE_ARGS, extra flags for it (e.g. `--workers 1`, as nginx runs one worker).
 # Every process is started and stopped by PID; every load run is bounded by its profile.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -18,12 +27,14 @@ scenario="$ROOT/loadtest/scenarios/admission-100x.yaml"
 conns_list="256 2000"
 nginx=1
 hog=1
+access_log=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --scenario) scenario="$2"; shift 2 ;;
     --connections) conns_list="$2"; shift 2 ;;
     --no-nginx) nginx=0; shift ;;
     --no-hog) hog=0; shift ;;
+    --access-log) access_log=1; shift ;;
     *) die "unknown option $1" ;;
   esac
 done
@@ -55,11 +66,17 @@ run() {
   local name="$1" peer="$2" conns="$3" with_hog="${4:-}" url hog_pid=""
   export RUN_DIR="$out/$name/run"; mkdir -p "$RUN_DIR"; : >"$RUN_DIR/pids"
   start_apps 1
+  local app_pid="$LAST_PID" peer_pid
   export PROXY_PORT ADMIN_PORT; PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
   case "$peer" in
     floodgate)
       render "$ROOT/loadtest/peers/floodgate-defaults.yaml" "$RUN_DIR/floodgate.yaml"
-      start_bg floodgate "$RUN_DIR/floodgate.log" "$FLOODGATE" --config "$RUN_DIR/floodgate.yaml"
+      if [[ $access_log == 1 ]]; then
+        sed -i "s|access_log: false|access_log: { path: $RUN_DIR/access.log, format: json, fields: [status, duration_ms, reason] }|" \
+          "$RUN_DIR/floodgate.yaml"
+      fi
+      # shellcheck disable=SC2086
+      start_bg floodgate "$RUN_DIR/floodgate.log" "$FLOODGATE" --config "$RUN_DIR/floodgate.yaml" ${FLOODGATE_ARGS:-}
       wait_http "http://127.0.0.1:$ADMIN_PORT/ready" 20 || die "floodgate did not start"
       ;;
     nginx)
@@ -72,6 +89,7 @@ run() {
       wait_http "http://127.0.0.1:$PROXY_PORT/healthz" 20 || die "nginx did not start"
       ;;
   esac
+  peer_pid="$LAST_PID"
   url="http://127.0.0.1:$PROXY_PORT"
   if [[ -n $with_hog ]]; then
     # A CPU hog for the length of the run (bounded by timeout), on the same 2 cores.
@@ -79,14 +97,42 @@ run() {
     echo "hog $hog_pid" >>"$RUN_DIR/pids"
   fi
   log "== $name: $peer, $conns connections${with_hog:+, with a CPU hog}"
-  "$BIN_DIR/floodgate-load" --scenario "$scenario" --base-url "$url" --connections "$conns" \
+  mkdir -p "$out/$name"
+  local cpu_before; cpu_before=$(cpu_secs "$peer_pid" "$app_pid")
+  /usr/bin/time -f "%U %S" -o "$out/$name/load-cpu.txt" \
+    "$BIN_DIR/floodgate-load" --scenario "$scenario" --base-url "$url" --connections "$conns" \
     --name "$name" --out "$out/$name" --quiet || log "$name: floodgate-load exited $?"
+  echo "$cpu_before $(cpu_secs "$peer_pid" "$app_pid")" >"$out/$name/peer-cpu.txt"
   if [[ $peer == floodgate ]]; then
     curl -fs "http://127.0.0.1:$ADMIN_PORT/clusters" >"$out/$name/clusters.json" || true
     curl -fs "http://127.0.0.1:$ADMIN_PORT/metrics" >"$out/$name/metrics.txt" || true
   fi
+  stop_all
+  [[ -f "$RUN_DIR/access.log" ]] && cp "$RUN_DIR/access.log" "$out/$name/access.log"
   [[ -n $hog_pid ]] && { kill "$hog_pid" 2>/dev/null || true; wait "$hog_pid" 2>/dev/null || true; }
   stop_all
+}
+
+# cpu_secs PID...: CPU seconds (user + system) of each process and its children now
+# (nginx's workers are its master's children), space separated.
+cpu_secs() {
+  python3 - "$@" <<'PY'
+import os, sys
+tick = os.sysconf("SC_CLK_TCK")
+def stat(pid):
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(f[1]), (int(f[11]) + int(f[12])) / tick   # ppid, utime + stime
+procs = {int(p): stat(p) for p in os.listdir("/proc") if p.isdigit()}
+out = []
+for pid in map(int, sys.argv[1:]):
+    own = procs.get(pid)
+    kids = sum(v[1] for v in procs.values() if v and v[0] == pid)
+    out.append(f"{(own[1] if own else 0) + kids:.2f}")
+print(" ".join(out))
+PY
 }
 
 rows=()
@@ -135,5 +181,54 @@ for n in names:
 print()
 for n in names:
     print(f"- {n}: rejections by x-floodgate-reason: {stats(n)['reasons'] or 'none'}")
+
+# Where a rejection's time goes, and what each request costs in CPU.
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else None
+def diag(name):
+    d = os.path.join(out, name)
+    r = json.load(open(os.path.join(d, "report.json")))["summary"]
+    sent = max(r["sent"], 1)
+    row = dict(rej=r["latency_ms"]["rejected"], svc=r["service_latency_ms"]["rejected"],
+               lag=r["send_lag_ms"])
+    try:
+        u, s_ = map(float, open(os.path.join(d, "load-cpu.txt")).read().split()[-2:])
+        row["gen_us"] = (u + s_) * 1e6 / sent
+        b = list(map(float, open(os.path.join(d, "peer-cpu.txt")).read().split()))
+        row["peer_us"], row["app_us"] = (b[2] - b[0]) * 1e6 / sent, (b[3] - b[1]) * 1e6 / sent
+    except (OSError, ValueError, IndexError):
+        pass
+    log = os.path.join(d, "access.log")
+    if os.path.exists(log):
+        durs = [j["duration_ms"] for j in map(json.loads, open(log)) if j.get("status") == 503]
+        row["proxy503"] = (pct(durs, 0.5), pct(durs, 0.99), len(durs))
+    return row
+print("\n| setup | rejected p50 / p99 from intended send (ms) | from actual send (ms) | send lag p50 / p99 (ms) | 503s inside the proxy p50 / p99 (ms) | CPU µs per request sent: generator / proxy / app |")
+print("|---|---:|---:|---:|---:|---:|")
+for n in names:
+    x = diag(n)
+    p503 = x.get("proxy503")
+    inside = f"{f(p503[0], 3)} / {f(p503[1], 3)} (n={p503[2]})" if p503 else "–"
+    cpu = f"{f(x.get('gen_us'))} / {f(x.get('peer_us'))} / {f(x.get('app_us'))}"
+    print(f"| {n} | {f(x['rej']['p50'], 2)} / {f(x['rej']['p99'], 2)} | {f(x['svc']['p50'], 2)} / {f(x['svc']['p99'], 2)} | {f(x['lag']['p50'], 2)} / {f(x['lag']['p99'], 2)} | {inside} | {cpu} |")
+
+# Floodgate's queued requests: how long they waited, by outcome (Prometheus buckets).
+for n in names:
+    m = os.path.join(out, n, "metrics.txt")
+    if not os.path.exists(m):
+        continue
+    waits = {}
+    for line in open(m):
+        if line.startswith("floodgate_admission_wait_seconds_bucket"):
+            labels, value = line.rsplit(" ", 1)
+            outcome = labels.split('outcome="')[1].split('"')[0]
+            le = labels.split('le="')[1].split('"')[0]
+            waits.setdefault(outcome, []).append((le, int(float(value))))
+    for outcome, buckets in sorted(waits.items()):
+        total = buckets[-1][1]
+        if total:
+            shown = ", ".join(f"≤{le}s {100 * c / total:.1f}%" for le, c in buckets if le in ("0.0005", "0.001", "0.002", "0.005"))
+            print(f"- {n}: queued then {outcome}: {total} ({shown})")
 PY
 log "reports: $out"

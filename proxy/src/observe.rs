@@ -61,6 +61,10 @@ pub const ADMISSION_ADMITTED_TOTAL: &str = "floodgate_admission_admitted_total";
 pub const ADMISSION_QUEUED_TOTAL: &str = "floodgate_admission_queued_total";
 /// Queueing delay of a cluster's admission queue (age of the oldest waiter), in seconds.
 pub const QUEUE_DELAY: &str = "floodgate_queue_delay_seconds";
+/// Histogram: seconds a queued request waited in a cluster's admission queue, by
+/// cluster and outcome (`admitted`, or the shed reason); requests admitted or
+/// refused at once never queued and are not in it.
+pub const ADMISSION_WAIT: &str = "floodgate_admission_wait_seconds";
 /// Requests whose client went away before the answer, by cluster and stage
 /// (`queued`, `in_service`).
 pub const CLIENT_GONE_TOTAL: &str = "floodgate_client_gone_total";
@@ -74,6 +78,11 @@ pub const RATE_LIMIT_OVERFLOW_TOTAL: &str = "floodgate_rate_limit_overflow_total
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Finer at the bottom than [`LATENCY_BUCKETS`]: a shed waiter's wait is a
+/// fraction of a millisecond when the queue works as meant.
+const WAIT_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 const APPLY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -90,6 +99,9 @@ pub fn prometheus() -> &'static PrometheusHandle {
                     Matcher::Full(CONFIG_APPLY_SECONDS.to_owned()),
                     APPLY_BUCKETS,
                 )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(ADMISSION_WAIT.to_owned()), WAIT_BUCKETS)
             })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
@@ -217,6 +229,11 @@ fn describe() {
         QUEUE_DELAY,
         Unit::Seconds,
         "Admission queueing delay (age of the oldest waiter), by cluster."
+    );
+    describe_histogram!(
+        ADMISSION_WAIT,
+        Unit::Seconds,
+        "Time queued requests waited for admission, by cluster and outcome."
     );
     describe_counter!(
         CLIENT_GONE_TOTAL,

@@ -21,8 +21,9 @@
 //! such a queue cannot drain within the interval by definition, and waiting the
 //! interval out only makes its waiters older.
 //!
-//! While standing, the controller serves the newest waiter first and sheds those
-//! that waited longer than `target` (see `queue.rs`).
+//! While standing, the controller keeps the queue to what the limit serves in
+//! about a millisecond, refuses arrivals beyond it at once, and sheds waiters
+//! that waited longer than `target` (see `mod.rs`).
 //!
 //! The target itself can follow the latency the proxy measures:
 //! [`MinLatency`] keeps a windowed minimum of admitted requests' latencies, and

@@ -9,8 +9,9 @@
 //! queue (`queue.rs`: one queue per [`Priority`], served critical → normal →
 //! sheddable). The queue is watched CoDel-style (`codel.rs`): once its queueing
 //! delay has stayed above a target for a whole interval it is *standing*; then
-//! the newest waiter is served first (adaptive LIFO) and waiters older than the
-//! target are shed. A full queue (`max_queue`, a memory bound), the hard cap
+//! it holds only what the limit serves in about a millisecond (a backlog keeps
+//! its newest waiters), refuses an arrival it has no room for at once, and sheds
+//! waiters older than the target. A full queue (`max_queue`, a memory bound), the hard cap
 //! `queue_timeout`, or being displaced by a higher-priority arrival also sheds
 //! ([`Shed`]) with 503 `overloaded`. A waiter whose client went away leaves the
 //! queue at once and is counted (`floodgate_client_gone_total`).
@@ -45,15 +46,26 @@ use queue::{Grant, Waiters};
 /// (one to two of these windows).
 const MIN_LATENCY_WINDOW: Duration = Duration::from_secs(10);
 
-/// The most waiters a standing queue holds: an eighth of the limit, at least 2.
-/// Slots free at about `limit / latency` per second, so an eighth of the limit
-/// is an eighth of a service time of work: enough that a freed slot finds a
-/// waiter, few enough that, served newest first, a waiter either goes in soon
-/// or is superseded within a millisecond or so of arriving, instead of being
-/// shed only once it has waited the whole target. (A quarter gave rejections a
-/// p99 of 3.4 ms in the README's burst, an eighth 3.1 ms, at the same goodput.)
-fn standing_room(limit: usize) -> usize {
-    limit.div_ceil(8).max(2)
+/// How much work a standing queue holds: what the limit serves in this long.
+const STANDING_HORIZON: f64 = 0.001;
+
+/// The most waiters a standing queue holds: as many as the limit serves within
+/// [`STANDING_HORIZON`] (slots free at `limit / rtt` per second), at least 1;
+/// 1 before any latency is measured (`rtt` 0). Enough that a freed slot finds a
+/// waiter (and the limit's headroom keeps the app busy when, for a moment, it
+/// does not); few enough that every waiter is served within about a
+/// millisecond, so that an arrival the queue has no room for can be refused at
+/// once instead of waiting to be superseded. (Under the README's burst the room
+/// of an eighth of the limit, with drop-oldest, had 28% of the rejections wait
+/// 1–2 ms in the queue before they were answered: arrivals come in clumps, and a
+/// waiter was superseded only by the next clump.)
+fn standing_room(limit: usize, rtt: f64) -> usize {
+    if rtt <= 0.0 {
+        return 1;
+    }
+    let room = (limit as f64 * STANDING_HORIZON / rtt).ceil();
+    // Bounded by the limit itself: the cast cannot overflow.
+    (room.min(limit as f64) as usize).max(1)
 }
 
 /// How long the queue takes to drain at the current limit and latency, in
@@ -69,7 +81,8 @@ const DEADLINE_SLACK: Duration = Duration::from_millis(1);
 /// Why a request was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shed {
-    /// The queue held `max_queue` waiters and none ranked below the arrival.
+    /// The queue held `max_queue` waiters (standing: its room) and none ranked
+    /// below the arrival; refused at once.
     QueueFull,
     /// The request waited until its deadline (`queue_timeout` or the route's).
     QueueTimeout,
@@ -77,9 +90,9 @@ pub enum Shed {
     QueueDelay,
     /// A higher-priority arrival took this waiter's place in a full queue.
     Displaced,
-    /// The queue was standing and held its standing room: a newer arrival took
-    /// the place of this, the oldest waiter (served newest first, it would not
-    /// have been served before passing the target).
+    /// The queue was standing and held more than its room (a backlog from before
+    /// it stood, or from a higher limit): this, an older waiter, was shed so that
+    /// the newest are served.
     Superseded,
 }
 
@@ -194,6 +207,9 @@ struct Metrics {
     shed: [metrics::Counter; 5],
     gone_queued: metrics::Counter,
     gone_in_service: metrics::Counter,
+    /// How long queued requests waited: admitted ones, and shed ones by reason.
+    wait_admitted: metrics::Histogram,
+    wait_shed: [metrics::Histogram; 5],
 }
 
 /// A cluster's admission state: the concurrency limit, the requests in flight and
@@ -294,6 +310,7 @@ impl AdmissionControl {
         };
         let label = || cluster.clone();
         let shed = |s: Shed| metrics::counter!(observe::SHED_TOTAL, "cluster" => label(), "reason" => s.reason());
+        let wait = |outcome: &'static str| metrics::histogram!(observe::ADMISSION_WAIT, "cluster" => label(), "outcome" => outcome);
         let gone = |s: Stage| metrics::counter!(observe::CLIENT_GONE_TOTAL, "cluster" => label(), "stage" => s.label());
         let metrics = Metrics {
             limit: metrics::gauge!(observe::CONCURRENCY_LIMIT, "cluster" => label()),
@@ -305,6 +322,8 @@ impl AdmissionControl {
             shed: Shed::ALL.map(shed),
             gone_queued: gone(Stage::Queued),
             gone_in_service: gone(Stage::InService),
+            wait_admitted: wait("admitted"),
+            wait_shed: Shed::ALL.map(|s| wait(s.reason())),
         };
         metrics.limit.set(limit as f64);
         metrics.depth.set(0.0);
@@ -433,7 +452,7 @@ impl AdmissionControl {
         priority: Priority,
         deadline: Instant,
     ) -> Result<Permit, Shed> {
-        let Some((rx, check_at)) = self.admit_or_enqueue(priority)? else {
+        let Some((rx, check_at, queued_at)) = self.admit_or_enqueue(priority)? else {
             return Ok(Permit::new(Arc::clone(self)));
         };
         let mut waiter = Waiter {
@@ -442,29 +461,36 @@ impl AdmissionControl {
             deadline,
         };
         let grant = waiter.wait(check_at).await;
-        match grant {
+        let waited = time::now().saturating_duration_since(queued_at);
+        let outcome = match grant {
             Some(Grant::Admitted) => {
+                self.metrics.wait_admitted.record(waited);
                 self.count_admitted();
-                Ok(Permit::new(Arc::clone(self)))
+                return Ok(Permit::new(Arc::clone(self)));
             }
-            Some(Grant::Displaced) => Err(Shed::Displaced),
-            Some(Grant::Superseded) => Err(Shed::Superseded),
-            Some(Grant::Expired) => Err(Shed::QueueDelay),
+            Some(Grant::Displaced) => Shed::Displaced,
+            Some(Grant::Superseded) => Shed::Superseded,
+            Some(Grant::Expired) => Shed::QueueDelay,
             None => {
                 self.count_shed(Shed::QueueTimeout);
-                Err(Shed::QueueTimeout)
+                Shed::QueueTimeout
             }
+        };
+        if let Some(h) = self.metrics.wait_shed.get(outcome.index()) {
+            h.record(waited);
         }
+        Err(outcome)
     }
 
     /// Under one lock: admits at once when there is room (`Ok(None)`), else puts a
     /// waiter in the queue of `priority` (displacing a lower-priority one when the
     /// queue is full), else refuses with `QueueFull`. Counts the arrival. A queued
-    /// waiter also learns when it will have waited longer than the target.
+    /// waiter also learns when it will have waited longer than the target, and
+    /// when it was queued.
     fn admit_or_enqueue(
         &self,
         priority: Priority,
-    ) -> Result<Option<(oneshot::Receiver<Grant>, Instant)>, Shed> {
+    ) -> Result<Option<(oneshot::Receiver<Grant>, Instant, Instant)>, Shed> {
         self.count_offered();
         let now = time::now();
         let mut st = self.lock();
@@ -475,33 +501,29 @@ impl AdmissionControl {
         }
         // Shed what a standing queue would not serve in time before judging room.
         self.shed_expired(&mut st, now);
-        let standing = st.codel.is_standing();
-        let room = if standing {
-            standing_room(st.limit).min(self.max_queue)
+        let room = if st.codel.is_standing() {
+            // A backlog from before the queue stood (or from a higher limit) keeps
+            // its newest waiters only.
+            let room = self.standing_room(&st);
+            self.trim(&mut st, room);
+            room
         } else {
             self.max_queue
         };
         while st.waiters.len() >= room {
-            // Standing: drop the oldest (of the lowest class at or below the
-            // arrival's); otherwise only a lower class makes room for an arrival.
-            let victim = match (room, standing) {
-                (0, _) => None,
-                (_, true) => st
-                    .waiters
-                    .pop_oldest_at_or_below(priority)
-                    .map(|v| (v, Grant::Superseded, Shed::Superseded)),
-                (_, false) => st
-                    .waiters
-                    .pop_victim(priority)
-                    .map(|v| (v, Grant::Displaced, Shed::Displaced)),
+            // Full: only a lower class makes room for an arrival; otherwise the
+            // arrival is refused at once (it has waited for nothing).
+            let victim = match room {
+                0 => None,
+                _ => st.waiters.pop_victim(priority),
             };
-            let Some((victim, grant, shed)) = victim else {
+            let Some(victim) = victim else {
                 drop(st);
                 self.count_shed(Shed::QueueFull);
                 return Err(Shed::QueueFull);
             };
-            if victim.send(grant) {
-                self.count_shed(shed);
+            if victim.send(Grant::Displaced) {
+                self.count_shed(Shed::Displaced);
             }
         }
         let rx = st.waiters.push(priority, now);
@@ -509,12 +531,36 @@ impl AdmissionControl {
         if !st.codel.is_standing() && drain_time(&st) > st.codel.interval().as_secs_f64() {
             // Longer than the app serves in an interval: it cannot drain within one.
             st.codel.stand(now);
+            let room = self.standing_room(&st);
+            self.trim(&mut st, room);
         }
         let check_at = now + st.codel.target() + DEADLINE_SLACK;
         drop(st);
         self.counts.queued.fetch_add(1, Ordering::Relaxed);
         self.metrics.queued.increment(1);
-        Ok(Some((rx, check_at)))
+        Ok(Some((rx, check_at, now)))
+    }
+
+    /// The most waiters the queue holds while standing (`max_queue` if smaller).
+    fn standing_room(&self, st: &State) -> usize {
+        standing_room(st.limit, st.rtt_ewma).min(self.max_queue)
+    }
+
+    /// Sheds the oldest waiters (`superseded`), lowest class first, until at most
+    /// `room` remain: served in time are the newest, whose clients still wait.
+    fn trim(&self, st: &mut State, room: usize) {
+        let mut shed = 0;
+        while st.waiters.len() > room {
+            let Some(entry) = st.waiters.pop_oldest_at_or_below(Priority::Critical) else {
+                break;
+            };
+            if entry.send(Grant::Superseded) {
+                shed += 1;
+            }
+        }
+        if shed > 0 {
+            self.count_shed_n(Shed::Superseded, shed);
+        }
     }
 
     /// Re-reads the queue's delay (standing or not) and publishes depth and delay.
@@ -557,13 +603,16 @@ impl AdmissionControl {
 
     /// Grants queued waiters while there is room under the limit: first sheds what
     /// a standing queue would not serve in time, then serves by priority, newest
-    /// first while standing (oldest first otherwise).
+    /// first while a standing queue holds more than its room (a backlog: e.g. the
+    /// limit fell), oldest first otherwise (a standing queue within its room is
+    /// served within about a millisecond in any order, and oldest first none of
+    /// its waiters is left behind to be shed).
     fn grant_waiters(&self, st: &mut State, now: Instant) {
         if st.waiters.is_empty() {
             return;
         }
         self.shed_expired(st, now);
-        let lifo = st.codel.is_standing();
+        let lifo = st.codel.is_standing() && st.waiters.len() > self.standing_room(st);
         while st.in_flight < st.limit {
             let Some(entry) = st.waiters.pop_next(lifo) else {
                 break;

@@ -1,9 +1,9 @@
 //! The priority queue of requests waiting for admission.
 //!
 //! Three queues, one per [`Priority`], served critical → normal → sheddable;
-//! within a class oldest first (FIFO), or newest first (LIFO) while the
-//! controller says the queue is standing (see `codel.rs`): under a standing
-//! queue the newest waiter's client is the one most likely still waiting. Each
+//! within a class oldest first (FIFO), or newest first (LIFO) when the
+//! controller asks (a standing queue holding a backlog, see `mod.rs`): there the
+//! newest waiter's client is the one most likely still waiting. Each
 //! waiter remembers when it was queued, so the oldest waiters' age is the
 //! queueing delay and those older than a cutoff can be popped for shedding. Each
 //! waiter is the sending half of a oneshot channel; a waiter

@@ -382,10 +382,24 @@ async fn a_standing_queue_sheds_waiters_older_than_the_target() {
     assert_accounted(&adm);
 }
 
+#[test]
+fn a_standing_queue_holds_what_the_limit_serves_in_a_millisecond() {
+    // 32 slots of 8 ms free 4 per millisecond.
+    assert_eq!(standing_room(32, 0.008), 4);
+    assert_eq!(standing_room(20, 0.012), 2, "1.7 rounds up");
+    // A slow app or a small limit: one waiter; no latency measured yet: one.
+    assert_eq!(standing_room(4, 0.2), 1);
+    assert_eq!(standing_room(32, 0.0), 1);
+    // A very fast app: never more than the limit.
+    assert_eq!(standing_room(8, 0.000_01), 8);
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_standing_queue_is_short_serves_by_priority_then_newest_first() {
-    // Limit 32: a standing queue holds an eighth of it, 4 waiters.
+async fn a_standing_queue_is_short_refuses_at_once_and_serves_by_priority_then_oldest() {
     let adm = codel(32, 50, 100);
+    // Answers of 8 ms: the standing queue's room is 4.
+    let p = adm.acquire(Priority::Normal, far()).await.unwrap();
+    p.complete(Some(Duration::from_millis(8)));
     let mut slots = Vec::new();
     for _ in 0..32 {
         slots.push(adm.acquire(Priority::Normal, far()).await.unwrap());
@@ -408,38 +422,60 @@ async fn a_standing_queue_is_short_serves_by_priority_then_newest_first() {
         ],
     )
     .await;
-    // Full to its standing room: a newer arrival supersedes the oldest waiter of
-    // the lowest class at or below its own, at once.
+    // Full to its room: an arrival that outranks a waiter takes its place ...
     let mut n3 = spawn(&adm, "n3", Priority::Normal);
     let (label, result) = granted.recv().await.unwrap();
-    assert_eq!((label, result.unwrap_err()), ("s1", Shed::Superseded));
+    assert_eq!((label, result.unwrap_err()), ("s1", Shed::Displaced));
     until(|| adm.queue_depth() == 4).await;
+    // ... one that outranks nobody is refused at once, having waited for nothing.
     let mut n4 = spawn(&adm, "n4", Priority::Normal);
-    let (label, result) = granted.recv().await.unwrap();
-    assert_eq!((label, result.unwrap_err()), ("n1", Shed::Superseded));
-    until(|| adm.queue_depth() == 4).await;
-    // A sheddable arrival finds no class at or below its own to take from.
+    assert_eq!(n4.recv().await.unwrap().1.unwrap_err(), Shed::QueueFull);
     let mut s2 = spawn(&adm, "s2", Priority::Sheddable);
     assert_eq!(s2.recv().await.unwrap().1.unwrap_err(), Shed::QueueFull);
-    assert_eq!(adm.status().shed.superseded, 2);
-    // Served by priority, then newest first.
+    assert_eq!(adm.queue_depth(), 4);
+    // Served by priority, then oldest first: within its room nobody is left behind.
     let mut order = Vec::new();
     for _ in 0..4 {
         drop(slots.pop());
         let (label, permit) = tokio::select! {
             Some(g) = granted.recv() => g,
             Some(g) = n3.recv() => g,
-            Some(g) = n4.recv() => g,
         };
         order.push(label);
         slots.insert(0, permit.unwrap());
     }
-    assert_eq!(order, ["c1", "n4", "n3", "n2"]);
+    assert_eq!(order, ["c1", "n1", "n2", "n3"]);
     let s = adm.status();
-    assert_eq!((s.queued, s.shed.total), (7, 4));
+    assert_eq!((s.queued, s.shed.total), (6, 4));
+    assert_eq!((s.shed.queue_full, s.shed.superseded), (2, 0));
     assert_accounted(&adm);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_backlog_larger_than_the_room_serves_newest_first() {
+    let adm = codel(2, 50, 100);
+    // Answers of 1 ms: with a limit of 2, the room is 2.
+    let p = adm.acquire(Priority::Normal, far()).await.unwrap();
+    p.complete(Some(Duration::from_millis(1)));
+    let mut slots = vec![
+        adm.acquire(Priority::Normal, far()).await.unwrap(),
+        adm.acquire(Priority::Normal, far()).await.unwrap(),
+    ];
+    let mut old = spawn_waiters(&adm, &[("old", Priority::Normal)]).await;
+    tokio::time::advance(Duration::from_millis(200)).await;
+    adm.check_queue();
+    assert_eq!(old.recv().await.unwrap().1.unwrap_err(), Shed::QueueDelay);
+    let mut granted =
+        spawn_waiters(&adm, &[("a", Priority::Normal), ("b", Priority::Normal)]).await;
+    // A much slower answer shrinks the room to 1: until the next arrival trims it,
+    // the queue holds a backlog, and the slot that answer frees goes to the newest.
+    let p = slots.pop().unwrap();
+    p.complete(Some(Duration::from_secs(1)));
+    let (label, permit) = granted.recv().await.unwrap();
+    assert_eq!(label, "b");
+    slots.push(permit.unwrap());
+    assert_accounted(&adm);
+}
 #[tokio::test(start_paused = true)]
 async fn a_queue_that_drains_within_the_interval_is_served_fifo_and_sheds_nothing() {
     let adm = codel(1, 5, 100);
@@ -490,13 +526,18 @@ async fn a_queue_longer_than_an_interval_of_service_stands_at_once() {
         "90 ms of work drains within 100 ms"
     );
     // A fourth waiter: 120 ms of work, more than an interval: standing now, with
-    // no time passed, and the standing queue's room (2) supersedes the oldest.
-    let _more = spawn_waiters(&adm, &[("d", Priority::Normal)]).await;
+    // no time passed, and the backlog keeps only its newest waiter (the room of
+    // one slot of 30 ms): the three before it are superseded.
+    let mut more = spawn(&adm, "d", Priority::Normal);
+    until(|| adm.status().shed.superseded == 3).await;
     let s = adm.status();
     assert!(s.queue_standing, "{s:?}");
-    let _e = spawn(&adm, "e", Priority::Normal);
-    until(|| adm.status().shed.superseded == 3).await;
-    assert_eq!(adm.queue_depth(), 2);
+    assert_eq!((s.shed.superseded, s.queue_depth), (3, 1));
+    // A fifth finds the room taken and is refused at once.
+    let mut e = spawn(&adm, "e", Priority::Normal);
+    assert_eq!(e.recv().await.unwrap().1.unwrap_err(), Shed::QueueFull);
+    assert_eq!(adm.queue_depth(), 1);
+    assert!(more.try_recv().is_err(), "d still waits");
     assert_accounted(&adm);
 }
 
