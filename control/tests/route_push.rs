@@ -73,18 +73,33 @@ fn route(m: &floodgate::control_client::Managed, name: &str) -> Arc<floodgate::r
     Arc::clone(found.expect("the route exists"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pushed_one_route_change_applies_and_the_other_routes_keep_their_state() {
-    const N: usize = 300;
+/// A control plane with an `n`-route group `edge` and a proxy serving it: the
+/// upstream's address, the plane, the proxy's directory and the proxy.
+async fn serving(
+    n: usize,
+) -> (
+    String,
+    ControlPlane,
+    tempfile::TempDir,
+    floodgate::control_client::Managed,
+) {
     let app = upstream("app").await.to_string();
-    let cp = ControlPlane::start("edge", &many_routes(N, &app, None)).await;
+    let cp = ControlPlane::start("edge", &many_routes(n, &app, None)).await;
     let dir = tempfile::tempdir().unwrap();
     let m = managed_proxy(&cp, "edge", "p1", dir.path());
-    let last = format!("svc{}.city.gov", N - 1);
+    let last = format!("svc{}.city.gov", n - 1);
     eventually("the proxy serves the last route", || async {
         (status(&m, &last, "/api/x").await == Some(200)).then_some(())
     })
     .await;
+    (app, cp, dir, m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_one_route_change_applies_and_the_other_routes_keep_their_state() {
+    const N: usize = 300;
+    let (app, cp, _dir, m) = serving(N).await;
+    let last = format!("svc{}.city.gov", N - 1);
     let kept = route(&m, "r0");
     let limited = route(&m, &format!("r{}", N - 1));
     let changed = route(&m, "r7");
@@ -128,15 +143,7 @@ async fn a_pushed_one_route_change_applies_and_the_other_routes_keep_their_state
 async fn print_push_timings() {
     const N: usize = 10_000;
     const PUSHES: usize = 5;
-    let app = upstream("app").await.to_string();
-    let cp = ControlPlane::start("edge", &many_routes(N, &app, None)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let m = managed_proxy(&cp, "edge", "p1", dir.path());
-    let last = format!("svc{}.city.gov", N - 1);
-    eventually("the proxy serves the last route", || async {
-        (status(&m, &last, "/api/x").await == Some(200)).then_some(())
-    })
-    .await;
+    let (app, cp, _dir, m) = serving(N).await;
     let plane = cp.plane();
     for push in 0..PUSHES {
         let target = 1000 + push;
