@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::balance::{Cluster, ClusterError, Endpoint};
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, RouteConfig};
 use crate::health::{self, HealthChecks};
 use crate::observe;
 use crate::router::{Arm, Route, Router};
@@ -119,19 +119,25 @@ impl Snapshot {
                     },
                 )?)),
             };
-            let previous_routes: HashMap<&str, &RouteState> = previous_listener
+            let previous_routes: HashMap<&str, &Arc<Route>> = previous_listener
                 .map(|l| {
                     l.router
                         .routes()
                         .iter()
-                        .map(|r| (r.config.name.as_str(), &r.state))
+                        .map(|r| (r.config.name.as_str(), r))
                         .collect()
                 })
                 .unwrap_or_default();
             let mut routes = Vec::with_capacity(lc.routes.len());
             for rc in &lc.routes {
-                let previous_state = previous_routes.get(rc.name.as_str()).copied();
-                let route_state = RouteState::new(rc, previous_state);
+                let previous_route = previous_routes.get(rc.name.as_str()).copied();
+                // An unchanged route towards unchanged clusters is the running one: its
+                // stack, state and metric handles are taken as they are, not rebuilt.
+                if let Some(kept) = previous_route.filter(|r| unchanged(r, rc, &by_name)) {
+                    routes.push(Arc::clone(kept));
+                    continue;
+                }
+                let route_state = RouteState::new(rc, previous_route.map(|r| &r.state));
                 let backends = rc.backend_arms();
                 // Exactly as many as there are: an `Arm` is some 400 bytes, and a
                 // growing Vec would reserve four (1.6 KB per route at 10,000 routes).
@@ -154,13 +160,13 @@ impl Snapshot {
                         load: Arc::clone(cluster.load()),
                     });
                 }
-                routes.push(Route::new(rc.clone(), arms, route_state));
+                routes.push(Arc::new(Route::new(rc.clone(), arms, route_state)));
             }
             listeners.insert(
                 Arc::from(lc.name.as_str()),
                 Arc::new(ListenerRuntime {
                     config: without_routes(lc),
-                    router: Router::new(routes),
+                    router: Router::shared(routes),
                     tls,
                 }),
             );
@@ -180,6 +186,18 @@ impl Snapshot {
     pub fn take_endpoint_changes(&mut self) -> Vec<(Arc<Cluster>, Vec<Arc<Endpoint>>)> {
         std::mem::take(&mut self.endpoint_changes)
     }
+}
+
+/// Whether the running `route` can serve `config` as it is: the same settings and
+/// every arm towards the very cluster the new snapshot has under that name (a
+/// rebuilt cluster has new admission and breaker state, which the stack holds).
+fn unchanged(route: &Route, config: &RouteConfig, clusters: &HashMap<&str, &Arc<Cluster>>) -> bool {
+    route.config == *config
+        && route.arms.iter().all(|arm| {
+            clusters
+                .get(arm.cluster.as_ref())
+                .is_some_and(|c| Arc::ptr_eq(c.load(), &arm.load))
+        })
 }
 
 /// A listener's settings with `routes` left empty.

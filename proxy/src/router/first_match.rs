@@ -10,7 +10,10 @@ use crate::config::{Backend, HostMatch, PathMatch, Priority, RouteConfig, RouteM
 use crate::stack::RouteState;
 
 /// The router before the index: every route in file order, the first match wins.
-fn linear<'r>(routes: &'r [Route], head: &http::request::Parts) -> Option<&'r Route> {
+fn linear<'r>(
+    routes: &'r [std::sync::Arc<Route>],
+    head: &http::request::Parts,
+) -> Option<&'r std::sync::Arc<Route>> {
     let mut host: Option<Option<&str>> = None;
     routes.iter().find(|r| {
         let m = &r.config.matcher;

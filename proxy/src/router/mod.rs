@@ -12,6 +12,8 @@ mod index;
 
 pub use index::RouteIndex;
 
+use std::sync::Arc;
+
 use http::request::Parts;
 use http::{header, HeaderMap, Method, Uri};
 use rand::Rng;
@@ -114,27 +116,38 @@ impl Route {
 }
 
 /// The routes of one listener, in match order, and their index.
+///
+/// Routes are shared (`Arc`): a reload that leaves a route unchanged hands the
+/// running route, its stack and its metric handles, to the new router as it is.
 #[derive(Default)]
 pub struct Router {
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
     index: RouteIndex,
 }
 
 impl Router {
     /// A router over routes in file order.
     pub fn new(routes: Vec<Route>) -> Self {
+        Self::shared(routes.into_iter().map(Arc::new).collect())
+    }
+
+    /// A router over shared routes in file order (some may be a running router's).
+    pub fn shared(routes: Vec<Arc<Route>>) -> Self {
         let index = RouteIndex::new(routes.iter().map(|r| &r.config.matcher));
         Self { routes, index }
     }
 
     /// The routes in file order.
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
 
     /// The route named `name` (a scan: for lookups by name in bulk, index [`Router::routes`]).
     pub fn route(&self, name: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.config.name == name)
+        self.routes
+            .iter()
+            .find(|r| r.config.name == name)
+            .map(Arc::as_ref)
     }
 
     /// The first route in file order matching the request head.
@@ -150,7 +163,7 @@ impl Router {
                 matches(&r.config.matcher, host, path, &head.method, &head.headers)
             })
         })?;
-        self.routes.get(pos)
+        self.routes.get(pos).map(Arc::as_ref)
     }
 }
 
