@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use floodgate::config::{Config, ConfigErrors};
+use floodgate::config::{Config, ConfigErrors, Validated};
 use serde_norway::Value;
 
 /// Registered addresses per cluster name, each list sorted.
@@ -104,6 +104,18 @@ pub fn merge_with_burst<'a>(
 /// Validates snapshot text exactly as a proxy will.
 pub fn validate(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     floodgate::config::parse_str(text, source, base_dir)
+}
+
+/// [`validate`], taking the routes of `previous` whose file form is unchanged as they
+/// were validated (the proxy's own [`floodgate::config::parse_str_reusing`]: the same
+/// result and errors as a validation from scratch).
+pub fn validate_reusing(
+    text: &str,
+    source: &str,
+    base_dir: &Path,
+    previous: Option<&Validated>,
+) -> Result<Validated, ConfigErrors> {
+    floodgate::config::parse_str_reusing(text, source, base_dir, previous)
 }
 
 /// Whether `address` is an endpoint the proxy accepts, asked of the proxy's validator

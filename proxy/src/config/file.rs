@@ -11,12 +11,12 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::ConfigError;
 
 /// The whole config file as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// The admin listener (optional).
@@ -34,7 +34,7 @@ pub struct FileConfig {
 }
 
 /// `control_plane:` block (see `docs/config.md`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileControlPlane {
     /// `http://host:port` or `https://host:port` of the control plane's API.
@@ -58,7 +58,7 @@ pub struct FileControlPlane {
 }
 
 /// `control_plane.backoff:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileBackoff {
     /// First retry delay.
@@ -70,7 +70,7 @@ pub struct FileBackoff {
 }
 
 /// `admin:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     /// `host:port` of the admin HTTP server.
@@ -81,7 +81,7 @@ pub struct FileAdmin {
 }
 
 /// `server:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileServer {
     /// Time in-flight requests get after SIGTERM.
@@ -91,7 +91,7 @@ pub struct FileServer {
 }
 
 /// `server.access_log:`: a switch or a block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum FileAccessLog {
     /// `true` (the defaults) or `false` (off).
@@ -101,7 +101,7 @@ pub enum FileAccessLog {
 }
 
 /// `server.access_log: { … }`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileAccessLogBlock {
     /// Off with `false` (default true).
@@ -115,7 +115,7 @@ pub struct FileAccessLogBlock {
 }
 
 /// One entry of `listeners:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
     /// Unique listener name.
@@ -135,7 +135,7 @@ pub struct FileListener {
 }
 
 /// `listeners[].headers:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileHeaders {
     /// Add `x-forwarded-for`, `x-forwarded-proto` and `x-forwarded-host`.
@@ -145,7 +145,7 @@ pub struct FileHeaders {
 }
 
 /// `listeners[].tls:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileServerTls {
     /// Certificates; the first is the default.
@@ -155,7 +155,7 @@ pub struct FileServerTls {
 }
 
 /// One entry of `listeners[].tls.certs:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCert {
     /// PEM certificate chain path (relative to the config file's folder).
@@ -167,7 +167,7 @@ pub struct FileCert {
 }
 
 /// `listeners[].limits:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileLimits {
     /// Most concurrently open downstream connections.
@@ -191,7 +191,7 @@ pub struct FileLimits {
 }
 
 /// One entry of `listeners[].routes:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRoute {
     /// Unique name within the listener.
@@ -224,7 +224,7 @@ pub struct FileRoute {
 }
 
 /// `routes[].global_rate_limit:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileGlobalRateLimit {
     /// Requests per second for every proxy serving the route together.
@@ -237,7 +237,7 @@ pub struct FileGlobalRateLimit {
 
 /// `routes[].burst:` block: settings that replace the route's own while its
 /// cluster has `burst_mode: true`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileBurst {
     /// Replaces `rate_limit`.
@@ -249,7 +249,7 @@ pub struct FileBurst {
 }
 
 /// `routes[].rate_limit:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRateLimit {
     /// Route-wide sustained requests per second.
@@ -263,7 +263,7 @@ pub struct FileRateLimit {
 }
 
 /// `routes[].rate_limit.per_key:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilePerKey {
     /// `client_ip`, `header:<name>` or `path_segment:<n>`.
@@ -277,7 +277,7 @@ pub struct FilePerKey {
 }
 
 /// `routes[].cache:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCache {
     /// Freshness when the upstream gives none.
@@ -299,7 +299,7 @@ pub struct FileCache {
 }
 
 /// `routes[].priority` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FilePriority {
     /// Served first, shed last.
@@ -311,7 +311,7 @@ pub enum FilePriority {
 }
 
 /// `clusters[].circuit_breaker:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileBreaker {
     /// Most open upstream connections.
@@ -335,7 +335,7 @@ pub struct FileBreaker {
 }
 
 /// `clusters[].circuit_breaker.failure_rate:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileFailureRate {
     /// Percentage of failures that opens the breaker.
@@ -347,7 +347,7 @@ pub struct FileFailureRate {
 }
 
 /// `clusters[].admission:` block (absent: admission on its defaults).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileAdmission {
     /// `false` turns admission off for the cluster (default `true`).
@@ -379,7 +379,7 @@ pub struct FileAdmission {
 }
 
 /// `routes[].match:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileMatch {
     /// Host name, `*.suffix`, or `*` for any.
@@ -396,7 +396,7 @@ pub struct FileMatch {
 }
 
 /// One entry of `routes[].weighted:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileWeighted {
     /// Cluster name.
@@ -406,7 +406,7 @@ pub struct FileWeighted {
 }
 
 /// `routes[].retry:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRetry {
     /// Total tries including the first.
@@ -424,7 +424,7 @@ pub struct FileRetry {
 }
 
 /// One entry of `clusters:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCluster {
     /// Unique cluster name.
@@ -461,7 +461,7 @@ pub struct FileCluster {
 }
 
 /// `clusters[].balancer` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileBalancer {
     /// Power of two choices, least requests in flight.
@@ -471,7 +471,7 @@ pub enum FileBalancer {
 }
 
 /// `clusters[].protocol` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileProtocol {
     /// HTTP/1.1.
@@ -481,7 +481,7 @@ pub enum FileProtocol {
 }
 
 /// `clusters[].health_check:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileHealthCheck {
     /// Path requested with GET.
@@ -499,7 +499,7 @@ pub struct FileHealthCheck {
 }
 
 /// `clusters[].outlier:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileOutlier {
     /// Consecutive failures that eject an endpoint.
@@ -513,7 +513,7 @@ pub struct FileOutlier {
 }
 
 /// `clusters[].upstream_tls:` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileUpstreamTls {
     /// CA bundle path.
@@ -546,6 +546,14 @@ impl fmt::Display for Scalar {
     }
 }
 
+/// Written as the text it was read as (a number read as `5` is written `"5"`, which
+/// reads back as the same `Scalar`).
+impl Serialize for Scalar {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -574,6 +582,13 @@ impl<'de> Deserialize<'de> for Scalar {
 /// A list that may also be written as a single value: `method: GET` or `method: [GET, POST]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OneOrMany<T>(pub Vec<T>);
+
+/// Written as a list, which reads back as the same value.
+impl<T: Serialize> Serialize for OneOrMany<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(&self.0)
+    }
+}
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -607,6 +622,13 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 /// A string-keyed map that keeps the file's order (`headers: {x-canary: "1"}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderedMap<V>(pub Vec<(String, V)>);
+
+/// Written as a map in its order.
+impl<T: Serialize> Serialize for OrderedMap<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrderedMap<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -738,6 +760,37 @@ fn yaml_error(path: &str, e: &serde_norway::Error) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file form written as JSON (as the control plane sends it) reads back equal,
+    /// for every example config and a route with every kind of field.
+    #[test]
+    fn the_json_file_form_reads_back_equal() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut texts: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        texts.push(
+            "listeners:\n  - name: l\n    listen: 127.0.0.1:0\n    routes:\n      - name: r\n        \
+             match: { host: \"*.a.example\", path: /x, method: [GET, POST], headers: { x-canary: \"1\" } }\n        \
+             weighted: [{ cluster: c, weight: 3 }]\n        timeout: 5\n        \
+             retry: { attempts: 3, on: [connect_failure, 503], budget_percent: 12.5 }\n        \
+             rate_limit: { rps: 5, per_key: { key: client_ip, rps: 1 } }\n        \
+             cache: { ttl: 1s }\n        priority: critical\n        burst: { priority: sheddable }\n\
+             clusters: [{ name: c, endpoints: [\"127.0.0.1:1\"] }]\n"
+                .to_owned(),
+        );
+        // `control*.yaml` are the control plane's own configs, not proxy configs.
+        let files: Vec<FileConfig> = texts.iter().filter_map(|t| parse(t).ok()).collect();
+        assert!(files.len() >= 5, "{} proxy configs", files.len());
+        for file in files {
+            let json = serde_json::to_string(&file).unwrap();
+            let back: FileConfig = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, file, "{json}");
+        }
+    }
 
     const MINIMAL: &str = "
 listeners:
