@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use floodgate::config::{Config, ConfigErrors, Validated};
+use floodgate::config::{Config, ConfigErrors};
 use serde_norway::Value;
 
 /// Registered addresses per cluster name, each list sorted.
@@ -107,16 +107,9 @@ pub fn validate(text: &str, source: &str, base_dir: &Path) -> Result<Config, Con
 }
 
 /// [`validate`], taking the routes of `previous` whose file form is unchanged as they
-/// were validated (the proxy's own [`floodgate::config::parse_str_reusing`]: the same
-/// result and errors as a validation from scratch).
-pub fn validate_reusing(
-    text: &str,
-    source: &str,
-    base_dir: &Path,
-    previous: Option<&Validated>,
-) -> Result<Validated, ConfigErrors> {
-    floodgate::config::parse_str_reusing(text, source, base_dir, previous)
-}
+/// were validated: the proxy's own function (the same result and errors as a validation
+/// from scratch).
+pub use floodgate::config::parse_str_reusing as validate_reusing;
 
 /// Whether `address` is an endpoint the proxy accepts, asked of the proxy's validator
 /// (a one-cluster config around it), so one bad registration cannot make a group's
