@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use floodgate::config::watch::{ConfigWatcher, WatchOptions};
+use floodgate::config::Validated;
 
 use crate::autoscale::{ScaleBoard, ScaleMap};
 use crate::config::ControlConfig;
@@ -59,6 +60,9 @@ struct Group {
     seen: Option<Arc<str>>,
     /// The last valid file text: the base of every snapshot.
     valid: Option<Arc<str>>,
+    /// The last text validated (the file's or a merge of it): the next validation takes
+    /// its unchanged routes as they are (#18).
+    validated: Option<Validated>,
     /// Clusters the valid text defines.
     clusters: BTreeSet<String>,
     /// Endpoints the valid text lists, per cluster (the static floor).
@@ -173,6 +177,7 @@ impl Plane {
                 file: file.path.clone(),
                 seen: None,
                 valid: None,
+                validated: None,
                 clusters: BTreeSet::new(),
                 static_endpoints: BTreeMap::new(),
                 error: None,
@@ -197,15 +202,23 @@ impl Plane {
             }
             g.seen = Some(Arc::clone(&text));
             let source = file.path.display().to_string();
-            match snapshot::validate(&text, &source, &self.config.configs_dir) {
-                Ok(config) => {
+            let checked = snapshot::validate_reusing(
+                &text,
+                &source,
+                &self.config.configs_dir,
+                g.validated.as_ref(),
+            );
+            match checked {
+                Ok(validated) => {
+                    let config = &validated.config;
                     g.valid = Some(text);
-                    g.clusters = snapshot::cluster_names(&config).into_iter().collect();
+                    g.clusters = snapshot::cluster_names(config).into_iter().collect();
                     g.static_endpoints = config
                         .clusters
                         .iter()
                         .map(|c| (c.name.clone(), c.endpoints.len()))
                         .collect();
+                    g.validated = Some(validated);
                     g.error = None;
                     self.publish(&name, g, &registrations)?;
                 }
@@ -281,17 +294,26 @@ impl Plane {
         // routes, #18).
         let revalidate = matches!(merged, std::borrow::Cow::Owned(_));
         let checked = match revalidate {
-            true => snapshot::validate(&merged, &source, &self.config.configs_dir).map(|_| ()),
-            false => Ok(()),
+            true => snapshot::validate_reusing(
+                &merged,
+                &source,
+                &self.config.configs_dir,
+                g.validated.as_ref(),
+            )
+            .map(Some),
+            false => Ok(None),
         };
-        if let Err(errors) = checked {
-            metrics::counter!(observe::REJECTED, "stage" => "merged").increment(1);
-            for line in errors.to_string().lines() {
-                tracing::error!(group = %name, error = line, "merged config rejected; not published");
+        let merged_validated = match checked {
+            Ok(v) => v,
+            Err(errors) => {
+                metrics::counter!(observe::REJECTED, "stage" => "merged").increment(1);
+                for line in errors.to_string().lines() {
+                    tracing::error!(group = %name, error = line, "merged config rejected; not published");
+                }
+                g.error = Some(errors.to_string());
+                return Ok(());
             }
-            g.error = Some(errors.to_string());
-            return Ok(());
-        }
+        };
         if g.seen.as_deref() == g.valid.as_deref() {
             // The file is valid and so is its merge: nothing is refused any more.
             g.error = None;
@@ -300,10 +322,17 @@ impl Plane {
         if current.as_ref().is_some_and(|c| *c.config == *merged) {
             return Ok(());
         }
+        // The file form the proxies validate instead of parsing the text again.
+        let file = merged_validated.as_ref().or(g.validated.as_ref()).and_then(|v| {
+            serde_json::to_string(v.file())
+                .map_err(|e| tracing::warn!(group = %name, error = %e, "cannot render the file form; proxies parse the text"))
+                .ok()
+        });
         let snapshot = Snapshot {
             group: name.to_owned(),
             version: self.store.next_version()?,
             config: Arc::from(merged.as_ref()),
+            file: file.map(Arc::from),
             published_at: SystemTime::now(),
         };
         self.store.put_snapshot(snapshot.clone())?;

@@ -130,6 +130,25 @@ async fn a_pushed_one_route_change_applies_and_the_other_routes_keep_their_state
         !Arc::ptr_eq(&changed, &route(&m, "r7")),
         "the changed route is rebuilt"
     );
+
+    // A bad change to one route is refused with its field and reason, with the
+    // unchanged routes taken from the previous validation, and nothing is published.
+    let edge = |plane: &Plane| plane.groups().into_iter().find(|g| g.group == "edge");
+    let version = edge(&cp.plane()).unwrap().version;
+    let bad = many_routes(N, &app, Some(7)).replace(
+        "{ name: r9, match: { host: \"svc9.city.gov\", path_prefix: \"/api/\" }, cluster: app",
+        "{ name: r9, match: { host: \"svc9.city.gov\", path_prefix: \"/api/\" }, cluster: gone",
+    );
+    receive(&cp.plane(), &cp, &bad);
+    let group = edge(&cp.plane()).unwrap();
+    assert_eq!(group.version, version, "nothing was published");
+    let error = group.last_error.unwrap_or_default();
+    assert!(
+        error.contains("listeners[0].routes[9].cluster")
+            && error.contains("unknown cluster \"gone\""),
+        "{error}"
+    );
+    assert_eq!(status(&m, "svc9.city.gov", "/api/x").await, Some(200));
     m.proxy().drain().await;
 }
 
@@ -170,5 +189,66 @@ async fn print_push_timings() {
              proxy snapshot swapped {swapped:?}, first answer of the changed route {served:?}"
         );
     }
+    stages(&app, &m);
     m.proxy().drain().await;
+}
+
+/// Runs each stage of a push alone on a 10,000-route group's text with one route
+/// changed and prints its time (the median of 5): what the end-to-end figure is made of.
+fn stages(app: &str, m: &floodgate::control_client::Managed) {
+    use floodgate::config::{file, parse_str, parse_str_reusing, validate_file_reusing};
+    use floodgate::snapshot::Snapshot;
+    const N: usize = 10_000;
+    let dir = std::path::Path::new(".");
+    let base = many_routes(N, app, None);
+    let text = many_routes(N, app, Some(N / 2));
+    let time = |f: &mut dyn FnMut()| {
+        let mut runs: Vec<Duration> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect();
+        runs.sort();
+        runs[2]
+    };
+    let parse = time(&mut || drop(file::parse(&text).unwrap()));
+    let plain = time(&mut || drop(serde_norway::from_str::<file::FileConfig>(&text).unwrap()));
+    let untyped = time(&mut || drop(serde_norway::from_str::<serde_norway::Value>(&text).unwrap()));
+    let full = time(&mut || drop(parse_str(&text, "g", dir).unwrap()));
+    let previous = parse_str_reusing(&base, "g", dir, None).unwrap();
+    let reusing = time(&mut || drop(parse_str_reusing(&text, "g", dir, Some(&previous)).unwrap()));
+    let next = parse_str_reusing(&text, "g", dir, Some(&previous)).unwrap();
+    let render = time(&mut || drop(serde_json::to_string(next.file()).unwrap()));
+    let form = serde_json::to_string(next.file()).unwrap();
+    let from_form = time(&mut || {
+        let file: file::FileConfig = serde_json::from_str(&form).unwrap();
+        drop(validate_file_reusing(file, "g", dir, Some(&previous)).unwrap())
+    });
+    let body = serde_json::json!({"group": "edge", "version": 7, "config": &text});
+    let encode = time(&mut || drop(serde_json::to_vec(&body).unwrap()));
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let decode = time(&mut || {
+        drop(
+            serde_json::from_slice::<floodgate::control_client::http::SnapshotBody>(&bytes)
+                .unwrap(),
+        )
+    });
+    let running = m.proxy().snapshot();
+    let mut next = (*running.config).clone();
+    next.listeners[0].routes[N / 2].name.push('x');
+    let clone = time(&mut || drop((*running.config).clone()));
+    let compare = time(&mut || assert!(*running.config != next));
+    let build = time(&mut || drop(Snapshot::build(next.clone(), 0, Some(&running)).unwrap()));
+    println!(
+        "stages, {N} routes, {} KB of YAML, each run alone (median of 5): typed YAML parse {parse:?} \
+         (without field paths {plain:?}, untyped {untyped:?}); \
+         parse + validate {full:?}, reusing the previous validation's routes {reusing:?}; \
+         file form: render as JSON {render:?} ({} KB), read and validate reusing {from_form:?}; \
+         snapshot text JSON encode {encode:?}, decode {decode:?}; Config clone {clone:?}, compare {compare:?}; \
+         Snapshot::build (diff against the running one, index) {build:?} (includes a Config clone)",
+        text.len() / 1024,
+        form.len() / 1024
+    );
 }

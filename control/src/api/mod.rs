@@ -28,7 +28,7 @@ use crate::plane::Plane;
 use crate::push::{self, PollOutcome};
 use crate::registry::{self, DeregisterRequest, RegisterRequest, RegistryError};
 use crate::reports::ReportError;
-use crate::store::{Nack, NodeReport, Registered, StoreError};
+use crate::store::{Nack, NodeReport, Registered, Snapshot, StoreError};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -185,11 +185,7 @@ async fn snapshot(plane: &Plane, query: &str) -> Result<Response<Body>, StoreErr
     let running = (q.version != 0).then_some(q.version);
     Ok(match push::poll(plane, &q.group, &q.node, running).await? {
         PollOutcome::Snapshot(s) => {
-            let mut r = ok_json(&json!({
-                "group": s.group,
-                "version": s.version,
-                "config": &*s.config,
-            }));
+            let mut r = json_bytes(StatusCode::OK, snapshot_body(&s));
             set_version(&mut r, Some(s.version));
             r
         }
@@ -441,8 +437,32 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({ "error": message }))
 }
 
+/// `GET /v1/snapshot`'s answer: `group`, `version`, `config` (the YAML text) and, when
+/// the snapshot has it, `file` (the file form, already JSON), written without building
+/// a JSON value of a config that may be a megabyte.
+fn snapshot_body(s: &Snapshot) -> Vec<u8> {
+    fn text(v: &str) -> String {
+        serde_json::to_string(v).unwrap_or_else(|_| "\"\"".to_owned())
+    }
+    let mut out = Vec::with_capacity(s.config.len() + s.file.as_ref().map_or(0, |f| f.len()) + 128);
+    out.extend_from_slice(b"{\"group\":");
+    out.extend_from_slice(text(&s.group).as_bytes());
+    out.extend_from_slice(format!(",\"version\":{},\"config\":", s.version).as_bytes());
+    out.extend_from_slice(text(&s.config).as_bytes());
+    if let Some(file) = &s.file {
+        out.extend_from_slice(b",\"file\":");
+        out.extend_from_slice(file.as_bytes());
+    }
+    out.push(b'}');
+    out
+}
+
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let bytes = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    json_bytes(status, bytes)
+}
+
+fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -106,6 +106,11 @@ pub fn validate(text: &str, source: &str, base_dir: &Path) -> Result<Config, Con
     floodgate::config::parse_str(text, source, base_dir)
 }
 
+/// [`validate`], taking the routes of `previous` whose file form is unchanged as they
+/// were validated: the proxy's own function (the same result and errors as a validation
+/// from scratch).
+pub use floodgate::config::parse_str_reusing as validate_reusing;
+
 /// Whether `address` is an endpoint the proxy accepts, asked of the proxy's validator
 /// (a one-cluster config around it), so one bad registration cannot make a group's
 /// merged config invalid.

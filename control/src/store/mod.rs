@@ -25,6 +25,10 @@ pub struct Snapshot {
     pub version: Version,
     /// The proxy config, as YAML text the proxy parses with `floodgate::config::parse_str`.
     pub config: Arc<str>,
+    /// The same config in the file form the control plane validated it as, JSON
+    /// (`floodgate::config::file::FileConfig`): a proxy validates it without parsing
+    /// the YAML text again. `None`: proxies parse `config`.
+    pub file: Option<Arc<str>>,
     /// When it was published.
     pub published_at: SystemTime,
 }

@@ -17,6 +17,7 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use runtime::*;
 pub use units::{format_duration, parse_duration, parse_size, DurationError};
+pub use validate::Validated;
 
 /// Reads, parses and validates a config file, reporting every error found.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
@@ -53,4 +54,28 @@ pub fn read_source(path: &Path) -> Result<Source<'_>, ConfigErrors> {
 pub fn parse_str(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let file = file::parse(text).map_err(|e| ConfigErrors::one(source, e))?;
     validate::validate(file, source, base_dir)
+}
+
+/// [`parse_str`], taking every route of `previous` whose file form is unchanged as it was
+/// validated instead of validating it again (the result and the errors are those of
+/// [`parse_str`]); the result keeps the file forms for the next call.
+pub fn parse_str_reusing(
+    text: &str,
+    source: &str,
+    base_dir: &Path,
+    previous: Option<&Validated>,
+) -> Result<Validated, ConfigErrors> {
+    let file = file::parse(text).map_err(|e| ConfigErrors::one(source, e))?;
+    validate::validate_reusing(file, source, base_dir, previous)
+}
+
+/// [`parse_str_reusing`] of a config already in file form (as a control plane sends the
+/// file form it validated, so that the proxy need not parse the YAML text again).
+pub fn validate_file_reusing(
+    file: file::FileConfig,
+    source: &str,
+    base_dir: &Path,
+    previous: Option<&Validated>,
+) -> Result<Validated, ConfigErrors> {
+    validate::validate_reusing(file, source, base_dir, previous)
 }

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 
+use crate::config::file::FileConfig;
 use crate::config::{ControlPlaneConfig, UpstreamTlsConfig};
 
 /// Time allowed to open the TCP connection (and finish the TLS handshake).
@@ -79,6 +80,10 @@ pub struct SnapshotBody {
     pub version: u64,
     /// The proxy config, YAML text.
     pub config: String,
+    /// The same config in file form, as the control plane validated it (newer control
+    /// planes send it): validated without parsing `config` again.
+    #[serde(default)]
+    pub file: Option<Box<FileConfig>>,
 }
 
 /// What one long poll returned.

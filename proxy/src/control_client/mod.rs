@@ -29,7 +29,8 @@ pub mod status;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{self, Config, ControlPlaneConfig};
+use crate::config::file::FileConfig;
+use crate::config::{self, Config, ControlPlaneConfig, Validated};
 use crate::state::{ApplyError, Proxy};
 use crate::workers::Workers;
 use status::{Origin, Status, StatusView};
@@ -80,7 +81,28 @@ impl Bootstrap {
     /// bootstrap: the snapshot's listeners, clusters and server settings, the
     /// bootstrap's `admin` and `control_plane`. The error is the NACK's text.
     pub fn combine(&self, text: &str, source: &str) -> Result<Config, String> {
-        let mut c = config::parse_str(text, source, &self.base_dir).map_err(|e| e.to_string())?;
+        self.combine_reusing(text, None, source, None)
+            .map(Validated::into_config)
+    }
+
+    /// [`Bootstrap::combine`] of a snapshot's text, or of its file form `file` when the
+    /// control plane sent it (the same config, validated by the same validator without
+    /// parsing the YAML again), taking the routes of `previous` (the last snapshot
+    /// validated) whose file form is unchanged as they were validated
+    /// ([`config::parse_str_reusing`]).
+    pub fn combine_reusing(
+        &self,
+        text: &str,
+        file: Option<FileConfig>,
+        source: &str,
+        previous: Option<&Validated>,
+    ) -> Result<Validated, String> {
+        let validated = match file {
+            Some(file) => config::validate_file_reusing(file, source, &self.base_dir, previous),
+            None => config::parse_str_reusing(text, source, &self.base_dir, previous),
+        };
+        let mut validated = validated.map_err(|e| e.to_string())?;
+        let c = &mut validated.config;
         if c.control_plane.is_some() {
             return Err(format!(
                 "{source}: control_plane: a snapshot must not name a control plane; \
@@ -97,7 +119,7 @@ impl Bootstrap {
         c.admin = self.config.admin.clone();
         c.control_plane = Some(self.cp.clone());
         c.source = SNAPSHOT_SOURCE.to_owned();
-        Ok(c)
+        Ok(validated)
     }
 
     /// The persisted snapshot, validated and combined, with its version; `None`

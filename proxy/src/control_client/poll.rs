@@ -10,6 +10,7 @@ use super::backoff::Backoff;
 use super::http::{ControlHttp, HttpError, PollAnswer, SnapshotBody};
 use super::status::{Nack, Origin, Status, CONTROL_APPLIES};
 use super::{persist, Bootstrap, SNAPSHOT_SOURCE};
+use crate::config::Validated;
 use crate::state::{Applied, Proxy};
 
 /// Runs until the task is aborted.
@@ -17,6 +18,8 @@ pub async fn run(proxy: Arc<Proxy>, boot: Arc<Bootstrap>, http: ControlHttp, sta
     let cp = boot.control_plane();
     tracing::info!(url = %cp.url, group = %cp.group, node = %cp.node_id, "polling the control plane");
     let mut backoff = Backoff::new(cp.backoff);
+    // The last snapshot validated: the next one takes its unchanged routes as they are.
+    let mut validated = None;
     loop {
         match http.poll(status.running_version()).await {
             Ok(answer) => {
@@ -29,7 +32,7 @@ pub async fn run(proxy: Arc<Proxy>, boot: Arc<Bootstrap>, http: ControlHttp, sta
                 });
                 backoff.reset();
                 if let PollAnswer::Snapshot(snapshot) = answer {
-                    handle(&proxy, &boot, &http, &status, snapshot).await;
+                    handle(&proxy, &boot, &http, &status, snapshot, &mut validated).await;
                 }
             }
             Err(e) => {
@@ -55,18 +58,26 @@ fn lost(status: &Status, e: &HttpError, url: &str) {
     });
 }
 
-/// Applies one snapshot, then persists and ACKs it, or NACKs it.
+/// Applies one snapshot, then persists and ACKs it, or NACKs it. `validated` is the
+/// last snapshot validated, whose unchanged routes this one takes as they are; a
+/// snapshot that validates takes its place.
 async fn handle(
     proxy: &Arc<Proxy>,
     boot: &Bootstrap,
     http: &ControlHttp,
     status: &Status,
     snapshot: SnapshotBody,
+    validated: &mut Option<Validated>,
 ) {
     let version = snapshot.version;
+    let file = snapshot.file.map(|f| *f);
     let applied = boot
-        .combine(&snapshot.config, SNAPSHOT_SOURCE)
-        .and_then(|config| proxy.apply(config).map_err(|e| e.to_string()));
+        .combine_reusing(&snapshot.config, file, SNAPSHOT_SOURCE, validated.as_ref())
+        .and_then(|next| {
+            let applied = proxy.apply(next.config.clone()).map_err(|e| e.to_string());
+            *validated = Some(next);
+            applied
+        });
     match applied {
         Ok(outcome) => {
             match outcome {

@@ -79,7 +79,7 @@ impl Validator<'_> {
             }
             let tls = l.tls.as_ref().map(|t| self.server_tls(&path, t));
             let limits = self.limits(&path, l.limits.as_ref());
-            let routes = self.routes(&path, &l.routes, clusters);
+            let routes = self.routes(&path, &l.name, &l.routes, clusters);
             let trusted_proxies = self.trusted_proxies(
                 &format!("{path}.trusted_proxies"),
                 l.trusted_proxies.as_deref(),

@@ -31,7 +31,11 @@ mod global_limit;
 mod grammar;
 mod listener;
 mod protection;
+mod reuse;
 mod route;
+
+use reuse::Reuse;
+pub use reuse::Validated;
 
 /// `admin.listen` default.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
@@ -42,29 +46,44 @@ pub const MIN_ADMIN_TOKEN: usize = 16;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Converts file types into a runtime [`Config`], or reports every problem found.
+/// [`validate_reusing`] without a previous validation.
 pub(super) fn validate(
     file: FileConfig,
     source: &str,
     base_dir: &Path,
 ) -> Result<Config, ConfigErrors> {
-    let mut v = Validator {
-        base_dir,
-        errors: Vec::new(),
-        bursting: file
-            .clusters
-            .iter()
-            .filter(|c| c.burst_mode == Some(true))
-            .map(|c| c.name.clone())
-            .collect(),
-    };
-    let admin = v.admin(file.admin.as_ref());
-    let server = v.server(file.server.as_ref());
+    validate_reusing(file, source, base_dir, None).map(Validated::into_config)
+}
+
+/// Converts file types into a runtime [`Config`], taking the routes of `previous` whose
+/// file form is unchanged as they were validated (see [`reuse`]), or reports every
+/// problem found.
+pub(super) fn validate_reusing(
+    file: FileConfig,
+    source: &str,
+    base_dir: &Path,
+    previous: Option<&Validated>,
+) -> Result<Validated, ConfigErrors> {
+    let bursting: Vec<String> = file
+        .clusters
+        .iter()
+        .filter(|c| c.burst_mode == Some(true))
+        .map(|c| c.name.clone())
+        .collect();
     let mut known: Vec<&str> = Vec::with_capacity(file.clusters.len());
     for c in &file.clusters {
         if !known.contains(&c.name.as_str()) {
             known.push(&c.name);
         }
     }
+    let mut v = Validator {
+        base_dir,
+        errors: Vec::new(),
+        reuse: previous.and_then(|p| Reuse::new(p, &known, &bursting)),
+        bursting,
+    };
+    let admin = v.admin(file.admin.as_ref());
+    let server = v.server(file.server.as_ref());
     let control_plane = file
         .control_plane
         .as_ref()
@@ -84,14 +103,18 @@ pub(super) fn validate(
     };
     v.global_limit_names(&file.listeners);
     if v.errors.is_empty() {
-        Ok(Config {
+        let config = Config {
             source: source.to_owned(),
             admin,
             server,
             listeners,
             clusters,
             control_plane,
-        })
+        };
+        let known: Vec<String> = known.iter().map(|c| (*c).to_owned()).collect();
+        let bursting = std::mem::take(&mut v.bursting);
+        drop(v);
+        Ok(Validated::new(config, file, known, bursting))
     } else {
         Err(ConfigErrors {
             file: source.to_owned(),
@@ -109,6 +132,8 @@ struct Validator<'a> {
     errors: Vec<ConfigError>,
     /// Clusters with `burst_mode: true`: their routes' `burst:` overrides apply.
     bursting: Vec<String>,
+    /// The routes of a previous validation that may be taken as they are.
+    reuse: Option<Reuse<'a>>,
 }
 
 impl Validator<'_> {

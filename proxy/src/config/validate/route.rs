@@ -28,10 +28,13 @@ pub const DEFAULT_MIN_RETRIES_PER_SEC: u32 = 10;
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(25);
 
 impl Validator<'_> {
-    /// `listeners[].routes`: at least one per listener, names unique within the listener.
+    /// `listeners[].routes` of listener `name` (at field path `listener`): at least one
+    /// per listener, names unique within the listener. A route the previous validation
+    /// took with the same file form is taken as it was ([`super::reuse`]).
     pub(super) fn routes(
         &mut self,
         listener: &str,
+        name: &str,
         routes: &[FileRoute],
         clusters: &[&str],
     ) -> Vec<RouteConfig> {
@@ -41,21 +44,26 @@ impl Validator<'_> {
                 "at least one route is required",
             );
         }
-        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut names: HashMap<&str, usize> = HashMap::with_capacity(routes.len());
         let mut out = Vec::with_capacity(routes.len());
         for (i, r) in routes.iter().enumerate() {
-            let path = format!("{listener}.routes[{i}]");
-            self.name(&format!("{path}.name"), &r.name);
+            let validated = self.reuse.as_ref().and_then(|reuse| reuse.route(name, r));
+            if validated.is_none() {
+                self.name(&format!("{listener}.routes[{i}].name"), &r.name);
+            }
             if let Some(first) = names.insert(&r.name, i) {
                 self.err(
-                    format!("{path}.name"),
+                    format!("{listener}.routes[{i}].name"),
                     format!(
                         "duplicate route name `{}` in this listener (also routes[{first}])",
                         r.name
                     ),
                 );
             }
-            out.push(self.route(&path, r, clusters));
+            match validated {
+                Some(validated) => out.push(validated.clone()),
+                None => out.push(self.route(&format!("{listener}.routes[{i}]"), r, clusters)),
+            }
         }
         out
     }
