@@ -8,6 +8,7 @@ mod error;
 pub mod file;
 mod runtime;
 pub mod secret;
+mod shapes;
 pub mod units;
 mod validate;
 pub mod watch;
