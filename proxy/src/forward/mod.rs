@@ -8,7 +8,7 @@ mod path;
 mod request_id;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -37,7 +37,7 @@ pub async fn handle(
     conn: &ConnInfo,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let start = Instant::now();
+    let start = crate::time::now();
     let log_on = snapshot.config.server.access_log.is_some();
     let (mut head, body) = req.into_parts();
     let listener = snapshot.listener(&conn.listener);
@@ -82,7 +82,7 @@ pub async fn handle(
         }
     };
     let seen = log_on.then(|| Seen {
-        time: crate::time::wall_clock(start),
+        time: crate::time::wall_clock(start.into_std()),
         host: head.headers.get(header::HOST).cloned(),
         traceparent: head.headers.get(TRACEPARENT).cloned(),
         bytes_in: if head.headers.contains_key(header::TRANSFER_ENCODING) {
@@ -234,7 +234,7 @@ struct Done<'a> {
     arm: Option<&'a crate::router::Arm>,
     method: http::Method,
     version: Version,
-    start: Instant,
+    start: crate::time::Instant,
     seen: Option<Seen>,
 }
 
@@ -246,7 +246,7 @@ fn finish(
     d: Done<'_>,
     response: Response<Body>,
 ) -> Response<Body> {
-    let elapsed = d.start.elapsed();
+    let elapsed = crate::time::now().saturating_duration_since(d.start);
     let status = response.status();
     // The proxy's own answers carry a reason; they are all errors.
     let reason = if status.as_u16() >= 400 {
