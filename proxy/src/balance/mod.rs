@@ -130,7 +130,7 @@ impl Cluster {
             limits,
             siblings: Siblings::default(),
         });
-        let name = metrics::SharedString::from(config.name.clone());
+        let name = metrics::SharedString::from_shared(Arc::from(config.name.as_str()));
         let admission = config
             .admission
             .as_ref()
