@@ -69,8 +69,12 @@ impl Workers {
                 .name(format!("floodgate-worker-{slot}"))
                 .spawn(move || {
                     SLOT.with(|s| s.set(slot));
+                    // One clock read per loop turn: the cached instant expires
+                    // each time the runtime wakes up (see `time::cached`).
+                    crate::time::cached::enable();
                     let runtime = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
+                        .on_thread_unpark(crate::time::cached::expire)
                         .build()
                     {
                         Ok(r) => r,

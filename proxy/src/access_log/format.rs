@@ -169,7 +169,7 @@ pub struct Line<'a> {
     pub time: SystemTime,
     /// The client.
     pub client: SocketAddr,
-    /// The method.
+    /// The method: an HTTP token (as `http::Method` holds it), written unescaped.
     pub method: &'a str,
     /// The authority, as bytes of a header value.
     pub host: Option<&'a [u8]>,
@@ -254,10 +254,11 @@ fn value(line: &Line<'_>, field: Field, format: Format, out: &mut Vec<u8>) {
             out.extend_from_slice(quote_open(format));
         }
         Field::Client => addr(line.client, format, out),
-        Field::Method => token(Some(line.method), format, out),
+        // An HTTP token, safe unquoted and unescaped in both formats.
+        Field::Method => verbatim(line.method, format, out),
         Field::Host => text(line.host, format, out),
         Field::Path => text(Some(line.path.as_bytes()), format, out),
-        Field::Protocol => token(Some(line.protocol), format, out),
+        Field::Protocol => verbatim(line.protocol, format, out),
         Field::Status => number(u64::from(line.status), out),
         Field::BytesIn => match line.bytes_in {
             Some(n) => number(n, out),
@@ -294,8 +295,7 @@ fn value(line: &Line<'_>, field: Field, format: Format, out: &mut Vec<u8>) {
     }
 }
 
-/// A value that needs no escaping in either format — a method (an HTTP token), the
-/// protocol, or a name the config validated (letters, digits, `-`, `_`, `.`) — is
+/// A value that needs no escaping in either format — a name the config validated (letters, digits, `-`, `_`, `.`) — is
 /// copied as it is; anything else goes through [`text`].
 #[inline]
 fn token(value: Option<&str>, format: Format, out: &mut Vec<u8>) {
@@ -304,10 +304,17 @@ fn token(value: Option<&str>, format: Format, out: &mut Vec<u8>) {
         return;
     };
     let safe = !v.is_empty() && v.bytes().all(|b| TOKEN[usize::from(b)]);
-    if !safe {
+    if safe {
+        verbatim(v, format, out);
+    } else {
         text(Some(v.as_bytes()), format, out);
-        return;
     }
+}
+
+/// A value known to need no escaping (an HTTP method is a token: no space, quote,
+/// `=`, backslash or control byte; the protocol is one of ours), copied as it is.
+#[inline]
+fn verbatim(v: &str, format: Format, out: &mut Vec<u8>) {
     match format {
         Format::Json => {
             out.push(b'"');
@@ -581,6 +588,29 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "method=GET path=\"/api/v1/codes/42?x=\\\"y\\\"\" status=200 reason=-\n"
+        );
+    }
+
+    #[test]
+    fn any_method_http_accepts_is_written_as_it_is_and_parses() {
+        // Every byte `http::Method` allows in an extension method (the HTTP tchars).
+        let method = http::Method::from_bytes(b"M-SEARCH!#$%&'*+.^_`|~9").unwrap();
+        let mut line = sample();
+        line.method = method.as_str();
+        let mut json = Vec::new();
+        write(&line, Format::Json, &[Field::Method], &mut json);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["method"], method.as_str());
+        let mut text = Vec::new();
+        write(
+            &line,
+            Format::Text,
+            &[Field::Method, Field::Status],
+            &mut text,
+        );
+        assert_eq!(
+            text,
+            format!("method={} status=200\n", method.as_str()).into_bytes()
         );
     }
 

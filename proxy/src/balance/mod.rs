@@ -130,7 +130,7 @@ impl Cluster {
             limits,
             siblings: Siblings::default(),
         });
-        let name = metrics::SharedString::from(config.name.clone());
+        let name = metrics::SharedString::from_shared(Arc::from(config.name.as_str()));
         let admission = config
             .admission
             .as_ref()
@@ -314,12 +314,12 @@ impl Cluster {
                 }
             };
             let reused = conn.is_reused();
-            let sent_at = std::time::Instant::now();
+            let sent_at = time::now();
             match upstream::send::<RequestGuard>(conn, req).await {
                 Ok(sent) => {
                     let served = UpstreamServed {
                         endpoint: Arc::clone(&endpoint),
-                        head_time: sent_at.elapsed(),
+                        head_time: time::now().saturating_duration_since(sent_at),
                     };
                     let outcome = Outcome::of_response(sent.status(), sent.headers());
                     self.record_outcome(&endpoint, outcome);

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -17,6 +17,7 @@ use crate::access_log::{format, sink, Line};
 use crate::balance::UpstreamServed;
 use crate::body::{Body, BoxError};
 use crate::config::AccessLogConfig;
+use crate::time::Instant;
 
 /// What the line says besides the body's bytes and the end time.
 pub struct Pending {
@@ -88,7 +89,7 @@ impl Logged {
             status: p.status,
             bytes_in: p.bytes_in,
             bytes_out: self.bytes,
-            duration: p.start.elapsed(),
+            duration: crate::time::now().saturating_duration_since(p.start),
             upstream: p.upstream.as_ref().map(|u| {
                 let addr = u.endpoint.addr();
                 (addr.host.as_str(), addr.port)

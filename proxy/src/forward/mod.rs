@@ -8,7 +8,7 @@ mod path;
 mod request_id;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -37,7 +37,7 @@ pub async fn handle(
     conn: &ConnInfo,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let start = Instant::now();
+    let start = crate::time::now();
     let log_on = snapshot.config.server.access_log.is_some();
     let (mut head, body) = req.into_parts();
     let listener = snapshot.listener(&conn.listener);
@@ -81,14 +81,17 @@ pub async fn handle(
             Err(ErrorKind::BadRequest)
         }
     };
+    // Looked up once for the body limit, the forwarded host and the log.
+    let host = head.headers.get(header::HOST).cloned();
+    let length = content_length(&head.headers);
     let seen = log_on.then(|| Seen {
-        time: crate::time::wall_clock(start),
-        host: head.headers.get(header::HOST).cloned(),
+        time: crate::time::wall_clock(start.into_std()),
+        host: host.clone(),
         traceparent: head.headers.get(TRACEPARENT).cloned(),
         bytes_in: if head.headers.contains_key(header::TRANSFER_ENCODING) {
             None
         } else {
-            Some(content_length(&head.headers).unwrap_or(0))
+            Some(length.unwrap_or(0))
         },
         path: original_path.unwrap_or_else(|| PathAndQuery::from_static("/")),
         request_id: logged_id.cloned(),
@@ -113,7 +116,7 @@ pub async fn handle(
         }
     };
 
-    let response = match forward(listener, route, &mut head, body, conn) {
+    let response = match forward(listener, route, &mut head, body, conn, host, length) {
         Err(kind) => (error_response(kind, request_id.as_ref()), None),
         Ok((arm, req)) => {
             let result = arm.service.clone().oneshot(req).await;
@@ -161,16 +164,20 @@ struct Seen {
 }
 
 /// Turns the downstream request into the upstream one: body limit, forwarding
-/// headers, rewrite; and picks the destination arm.
+/// headers, rewrite; and picks the destination arm. `original_host` is the
+/// authority the client addressed (`authority::normalize` made it `Host`), `length`
+/// the request's `Content-Length`.
 fn forward<'r>(
     listener: &ListenerRuntime,
     route: &'r crate::router::Route,
     head: &mut http::request::Parts,
     body: Incoming,
     conn: &ConnInfo,
+    original_host: Option<HeaderValue>,
+    length: Option<u64>,
 ) -> Result<(&'r crate::router::Arm, Request<Body>), ErrorKind> {
     let limit = listener.config.limits.max_request_body_bytes;
-    if content_length(&head.headers).is_some_and(|len| len > limit) {
+    if length.is_some_and(|len| len > limit) {
         return Err(ErrorKind::BodyTooLarge);
     }
     let arm = route.pick_arm().ok_or(ErrorKind::NoRoute)?;
@@ -183,8 +190,6 @@ fn forward<'r>(
             &listener.config.trusted_proxies,
         )
     });
-    // The authority the client addressed: `authority::normalize` made it `Host`.
-    let original_host = head.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut head.headers);
     let forwarded = listener.config.headers.forwarded;
     if let Some(host) = original_host {
@@ -234,7 +239,7 @@ struct Done<'a> {
     arm: Option<&'a crate::router::Arm>,
     method: http::Method,
     version: Version,
-    start: Instant,
+    start: crate::time::Instant,
     seen: Option<Seen>,
 }
 
@@ -246,7 +251,7 @@ fn finish(
     d: Done<'_>,
     response: Response<Body>,
 ) -> Response<Body> {
-    let elapsed = d.start.elapsed();
+    let elapsed = crate::time::now().saturating_duration_since(d.start);
     let status = response.status();
     // The proxy's own answers carry a reason; they are all errors.
     let reason = if status.as_u16() >= 400 {

@@ -20,9 +20,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::time::Instant;
 
 /// The HTTP/2 connection preface begins with these bytes; an HTTP/1 request never does.
 const H2_PREFACE_START: &[u8] = b"PRI ";
@@ -58,7 +60,7 @@ impl Activity {
     /// The activity of a connection opened now.
     pub fn new() -> Self {
         Self {
-            opened: Instant::now(),
+            opened: crate::time::now(),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             last_done_ns: AtomicU64::new(0),
@@ -80,7 +82,12 @@ impl Activity {
     /// A request was answered (its response head is on the way out).
     pub fn request_done(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let ns = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let ns = u64::try_from(
+            crate::time::now()
+                .saturating_duration_since(self.opened)
+                .as_nanos(),
+        )
+        .unwrap_or(u64::MAX);
         self.last_done_ns.store(ns, Ordering::Relaxed);
     }
 

@@ -58,7 +58,7 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 if let Some(timer) = this.timer.as_mut() {
-                    let next = tokio::time::Instant::now() + this.timeout;
+                    let next = crate::time::now() + this.timeout;
                     timer.as_mut().reset(next);
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
