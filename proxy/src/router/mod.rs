@@ -37,7 +37,7 @@ pub struct Arm {
 
 /// A compiled route.
 pub struct Route {
-    /// Route name (metrics label).
+    /// Route name (metrics label; shared, so a log line or label copies a pointer).
     pub name: metrics::SharedString,
     /// The route's config (match, rewrite, host handling).
     pub config: RouteConfig,
@@ -62,7 +62,7 @@ impl Route {
             .is_some_and(|k| k.key == crate::config::RateKey::ClientIp);
         Self {
             needs_client_ip,
-            name: metrics::SharedString::from(config.name.clone()),
+            name: metrics::SharedString::from_shared(std::sync::Arc::from(config.name.as_str())),
             config,
             arms,
             state,
