@@ -11,7 +11,8 @@
 //! delay has stayed above a target for a whole interval it is *standing*; then
 //! it holds only what the limit serves in about a millisecond (a backlog keeps
 //! its newest waiters), refuses an arrival it has no room for at once, and sheds
-//! waiters older than the target. A full queue (`max_queue`, a memory bound), the hard cap
+//! waiters older than the target (the room, the drain time and `Retry-After`:
+//! `room.rs`). A full queue (`max_queue`, a memory bound), the hard cap
 //! `queue_timeout`, or being displaced by a higher-priority arrival also sheds
 //! ([`Shed`]) with 503 `overloaded`. A waiter whose client went away leaves the
 //! queue at once and is counted (`floodgate_client_gone_total`).
@@ -25,6 +26,7 @@
 mod codel;
 pub mod gradient;
 mod queue;
+mod room;
 
 pub use gradient::GradientLimit;
 
@@ -45,34 +47,6 @@ use queue::{Grant, Waiters};
 /// How long the minimum latency behind the automatic queue target is remembered
 /// (one to two of these windows).
 const MIN_LATENCY_WINDOW: Duration = Duration::from_secs(10);
-
-/// How much work a standing queue holds: what the limit serves in this long.
-const STANDING_HORIZON: f64 = 0.001;
-
-/// The most waiters a standing queue holds: as many as the limit serves within
-/// [`STANDING_HORIZON`] (slots free at `limit / rtt` per second), at least 1;
-/// 1 before any latency is measured (`rtt` 0). Enough that a freed slot finds a
-/// waiter (and the limit's headroom keeps the app busy when, for a moment, it
-/// does not); few enough that every waiter is served within about a
-/// millisecond, so that an arrival the queue has no room for can be refused at
-/// once instead of waiting to be superseded. (Under the README's burst the room
-/// of an eighth of the limit, with drop-oldest, had 28% of the rejections wait
-/// 1–2 ms in the queue before they were answered: arrivals come in clumps, and a
-/// waiter was superseded only by the next clump.)
-fn standing_room(limit: usize, rtt: f64) -> usize {
-    if rtt <= 0.0 {
-        return 1;
-    }
-    let room = (limit as f64 * STANDING_HORIZON / rtt).ceil();
-    // Bounded by the limit itself: the cast cannot overflow.
-    (room.min(limit as f64) as usize).max(1)
-}
-
-/// How long the queue takes to drain at the current limit and latency, in
-/// seconds (0 before any latency is measured): depth × RTT ÷ limit.
-fn drain_time(st: &State) -> f64 {
-    st.waiters.len() as f64 * st.rtt_ewma / st.limit.max(1) as f64
-}
 
 /// A drop this close to a waiter's deadline is taken for the deadline (timers
 /// fire on millisecond ticks), not for a client that went away.
@@ -528,7 +502,8 @@ impl AdmissionControl {
         }
         let rx = st.waiters.push(priority, now);
         self.observe(&mut st, now);
-        if !st.codel.is_standing() && drain_time(&st) > st.codel.interval().as_secs_f64() {
+        let drain = room::drain_time(st.waiters.len(), st.limit, st.rtt_ewma);
+        if !st.codel.is_standing() && drain > st.codel.interval().as_secs_f64() {
             // Longer than the app serves in an interval: it cannot drain within one.
             st.codel.stand(now);
             let room = self.standing_room(&st);
@@ -543,7 +518,7 @@ impl AdmissionControl {
 
     /// The most waiters the queue holds while standing (`max_queue` if smaller).
     fn standing_room(&self, st: &State) -> usize {
-        standing_room(st.limit, st.rtt_ewma).min(self.max_queue)
+        room::standing_room(st.limit, st.rtt_ewma).min(self.max_queue)
     }
 
     /// Sheds the oldest waiters (`superseded`), lowest class first, until at most
@@ -704,8 +679,7 @@ impl AdmissionControl {
     /// for the queue to drain (depth × RTT ÷ limit), at least 1 s, at most 10 s.
     pub fn retry_after(&self) -> Duration {
         let st = self.lock();
-        let one_more = st.rtt_ewma / st.limit.max(1) as f64;
-        Duration::from_secs_f64((drain_time(&st) + one_more).clamp(1.0, 10.0))
+        room::retry_after(st.waiters.len(), st.limit, st.rtt_ewma)
     }
 
     /// The error a shed request fails with: 503 `overloaded` with `Retry-After`.
