@@ -227,6 +227,12 @@ pub struct AdmissionStatus {
     pub queue_target_ms: f64,
     /// True while the queue is standing (newest served first, old waiters shed).
     pub queue_standing: bool,
+    /// Smoothed latency of admitted requests, in milliseconds (0: none yet).
+    pub latency_ms: f64,
+    /// The adaptive limit's no-load latency (its floor), in milliseconds, once known.
+    pub min_rtt_ms: Option<f64>,
+    /// True while the adaptive limit is lowered to re-measure its floor.
+    pub probing: bool,
     /// Requests that arrived at admission, shed or not.
     pub offered: u64,
     /// Requests admitted, at once or after waiting.
@@ -347,11 +353,12 @@ impl AdmissionControl {
 
     /// Limit, in-flight count, queue state and counters.
     pub fn status(&self) -> AdmissionStatus {
-        let (limit, in_flight, queue_depth, delay, target, standing) = {
+        let (limit, in_flight, queue_depth, delay, target, standing, rtt, floor, probing) = {
             let mut st = self.lock();
             let now = time::now();
             let oldest = st.waiters.oldest();
             let delay = oldest.map_or(Duration::ZERO, |o| now.saturating_duration_since(o));
+            let g = st.gradient.as_ref();
             (
                 st.limit,
                 st.in_flight,
@@ -359,6 +366,9 @@ impl AdmissionControl {
                 delay,
                 st.codel.target(),
                 st.codel.is_standing(),
+                st.rtt_ewma,
+                g.and_then(GradientLimit::min_rtt),
+                g.is_some_and(GradientLimit::is_probing),
             )
         };
         let c = &self.counts;
@@ -370,6 +380,9 @@ impl AdmissionControl {
             queue_delay_ms: delay.as_secs_f64() * 1000.0,
             queue_target_ms: target.as_secs_f64() * 1000.0,
             queue_standing: standing,
+            latency_ms: rtt * 1000.0,
+            min_rtt_ms: floor.map(|f| f.as_secs_f64() * 1000.0),
+            probing,
             offered: load(&c.offered),
             admitted: load(&c.admitted),
             queued: load(&c.queued),
