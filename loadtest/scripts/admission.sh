@@ -51,15 +51,21 @@ if [[ $nginx == 1 ]] && ! command -v nginx >/dev/null; then
 fi
 trap 'RUN_DIR="${RUN_DIR:-}"; [[ -n "$RUN_DIR" ]] && stop_all' EXIT
 
-# 1. The replica's capacity, measured: offered ~2x its model capacity for 5 s, direct.
+# 1. The replica's capacity, measured: offered ~2x its model capacity for 6 s, direct; the
+# mean of its whole seconds after the first (ramp) — the statistic the burst's goodput
+# uses (the mean of whole seconds inside the burst). Not the report's goodput_rps, which
+# divides every answer, those of the drain after the run included, by the run's length
+# (1,468 rps where each steady second served 1,456).
 export RUN_DIR="$out/capacity/run"; mkdir -p "$RUN_DIR"; : >"$RUN_DIR/pids"
 start_apps 1
 model=$(python3 -c "import sys,re; w=int(sys.argv[1]); t=sys.argv[2]; ms=float(t[:-2]) if t.endswith('ms') else float(t[:-1])*1000; print(int(w*1000/ms))" "$APP_WORKERS" "$APP_SERVICE_TIME")
 "$BIN_DIR/floodgate-load" --url "http://${APP_ADDRS%% *}/api/v1/codes/{id}" --rate $((model * 2)) \
-  --duration 5s --connections 256 --out "$out/capacity" --quiet || true
+  --duration 6s --connections 256 --out "$out/capacity" --quiet || true
 stop_all
-capacity=$(python3 -c "import json; print(int(json.load(open('$out/capacity/report.json'))['summary']['goodput_rps']))")
-log "measured capacity of one replica: $capacity rps (model $model)"
+read -r capacity capacity_total < <(python3 -c "
+import json; r = json.load(open('$out/capacity/report.json')); a = r['timeline']['admitted'][1:6]
+print(int(sum(a) / len(a)), int(r['summary']['goodput_rps']))")
+log "measured capacity of one replica: $capacity rps per steady second (all answers / 6 s: $capacity_total; model $model)"
 
 # run NAME PEER CONNS [hog]: one burst through PEER with CONNS client connections.
 run() {
@@ -98,11 +104,17 @@ run() {
   fi
   log "== $name: $peer, $conns connections${with_hog:+, with a CPU hog}"
   mkdir -p "$out/$name"
+  # Every 100 ms: the admission state (/clusters) and the app's busy slots (/stats).
+  local stop_file="$RUN_DIR/sampler.stop" sampler_pid
+  python3 "$ROOT/loadtest/scripts/admission_sample.py" "$out/$name" "http://127.0.0.1:$ADMIN_PORT" \
+    healthcode "http://${APP_ADDRS%% *}" "$stop_file" 120 & sampler_pid=$!
+  echo "sampler $sampler_pid" >>"$RUN_DIR/pids"
   local cpu_before; cpu_before=$(cpu_secs "$peer_pid" "$app_pid")
   /usr/bin/time -f "%U %S" -o "$out/$name/load-cpu.txt" \
     "$BIN_DIR/floodgate-load" --scenario "$scenario" --base-url "$url" --connections "$conns" \
     --name "$name" --out "$out/$name" --quiet || log "$name: floodgate-load exited $?"
   echo "$cpu_before $(cpu_secs "$peer_pid" "$app_pid")" >"$out/$name/peer-cpu.txt"
+  touch "$stop_file"; wait "$sampler_pid" 2>/dev/null || true
   if [[ $peer == floodgate ]]; then
     curl -fs "http://127.0.0.1:$ADMIN_PORT/clusters" >"$out/$name/clusters.json" || true
     curl -fs "http://127.0.0.1:$ADMIN_PORT/metrics" >"$out/$name/metrics.txt" || true
@@ -172,12 +184,13 @@ def stats(name):
                 recovery=recovery, reasons=s.get("by_reason", {}))
 f = lambda v, d=1: "n/a" if v is None else f"{v:.{d}f}"
 print(f"# 100x burst against one replica (measured capacity {cap:.0f} rps), admission on its defaults\n")
-print("| setup | burst goodput (rps) | % of capacity | pre-burst p99 (ms) | admitted p99 in the burst, worst second (ms) | ratio | admitted p99 overall (ms) | rejected p99 (ms) | rejected | without Retry-After | unanswered | back to pre-burst p99 (s after) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| setup | burst goodput (rps) | % of capacity | pre-burst p99 (ms) | admitted p99 in the burst, worst second (ms) | ratio | admitted p99 overall (ms) | ratio | rejected p99 (ms) | rejected | without Retry-After | unanswered | back to pre-burst p99 (s after) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for n in names:
     x = stats(n)
+    whole = None if not x["pre99"] else x["adm99"] / x["pre99"]
     ratio = None if not (x["pre99"] and x["burst99"]) else x["burst99"] / x["pre99"]
-    print(f"| {n} | {x['good']:.0f} | {100 * x['good'] / cap:.0f}% | {f(x['pre99'])} | {f(x['burst99'])} | {f(ratio, 2)} | {f(x['adm99'])} | {f(x['rej99'], 2)} | {x['rejected']} | {x['no_ra']} | {x['unanswered']} | {f(x['recovery'], 0)} |")
+    print(f"| {n} | {x['good']:.0f} | {100 * x['good'] / cap:.0f}% | {f(x['pre99'])} | {f(x['burst99'])} | {f(ratio, 2)} | {f(x['adm99'])} | {f(whole, 2)} | {f(x['rej99'], 2)} | {x['rejected']} | {x['no_ra']} | {x['unanswered']} | {f(x['recovery'], 0)} |")
 print()
 for n in names:
     print(f"- {n}: rejections by x-floodgate-reason: {stats(n)['reasons'] or 'none'}")
@@ -230,5 +243,42 @@ for n in names:
         if total:
             shown = ", ".join(f"≤{le}s {100 * c / total:.1f}%" for le, c in buckets if le in ("0.0005", "0.001", "0.002", "0.005"))
             print(f"- {n}: queued then {outcome}: {total} ({shown})")
+
+# Sampled every 100 ms inside the burst (the seconds the goodput counts): where the
+# capacity went. Busy slots are the app's own count of requests holding a worker.
+def samples(name):
+    d = os.path.join(out, name)
+    path = os.path.join(d, "samples.jsonl")
+    if not os.path.exists(path):
+        return None
+    r = json.load(open(os.path.join(d, "report.json")))
+    prof = r["config"]["profile"]
+    before, spike = (int(float(p["duration"].rstrip("s"))) for p in prof[:2])
+    t0 = r["started_at_unix_ms"] + 1000 * (before + 2)
+    t1 = r["started_at_unix_ms"] + 1000 * (before + spike - 1)
+    rows = [json.loads(l) for l in open(path)]
+    return [x for x in rows if t0 <= x["unix_ms"] < t1]
+def q(values, p):
+    return pct([v for v in values if v is not None], p)
+workers = int(os.environ.get("APP_WORKERS", "16"))
+print(f"\n| setup | samples | limit p10 / p50 / p90 | in flight p10 / p50 | proxy queue p50 / p90 | standing | probing | app busy slots p10 / p50 (of {workers}) | samples with an idle slot | app queue p50 / p90 | app served (rps) | app's own 503s |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for n in names:
+    xs = samples(n)
+    if not xs:
+        continue
+    adm = [x["adm"] for x in xs if x["adm"]]
+    app = [x["app"] for x in xs if x["app"]]
+    lim = [a["limit"] for a in adm]
+    inf = [a["in_flight"] for a in adm]
+    qd = [a["queue_depth"] for a in adm]
+    busy = [a["in_service"] for a in app]
+    aq = [a["queued"] for a in app]
+    idle = sum(1 for b in busy if b < workers)
+    fr = lambda k: f"{100 * sum(1 for a in adm if a.get(k)) / max(1, len(adm)):.0f}%" if adm else "–"
+    span = (xs[-1]["unix_ms"] - xs[0]["unix_ms"]) or 1
+    rate = (app[-1]["served"] - app[0]["served"]) * 1000 / span if len(app) > 1 else None
+    app503 = app[-1]["rejected"] - app[0]["rejected"] if len(app) > 1 else None
+    print(f"| {n} | {len(xs)} | {q(lim, .1)} / {q(lim, .5)} / {q(lim, .9)} | {q(inf, .1)} / {q(inf, .5)} | {q(qd, .5)} / {q(qd, .9)} | {fr('queue_standing')} | {fr('probing')} | {q(busy, .1)} / {q(busy, .5)} | {100 * idle / max(1, len(busy)):.0f}% | {q(aq, .5)} / {q(aq, .9)} | {f(rate, 0)} | {app503} |")
 PY
 log "reports: $out"

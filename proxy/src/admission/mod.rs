@@ -11,7 +11,8 @@
 //! delay has stayed above a target for a whole interval it is *standing*; then
 //! it holds only what the limit serves in about a millisecond (a backlog keeps
 //! its newest waiters), refuses an arrival it has no room for at once, and sheds
-//! waiters older than the target. A full queue (`max_queue`, a memory bound), the hard cap
+//! waiters older than the target (the room, the drain time and `Retry-After`:
+//! `room.rs`). A full queue (`max_queue`, a memory bound), the hard cap
 //! `queue_timeout`, or being displaced by a higher-priority arrival also sheds
 //! ([`Shed`]) with 503 `overloaded`. A waiter whose client went away leaves the
 //! queue at once and is counted (`floodgate_client_gone_total`).
@@ -25,8 +26,11 @@
 mod codel;
 pub mod gradient;
 mod queue;
+mod room;
+mod status;
 
 pub use gradient::GradientLimit;
+pub use status::{AdmissionStatus, GoneCounts, ShedCounts};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -45,34 +49,6 @@ use queue::{Grant, Waiters};
 /// How long the minimum latency behind the automatic queue target is remembered
 /// (one to two of these windows).
 const MIN_LATENCY_WINDOW: Duration = Duration::from_secs(10);
-
-/// How much work a standing queue holds: what the limit serves in this long.
-const STANDING_HORIZON: f64 = 0.001;
-
-/// The most waiters a standing queue holds: as many as the limit serves within
-/// [`STANDING_HORIZON`] (slots free at `limit / rtt` per second), at least 1;
-/// 1 before any latency is measured (`rtt` 0). Enough that a freed slot finds a
-/// waiter (and the limit's headroom keeps the app busy when, for a moment, it
-/// does not); few enough that every waiter is served within about a
-/// millisecond, so that an arrival the queue has no room for can be refused at
-/// once instead of waiting to be superseded. (Under the README's burst the room
-/// of an eighth of the limit, with drop-oldest, had 28% of the rejections wait
-/// 1–2 ms in the queue before they were answered: arrivals come in clumps, and a
-/// waiter was superseded only by the next clump.)
-fn standing_room(limit: usize, rtt: f64) -> usize {
-    if rtt <= 0.0 {
-        return 1;
-    }
-    let room = (limit as f64 * STANDING_HORIZON / rtt).ceil();
-    // Bounded by the limit itself: the cast cannot overflow.
-    (room.min(limit as f64) as usize).max(1)
-}
-
-/// How long the queue takes to drain at the current limit and latency, in
-/// seconds (0 before any latency is measured): depth × RTT ÷ limit.
-fn drain_time(st: &State) -> f64 {
-    st.waiters.len() as f64 * st.rtt_ewma / st.limit.max(1) as f64
-}
 
 /// A drop this close to a waiter's deadline is taken for the deadline (timers
 /// fire on millisecond ticks), not for a client that went away.
@@ -235,62 +211,6 @@ impl std::fmt::Debug for AdmissionControl {
     }
 }
 
-/// A point-in-time view of a cluster's admission state (admin `/clusters`).
-/// The counters are monotonic (rates are the reader's business); at any time
-/// `offered = admitted + shed.total + client_gone.queued + queue_depth`, give or
-/// take requests between two steps.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct AdmissionStatus {
-    /// The current concurrency limit.
-    pub limit: usize,
-    /// Requests admitted and not yet answered.
-    pub in_flight: usize,
-    /// Requests waiting for admission.
-    pub queue_depth: usize,
-    /// Queueing delay now: age of the oldest waiter, in milliseconds.
-    pub queue_delay_ms: f64,
-    /// The delay a standing queue may impose before it sheds, in milliseconds.
-    pub queue_target_ms: f64,
-    /// True while the queue is standing (newest served first, old waiters shed).
-    pub queue_standing: bool,
-    /// Requests that arrived at admission, shed or not.
-    pub offered: u64,
-    /// Requests admitted, at once or after waiting.
-    pub admitted: u64,
-    /// Requests that had to wait in the queue.
-    pub queued: u64,
-    /// Requests shed, in total and by reason.
-    pub shed: ShedCounts,
-    /// Requests whose client went away, by stage.
-    pub client_gone: GoneCounts,
-}
-
-/// Shed requests by reason (the `reason` labels of `floodgate_shed_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct ShedCounts {
-    /// All reasons together.
-    pub total: u64,
-    /// `max_queue` waiters and none ranked below the arrival.
-    pub queue_full: u64,
-    /// Waited until the deadline (`queue_timeout` or the route's `timeout`).
-    pub queue_timeout: u64,
-    /// Waited longer than the target in a standing queue.
-    pub queue_delay: u64,
-    /// Made room for a higher-priority arrival.
-    pub displaced: u64,
-    /// Made room for a newer arrival in a full standing queue.
-    pub superseded: u64,
-}
-
-/// Requests whose client went away, by stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct GoneCounts {
-    /// While waiting in the queue.
-    pub queued: u64,
-    /// While admitted, before the response head.
-    pub in_service: u64,
-}
-
 fn load(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
@@ -373,11 +293,12 @@ impl AdmissionControl {
 
     /// Limit, in-flight count, queue state and counters.
     pub fn status(&self) -> AdmissionStatus {
-        let (limit, in_flight, queue_depth, delay, target, standing) = {
+        let (limit, in_flight, queue_depth, delay, target, standing, rtt, floor, probing) = {
             let mut st = self.lock();
             let now = time::now();
             let oldest = st.waiters.oldest();
             let delay = oldest.map_or(Duration::ZERO, |o| now.saturating_duration_since(o));
+            let g = st.gradient.as_ref();
             (
                 st.limit,
                 st.in_flight,
@@ -385,6 +306,9 @@ impl AdmissionControl {
                 delay,
                 st.codel.target(),
                 st.codel.is_standing(),
+                st.rtt_ewma,
+                g.and_then(GradientLimit::min_rtt),
+                g.is_some_and(GradientLimit::is_probing),
             )
         };
         let c = &self.counts;
@@ -396,6 +320,9 @@ impl AdmissionControl {
             queue_delay_ms: delay.as_secs_f64() * 1000.0,
             queue_target_ms: target.as_secs_f64() * 1000.0,
             queue_standing: standing,
+            latency_ms: rtt * 1000.0,
+            min_rtt_ms: floor.map(|f| f.as_secs_f64() * 1000.0),
+            probing,
             offered: load(&c.offered),
             admitted: load(&c.admitted),
             queued: load(&c.queued),
@@ -528,7 +455,8 @@ impl AdmissionControl {
         }
         let rx = st.waiters.push(priority, now);
         self.observe(&mut st, now);
-        if !st.codel.is_standing() && drain_time(&st) > st.codel.interval().as_secs_f64() {
+        let drain = room::drain_time(st.waiters.len(), st.limit, st.rtt_ewma);
+        if !st.codel.is_standing() && drain > st.codel.interval().as_secs_f64() {
             // Longer than the app serves in an interval: it cannot drain within one.
             st.codel.stand(now);
             let room = self.standing_room(&st);
@@ -543,7 +471,7 @@ impl AdmissionControl {
 
     /// The most waiters the queue holds while standing (`max_queue` if smaller).
     fn standing_room(&self, st: &State) -> usize {
-        standing_room(st.limit, st.rtt_ewma).min(self.max_queue)
+        room::standing_room(st.limit, st.rtt_ewma).min(self.max_queue)
     }
 
     /// Sheds the oldest waiters (`superseded`), lowest class first, until at most
@@ -704,8 +632,7 @@ impl AdmissionControl {
     /// for the queue to drain (depth × RTT ÷ limit), at least 1 s, at most 10 s.
     pub fn retry_after(&self) -> Duration {
         let st = self.lock();
-        let one_more = st.rtt_ewma / st.limit.max(1) as f64;
-        Duration::from_secs_f64((drain_time(&st) + one_more).clamp(1.0, 10.0))
+        room::retry_after(st.waiters.len(), st.limit, st.rtt_ewma)
     }
 
     /// The error a shed request fails with: 503 `overloaded` with `Retry-After`.

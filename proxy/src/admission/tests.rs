@@ -382,18 +382,6 @@ async fn a_standing_queue_sheds_waiters_older_than_the_target() {
     assert_accounted(&adm);
 }
 
-#[test]
-fn a_standing_queue_holds_what_the_limit_serves_in_a_millisecond() {
-    // 32 slots of 8 ms free 4 per millisecond.
-    assert_eq!(standing_room(32, 0.008), 4);
-    assert_eq!(standing_room(20, 0.012), 2, "1.7 rounds up");
-    // A slow app or a small limit: one waiter; no latency measured yet: one.
-    assert_eq!(standing_room(4, 0.2), 1);
-    assert_eq!(standing_room(32, 0.0), 1);
-    // A very fast app: never more than the limit.
-    assert_eq!(standing_room(8, 0.000_01), 8);
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_standing_queue_is_short_refuses_at_once_and_serves_by_priority_then_oldest() {
     let adm = codel(32, 50, 100);
