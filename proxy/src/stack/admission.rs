@@ -107,7 +107,7 @@ impl<S: RouteInner> Service<Request<Body>> for AdmissionService<S> {
             };
             let result = inner.call(req).await;
             if let Some(permit) = service.permit.take() {
-                let rtt = permit.admitted().elapsed();
+                let rtt = time::now().saturating_duration_since(permit.admitted());
                 permit.complete(latency_sample(&result, rtt));
             }
             result
