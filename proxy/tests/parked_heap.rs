@@ -104,6 +104,24 @@ async fn settled(p: &TestProxy, name: &str, at_least: f64) {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
+/// Opens [`CONNECTIONS`] more connections (each making one request when `request`
+/// is set), waits until the metric `until` reaches its count, and returns them with
+/// the bytes allocated per connection since they were opened.
+async fn held(
+    p: &TestProxy,
+    what: &str,
+    request: bool,
+    until: (&str, usize),
+) -> (Vec<std::net::TcpStream>, f64) {
+    let addr = p.addr("heap");
+    let before = heap();
+    let streams = tokio::task::spawn_blocking(move || open(addr, CONNECTIONS, request))
+        .await
+        .unwrap();
+    settled(p, until.0, until.1 as f64).await;
+    (streams, per_connection(what, before, CONNECTIONS))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_connection_holds_little_heap() {
     // With DHAT_PROFILE set, dhat-heap.json holds the allocations still live at
@@ -124,29 +142,20 @@ async fn a_parked_connection_holds_little_heap() {
     drop(warm);
     settled(&p, "floodgate_listener_parks_total", 20.0).await;
 
-    let before = heap();
-    let parked = tokio::task::spawn_blocking(move || open(addr, CONNECTIONS, true))
-        .await
-        .unwrap();
-    settled(
+    let (parked, per_parked) = held(
         &p,
-        "floodgate_listener_parks_total",
-        (20 + CONNECTIONS) as f64,
+        "parked after one request",
+        true,
+        ("floodgate_listener_parks_total", 20 + CONNECTIONS),
     )
     .await;
-    let per_parked = per_connection("parked after one request", before, CONNECTIONS);
-
-    let before = heap();
-    let silent = tokio::task::spawn_blocking(move || open(addr, CONNECTIONS, false))
-        .await
-        .unwrap();
-    settled(
+    let (silent, per_silent) = held(
         &p,
-        "floodgate_downstream_connections",
-        (2 * CONNECTIONS) as f64,
+        "never sent a byte",
+        false,
+        ("floodgate_downstream_connections", 2 * CONNECTIONS),
     )
     .await;
-    let per_silent = per_connection("never sent a byte", before, CONNECTIONS);
     assert_eq!(app.hits(), 20 + CONNECTIONS);
     drop(profiler);
     drop((parked, silent));
