@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
@@ -224,27 +225,30 @@ async fn accept_loop<H: Handler>(
         let drain_signal = shared.drain_signal.clone();
         let worker = shared.load.pick(me);
         let placed = shared.load.enter(worker);
-        let serve = move |stream: TcpStream| async move {
-            serve_connection(stream, conn, handler, drain_signal).await;
-            drop(placed);
-            drop(guard);
-            drop(permit);
-        };
-        if worker == me {
-            tokio::spawn(serve(stream));
-            continue;
-        }
-        // Handed over: the socket leaves this worker's reactor for the other's.
-        let (Ok(stream), Some(runtime)) = (stream.into_std(), shared.workers.get(worker)) else {
-            tracing::debug!(listener = %shared.name, "cannot move a connection to its worker");
-            continue;
-        };
-        runtime.spawn(async move {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => serve(stream).await,
-                Err(e) => tracing::debug!(error = %e, "cannot move a connection to its worker"),
+        let runtime = match shared.workers.get(worker) {
+            Some(runtime) if worker != me => runtime,
+            _ => {
+                let serving = serve_connection(stream, conn, handler, drain_signal);
+                // A combinator, not an async block: the task holds the connection's
+                // future once, not a copy of what it was made from besides.
+                tokio::spawn(serving.map(move |()| drop((placed, guard, permit))));
+                continue;
             }
+        };
+        // Handed over: the socket leaves this worker's reactor for the other's.
+        let moved = stream.into_std().and_then(|stream| {
+            let _on = runtime.enter();
+            TcpStream::from_std(stream)
         });
+        match moved {
+            Ok(stream) => {
+                let serving = serve_connection(stream, conn, handler, drain_signal);
+                runtime.spawn(serving.map(move |()| drop((placed, guard, permit))));
+            }
+            Err(e) => {
+                tracing::debug!(listener = %shared.name, error = %e, "cannot move a connection to its worker")
+            }
+        }
     }
 }
 
