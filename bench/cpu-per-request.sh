@@ -19,21 +19,10 @@ PIDS=(); cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; do
 UP=$(free_port); NL=$(free_port)
 nginx_conf upstream 1 "server { listen 127.0.0.1:$UP; location / { return 200 'ok\n'; } }"
 nginx_conf proxy-logged 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
-  map \$http_x_request_id \$fg_request_id { default \$http_x_request_id; '' \$request_id; }
-  log_format json escape=json '{\"time\":\"\$time_iso8601\",\"client\":\"\$remote_addr:\$remote_port\",'
-    '\"method\":\"\$request_method\",\"host\":\"\$host\",\"path\":\"\$request_uri\",\"protocol\":\"\$server_protocol\",'
-    '\"status\":\$status,\"bytes_in\":\"\$content_length\",\"bytes_out\":\$body_bytes_sent,'
-    '\"duration_ms\":\$request_time,\"upstream\":\"\$upstream_addr\",\"upstream_ms\":\"\$upstream_header_time\",'
-    '\"route\":\"all\",\"cluster\":\"app\",\"listener\":\"public\",\"reason\":null,\"request_id\":\"\$fg_request_id\",'
-    '\"trace_id\":null}';
+  $NGINX_REQUEST_ID
+  $NGINX_JSON_LOG
   server { listen 127.0.0.1:$NL; access_log $RUN/nginx-access.log json buffer=64k flush=1s; location / {
-  proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";
-    proxy_set_header Host \$http_host;
-    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    proxy_set_header X-Forwarded-Proto \$scheme;
-    proxy_set_header X-Forwarded-Host \$http_host;
-    proxy_set_header X-Request-Id \$fg_request_id;
-    add_header X-Request-Id \$fg_request_id always; } }"
+$NGINX_HEADER_WORK } }"
 nginx -c "$RUN/upstream.conf" & PIDS+=($!)
 nginx -c "$RUN/proxy-logged.conf" & PIDS+=($!); NGPID=$!
 wait_up() { for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "port $1 down" >&2; exit 1; }

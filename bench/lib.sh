@@ -37,3 +37,22 @@ median() { python3 -c "import sys, statistics; print(f'{statistics.median(map(fl
 
 # Median of the per-round ratios of two paths' requests/s ("a1 a2 ..." "b1 b2 ...").
 paired() { python3 -c "import sys, statistics; a, b = sys.argv[1].split(), sys.argv[2].split(); r = [float(x) / float(y) for x, y in zip(a, b)]; print(f'{statistics.median(r):.2f} (rounds: ' + ' '.join(f'{x:.2f}' for x in r) + ')')" "$1" "$2"; }
+
+# nginx doing the request and response header work of Floodgate's defaults (docs/request-path.md),
+# proxying to `upstream app`; needs NGINX_REQUEST_ID in the http block.
+NGINX_HEADER_WORK="proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";
+    proxy_set_header Host \$http_host;
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Forwarded-Host \$http_host;
+    proxy_set_header X-Request-Id \$fg_request_id;
+    add_header X-Request-Id \$fg_request_id always;"
+# The request id nginx forwards and returns: the client's, or one of its own.
+NGINX_REQUEST_ID="map \$http_x_request_id \$fg_request_id { default \$http_x_request_id; '' \$request_id; }"
+# A buffered-log format with the fields of Floodgate's default JSON access-log line (use as `json`).
+NGINX_JSON_LOG="log_format json escape=json '{\"time\":\"\$time_iso8601\",\"client\":\"\$remote_addr:\$remote_port\",'
+    '\"method\":\"\$request_method\",\"host\":\"\$host\",\"path\":\"\$request_uri\",\"protocol\":\"\$server_protocol\",'
+    '\"status\":\$status,\"bytes_in\":\"\$content_length\",\"bytes_out\":\$body_bytes_sent,'
+    '\"duration_ms\":\$request_time,\"upstream\":\"\$upstream_addr\",\"upstream_ms\":\"\$upstream_header_time\",'
+    '\"route\":\"all\",\"cluster\":\"app\",\"listener\":\"public\",\"reason\":null,\"request_id\":\"\$fg_request_id\",'
+    '\"trace_id\":null}';"

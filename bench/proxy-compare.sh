@@ -49,28 +49,15 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 nginx_conf upstream 1 "server { listen 127.0.0.1:$UP; location / { return 200 'ok\n'; } }"
-# The same request and response header work as Floodgate's defaults (docs/request-path.md).
-HEADER_WORK="proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";
-    proxy_set_header Host \$http_host;
-    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    proxy_set_header X-Forwarded-Proto \$scheme;
-    proxy_set_header X-Forwarded-Host \$http_host;
-    proxy_set_header X-Request-Id \$fg_request_id;
-    add_header X-Request-Id \$fg_request_id always;"
 nginx_conf proxy 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
-  map \$http_x_request_id \$fg_request_id { default \$http_x_request_id; '' \$request_id; }
+  $NGINX_REQUEST_ID
   server { listen 127.0.0.1:$NG; location / {
-$HEADER_WORK } }"
+$NGINX_HEADER_WORK } }"
 nginx_conf proxy-logged 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
-  map \$http_x_request_id \$fg_request_id { default \$http_x_request_id; '' \$request_id; }
-  log_format json escape=json '{\"time\":\"\$time_iso8601\",\"client\":\"\$remote_addr:\$remote_port\",'
-    '\"method\":\"\$request_method\",\"host\":\"\$host\",\"path\":\"\$request_uri\",\"protocol\":\"\$server_protocol\",'
-    '\"status\":\$status,\"bytes_in\":\"\$content_length\",\"bytes_out\":\$body_bytes_sent,'
-    '\"duration_ms\":\$request_time,\"upstream\":\"\$upstream_addr\",\"upstream_ms\":\"\$upstream_header_time\",'
-    '\"route\":\"all\",\"cluster\":\"app\",\"listener\":\"public\",\"reason\":null,\"request_id\":\"\$fg_request_id\",'
-    '\"trace_id\":null}';
+  $NGINX_REQUEST_ID
+  $NGINX_JSON_LOG
   server { listen 127.0.0.1:$NL; access_log $RUN/nginx-access.log json buffer=64k flush=1s; location / {
-$HEADER_WORK } }"
+$NGINX_HEADER_WORK } }"
 nginx_conf proxy-bare 2 "upstream app { server 127.0.0.1:$UP; keepalive 128; }
   server { listen 127.0.0.1:$NB; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 floodgate_conf() { # $1 name, $2 port, $3 admin port, $4 extra listener lines, $5 extra cluster lines, $6 access log
