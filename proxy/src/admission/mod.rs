@@ -27,15 +27,13 @@ mod codel;
 pub mod gradient;
 mod queue;
 mod room;
-mod shed;
-mod slots;
 mod status;
 
 pub use gradient::GradientLimit;
 pub use status::{AdmissionStatus, GoneCounts, ShedCounts};
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
@@ -47,8 +45,6 @@ use crate::observe;
 use crate::time::{self, Instant};
 use codel::{auto_target, Codel, MinLatency};
 use queue::{Grant, Waiters};
-pub use shed::{Shed, Stage};
-use slots::Slots;
 
 /// How long the minimum latency behind the automatic queue target is remembered
 /// (one to two of these windows).
@@ -58,9 +54,79 @@ const MIN_LATENCY_WINDOW: Duration = Duration::from_secs(10);
 /// fire on millisecond ticks), not for a client that went away.
 const DEADLINE_SLACK: Duration = Duration::from_millis(1);
 
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// The queue held `max_queue` waiters (standing: its room) and none ranked
+    /// below the arrival; refused at once.
+    QueueFull,
+    /// The request waited until its deadline (`queue_timeout` or the route's).
+    QueueTimeout,
+    /// The queue was standing and the request had waited longer than the target.
+    QueueDelay,
+    /// A higher-priority arrival took this waiter's place in a full queue.
+    Displaced,
+    /// The queue was standing and held more than its room (a backlog from before
+    /// it stood, or from a higher limit): this, an older waiter, was shed so that
+    /// the newest are served.
+    Superseded,
+}
+
+impl Shed {
+    /// Every reason, in index order.
+    pub const ALL: [Shed; 5] = [
+        Self::QueueFull,
+        Self::QueueTimeout,
+        Self::QueueDelay,
+        Self::Displaced,
+        Self::Superseded,
+    ];
+
+    /// The `reason` label of `floodgate_shed_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::QueueTimeout => "queue_timeout",
+            Self::QueueDelay => "queue_delay",
+            Self::Displaced => "displaced",
+            Self::Superseded => "superseded",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::QueueFull => 0,
+            Self::QueueTimeout => 1,
+            Self::QueueDelay => 2,
+            Self::Displaced => 3,
+            Self::Superseded => 4,
+        }
+    }
+}
+
+/// Where a request was when its client went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Waiting in the admission queue.
+    Queued,
+    /// Admitted, waiting for the upstream's response head.
+    InService,
+}
+
+impl Stage {
+    /// The `stage` label of `floodgate_client_gone_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::InService => "in_service",
+        }
+    }
+}
+
 /// The mutable part of [`AdmissionControl`], behind one short lock.
 struct State {
     limit: usize,
+    in_flight: usize,
     waiters: Waiters,
     gradient: Option<GradientLimit>,
     /// Smoothed RTT in seconds (0: none yet), for the `Retry-After` estimate.
@@ -73,62 +139,23 @@ struct State {
 
 impl State {
     /// Admits one request if there is room and nobody waits.
-    fn try_admit(&mut self, now: Instant, slots: &Slots) -> bool {
-        if !self.waiters.is_empty() {
-            return false;
+    fn try_admit(&mut self, now: Instant) -> bool {
+        if self.in_flight < self.limit && self.waiters.is_empty() {
+            if self.codel.is_standing() {
+                // Room and nobody waiting: whatever stood has drained.
+                self.codel.observe(now, None);
+            }
+            self.admitted();
+            return true;
         }
-        let Some(in_flight) = slots.take(self.limit) else {
-            return false;
-        };
-        if self.codel.is_standing() {
-            // Room and nobody waiting: whatever stood has drained.
-            self.codel.observe(now, None);
-        }
-        self.note_in_flight(in_flight);
-        true
+        false
     }
 
-    /// Tells the limit how many requests were in flight at once.
-    fn note_in_flight(&mut self, in_flight: usize) {
+    /// Counts one more request in flight.
+    fn admitted(&mut self) {
+        self.in_flight += 1;
         if let Some(g) = self.gradient.as_mut() {
-            g.note_in_flight(in_flight);
-        }
-    }
-}
-
-/// The state under the lock. Released, it publishes the limit and the gate of the
-/// lock-free path ([`Slots`]) and hands on a slot freed while the gate closed.
-struct Locked<'a> {
-    control: &'a AdmissionControl,
-    st: MutexGuard<'a, State>,
-}
-
-impl std::ops::Deref for Locked<'_> {
-    type Target = State;
-    fn deref(&self) -> &State {
-        &self.st
-    }
-}
-
-impl std::ops::DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut State {
-        &mut self.st
-    }
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        let control = self.control;
-        loop {
-            let open = self.st.waiters.is_empty() && !self.st.codel.is_standing();
-            if !control.slots.publish(self.st.limit, open) {
-                return;
-            }
-            let waiting = self.st.waiters.len();
-            control.grant_waiters(&mut self.st, time::now());
-            if self.st.waiters.len() == waiting {
-                return;
-            }
+            g.note_in_flight(self.in_flight);
         }
     }
 }
@@ -165,8 +192,6 @@ struct Metrics {
 /// the priority queue of waiters, with its counters.
 pub struct AdmissionControl {
     state: Mutex<State>,
-    /// The in-flight count and the lock-free path's gate.
-    slots: Slots,
     max_queue: usize,
     queue_timeout: Duration,
     /// A configured queue target; `None`: follow the measured minimum latency.
@@ -227,9 +252,9 @@ impl AdmissionControl {
             .queue_target
             .unwrap_or_else(|| auto_target(None, config.queue_timeout));
         Self {
-            slots: Slots::new(limit),
             state: Mutex::new(State {
                 limit,
+                in_flight: 0,
                 waiters: Waiters::default(),
                 gradient,
                 rtt_ewma: 0.0,
@@ -247,21 +272,8 @@ impl AdmissionControl {
 
     /// The short lock; never held across an `.await`. A poisoned lock is still
     /// consistent (no code under it panics), so it is used as is.
-    fn lock(&self) -> Locked<'_> {
-        Locked {
-            control: self,
-            st: self.state.lock().unwrap_or_else(PoisonError::into_inner),
-        }
-    }
-
-    /// The lock if nobody holds it now.
-    fn try_lock(&self) -> Option<Locked<'_>> {
-        let st = match self.state.try_lock() {
-            Ok(st) => st,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
-        Some(Locked { control: self, st })
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The current concurrency limit.
@@ -271,7 +283,7 @@ impl AdmissionControl {
 
     /// Requests admitted and not yet answered.
     pub fn in_flight(&self) -> usize {
-        self.slots.count()
+        self.lock().in_flight
     }
 
     /// Requests waiting for admission.
@@ -289,7 +301,7 @@ impl AdmissionControl {
             let g = st.gradient.as_ref();
             (
                 st.limit,
-                self.slots.count(),
+                st.in_flight,
                 st.waiters.len(),
                 delay,
                 st.codel.target(),
@@ -350,8 +362,7 @@ impl AdmissionControl {
     /// waits. Only a success is counted (offered and admitted): a caller that then
     /// queues through [`acquire`](Self::acquire) is counted there.
     pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        let admitted =
-            self.slots.take_if_open().is_some() || self.lock().try_admit(time::now(), &self.slots);
+        let admitted = self.lock().try_admit(time::now());
         if admitted {
             self.count_offered();
             self.count_admitted();
@@ -408,13 +419,9 @@ impl AdmissionControl {
         priority: Priority,
     ) -> Result<Option<(oneshot::Receiver<Grant>, Instant, Instant)>, Shed> {
         self.count_offered();
-        if self.slots.take_if_open().is_some() {
-            self.count_admitted();
-            return Ok(None);
-        }
         let now = time::now();
         let mut st = self.lock();
-        if st.try_admit(now, &self.slots) {
+        if st.try_admit(now) {
             drop(st);
             self.count_admitted();
             return Ok(None);
@@ -534,15 +541,12 @@ impl AdmissionControl {
         }
         self.shed_expired(st, now);
         let lifo = st.codel.is_standing() && st.waiters.len() > self.standing_room(st);
-        while let Some(in_flight) = self.slots.take(st.limit) {
+        while st.in_flight < st.limit {
             let Some(entry) = st.waiters.pop_next(lifo) else {
-                self.slots.free();
                 break;
             };
             if entry.send(Grant::Admitted) {
-                st.note_in_flight(in_flight);
-            } else {
-                self.slots.free();
+                st.admitted();
             }
         }
         self.observe(st, now);
@@ -552,19 +556,8 @@ impl AdmissionControl {
     /// or hands it to the next waiter.
     fn release(&self, sample: Option<(Instant, Duration)>) {
         let now = time::now();
-        let open = self.slots.free();
-        let in_flight = self.slots.count();
-        let mut st = if open {
-            // Nobody waits: only a sample needs the lock, and a sample lost to a
-            // busy lock leaves the window to the others.
-            match sample.and_then(|_| self.try_lock()) {
-                Some(st) => st,
-                None => return,
-            }
-        } else {
-            self.lock()
-        };
-        st.note_in_flight(in_flight + 1);
+        let mut st = self.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
         if let Some((_, rtt)) = sample {
             let secs = rtt.as_secs_f64();
             st.rtt_ewma = if st.rtt_ewma == 0.0 {
@@ -578,6 +571,7 @@ impl AdmissionControl {
                 st.codel.set_target(target);
             }
         }
+        let in_flight = st.in_flight;
         let new_limit = st.gradient.as_mut().and_then(|g| {
             if let Some((admitted, rtt)) = sample {
                 g.record(admitted, rtt);
