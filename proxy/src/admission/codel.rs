@@ -49,6 +49,8 @@ pub struct Codel {
     busy_at: Option<Instant>,
     /// The last delay seen, for reporting.
     delay: Duration,
+    /// While set, the queue does not begin to stand (see [`Codel::hold`]).
+    held: bool,
 }
 
 impl Codel {
@@ -61,7 +63,18 @@ impl Codel {
             standing: false,
             busy_at: None,
             delay: Duration::ZERO,
+            held: false,
         }
+    }
+
+    /// Holds the queue from beginning to stand (`true`) or lets it (`false`).
+    /// While the limit is lowered on purpose (the adaptive limit's probe, its
+    /// first measurement) a queue is the proxy's own making, not the app's
+    /// overload: it is kept, not shed. A queue that already stands goes on
+    /// standing, and the delay is still followed, so a queue that stayed above
+    /// the target for an interval stands as soon as the hold ends.
+    pub fn hold(&mut self, held: bool) {
+        self.held = held;
     }
 
     /// The delay above which a standing queue sheds.
@@ -113,7 +126,7 @@ impl Codel {
         // (unless a dip was seen since, which reset `above_since` later than that).
         let crossed = oldest + self.target;
         let since = *self.above_since.get_or_insert(crossed);
-        if now.saturating_duration_since(since) >= self.interval {
+        if now.saturating_duration_since(since) >= self.interval && !self.held {
             self.standing = true;
             self.busy_at = Some(now);
         }
@@ -121,9 +134,9 @@ impl Codel {
     }
 
     /// Declares the queue standing at `now` without waiting for the interval: the
-    /// caller predicts it cannot drain within one (see `mod.rs`).
+    /// caller predicts it cannot drain within one (see `mod.rs`); not while held.
     pub fn stand(&mut self, now: Instant) {
-        if !self.standing {
+        if !self.standing && !self.held {
             self.standing = true;
             self.busy_at = Some(now);
         }
@@ -271,6 +284,24 @@ mod tests {
         // A new episode needs a whole interval above the target again.
         assert!(!c.observe(t0 + 460 * MS, Some(t0 + 400 * MS)));
         assert!(c.observe(t0 + 505 * MS, Some(t0 + 400 * MS)));
+    }
+
+    #[test]
+    fn a_held_queue_does_not_begin_to_stand_until_released() {
+        let t0 = Instant::now();
+        let mut c = Codel::new(5 * MS, 100 * MS);
+        c.hold(true);
+        assert!(!c.observe(t0 + 200 * MS, Some(t0)), "held: not standing");
+        c.stand(t0 + 200 * MS);
+        assert!(!c.is_standing(), "held: not declared standing either");
+        assert_eq!(c.cutoff(t0 + 200 * MS), None, "held: nothing is shed");
+        // Released with the delay still above the target for an interval: at once.
+        c.hold(false);
+        assert!(c.observe(t0 + 201 * MS, Some(t0)));
+        // A queue that stands keeps standing when held.
+        c.hold(true);
+        assert!(c.observe(t0 + 202 * MS, Some(t0 + 150 * MS)));
+        assert!(c.cutoff(t0 + 202 * MS).is_some());
     }
 
     #[test]

@@ -32,6 +32,11 @@ const FLOOR_EXPIRES_AFTER: u32 = 3;
 const GRADIENT_CAP: f64 = 2.0;
 /// Samples are capped at this multiple of the floor for the stall detector.
 const STALL_CAP: f64 = 4.0;
+/// Latency up to this much (seconds) above `tolerance × floor` is not taken for
+/// a queue: on a busy host a fast app's answers vary by a fraction of a
+/// millisecond with scheduling alone, and a queue at the app that costs less than
+/// this is not worth a smaller limit (Envoy's `min_rtt_buffer`, in absolute form).
+const LATENCY_SLACK: f64 = 0.001;
 
 /// One update window's samples.
 #[derive(Debug, Clone)]
@@ -58,7 +63,7 @@ struct Seen {
 ///
 /// Every `update_interval` (and at least ten samples) a window closes. If the
 /// window used the limit (in flight reached half of it):
-/// `gradient = clamp(tolerance × floor / mean_rtt, 0.5, 1)`,
+/// `gradient = clamp((tolerance × floor + 1 ms) / mean_rtt, 0.5, 1)`,
 /// `target = min(limit × gradient + headroom, 2 × peak_in_flight + headroom)` with
 /// `headroom = clamp(√limit, 1, limit / 5)`; the limit rises to a higher target at
 /// once and moves half of the way to a lower one.
@@ -326,7 +331,7 @@ impl GradientLimit {
             return;
         };
         let gradient = if seen.mean > 0.0 {
-            (self.params.tolerance * base / seen.mean).clamp(0.5, 1.0)
+            ((self.params.tolerance * base + LATENCY_SLACK) / seen.mean).clamp(0.5, 1.0)
         } else {
             1.0
         };

@@ -251,6 +251,8 @@ impl AdmissionControl {
         let target = config
             .queue_target
             .unwrap_or_else(|| auto_target(None, config.queue_timeout));
+        let mut codel = Codel::new(target, config.queue_interval);
+        codel.hold(gradient.as_ref().is_some_and(GradientLimit::is_probing));
         Self {
             state: Mutex::new(State {
                 limit,
@@ -258,7 +260,7 @@ impl AdmissionControl {
                 waiters: Waiters::default(),
                 gradient,
                 rtt_ewma: 0.0,
-                codel: Codel::new(target, config.queue_interval),
+                codel,
                 min_latency: MinLatency::new(MIN_LATENCY_WINDOW, now),
             }),
             max_queue: config.max_queue,
@@ -581,6 +583,8 @@ impl AdmissionControl {
         if let Some(limit) = new_limit {
             st.limit = limit;
             self.metrics.limit.set(limit as f64);
+            let probing = st.gradient.as_ref().is_some_and(GradientLimit::is_probing);
+            st.codel.hold(probing);
         }
         self.grant_waiters(&mut st, now);
     }

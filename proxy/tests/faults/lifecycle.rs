@@ -86,6 +86,7 @@ async fn sigterm_during_load_drains_and_exits_zero() {
     };
     // 50/s of 300 ms requests: ~15 in flight, under admission's initial limit (20).
     let streams = vec![Stream::normal(p.url("/normal/x"), 200, 50)];
+    let _alone = load::exclusive().await;
     let (report, ()) = tokio::join!(load::run(streams, Duration::from_secs(10)), fault);
     // A request a pooled client writes on a keep-alive connection just as the drain
     // closes it (idle) is closed unanswered: HTTP/1.1's keep-alive race (RFC 9112

@@ -180,6 +180,21 @@ pub fn is_success(o: &Outcome) -> bool {
     matches!(o, Outcome::Answered { status, complete: true, .. } if (200..300).contains(status))
 }
 
+/// One case's load at a time in this binary. The upstreams run in this process,
+/// on the same two cores as every case's clients: fourteen cases at once starve
+/// them, and an app that serves a quarter of what it is offered is overloaded,
+/// so admission (on by default) rightly sheds. A case measures one fault, not the
+/// sum of all of them.
+static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Waits until no other case's load runs; the load runs while the permit lives.
+pub async fn exclusive() -> tokio::sync::SemaphorePermit<'static> {
+    ONE_AT_A_TIME
+        .acquire()
+        .await
+        .expect("the semaphore is never closed")
+}
+
 /// Runs every stream at once, each request bounded by `client_timeout`; returns
 /// when every request has ended (at most the last send time plus the timeout).
 pub async fn run(streams: Vec<Stream>, client_timeout: Duration) -> Report {

@@ -116,10 +116,16 @@ impl Proxy {
         let metrics = self.bin.admin_url("/metrics");
         let prefix = "floodgate_requests_total";
         let before = requests_counted(&metrics, prefix).await;
+        let _alone = load::exclusive().await;
         let (report, kept) = tokio::join!(
             load::run(streams, std::time::Duration::from_secs(10)),
             fault
         );
+        if report.normal_success() < expect.min_normal_success {
+            // What admission saw (its limit, queue and sheds) explains most shortfalls.
+            let clusters = crate::common::get(&self.bin.admin_url("/clusters")).await;
+            eprintln!("{case}: /clusters after the load: {}", clusters.body);
+        }
         reconcile(
             case,
             &report,

@@ -60,11 +60,13 @@ impl Run {
     }
 }
 
-/// The simulated world. `capacity(t)` is the app's slots, `slowness(t)` divides
-/// its speed, `noise` draws a request's work multiplier, `offered` caps the
-/// driver's concurrency (`usize::MAX`: always more than the limit).
+/// The simulated world. `capacity(t)` is the app's slots, `work` a request's
+/// service time (seconds), `slowness(t)` divides its speed, `noise` draws a
+/// request's work multiplier, `offered` caps the driver's concurrency
+/// (`usize::MAX`: always more than the limit).
 struct Sim<'a> {
     capacity: &'a dyn Fn(f64) -> usize,
+    work: f64,
     slowness: &'a dyn Fn(f64) -> f64,
     noise: Option<&'a dyn Fn(&mut Rng) -> f64>,
     offered: usize,
@@ -74,6 +76,7 @@ impl Sim<'_> {
     fn flat(capacity: &dyn Fn(f64) -> usize) -> Sim<'_> {
         Sim {
             capacity,
+            work: S,
             slowness: &|_| 1.0,
             noise: None,
             offered: usize::MAX,
@@ -81,7 +84,7 @@ impl Sim<'_> {
     }
 
     fn run(&self, limiter: &mut GradientLimit, start: Instant, secs: f64) -> Run {
-        const DT: f64 = 0.0005;
+        let dt = (self.work / 20.0).min(0.0005);
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let mut in_app: Vec<(f64, f64)> = Vec::new(); // (admitted at, work left)
         let mut run = Run {
@@ -89,17 +92,18 @@ impl Sim<'_> {
             done: Vec::new(),
         };
         let at = |t: f64| start + Duration::from_secs_f64(t);
-        let steps = (secs / DT) as u64;
+        let steps = (secs / dt) as u64;
+        let every = ((0.001 / dt) as u64 / 2).max(1);
         for step in 0..steps {
-            let t = step as f64 * DT;
+            let t = step as f64 * dt;
             while in_app.len() < limiter.limit().min(self.offered) {
-                let work = S * self.noise.map_or(1.0, |n| n(&mut rng));
+                let work = self.work * self.noise.map_or(1.0, |n| n(&mut rng));
                 in_app.push((t, work));
                 limiter.note_in_flight(in_app.len());
             }
             let share = ((self.capacity)(t) as f64 / in_app.len().max(1) as f64).min(1.0);
-            let progress = share * DT / (self.slowness)(t);
-            let now = t + DT;
+            let progress = share * dt / (self.slowness)(t);
+            let now = t + dt;
             let mut i = 0;
             while i < in_app.len() {
                 in_app[i].1 -= progress;
@@ -112,7 +116,7 @@ impl Sim<'_> {
                     i += 1;
                 }
             }
-            if step % 2 == 0 {
+            if step % every == 0 {
                 run.limits.push((now, limiter.limit()));
             }
         }
@@ -193,6 +197,32 @@ fn latency_noise_neither_collapses_nor_inflates_the_limit() {
         "{outside} of {} outside 16..=26",
         settled.len()
     );
+}
+
+#[test]
+fn a_fast_apps_scheduling_noise_does_not_shrink_the_limit() {
+    // A 0.1 ms app (64 slots) asked for 12 at a time on a busy host: for 50 ms at
+    // a time everything runs one to six times slower (scheduling, not a queue).
+    // The floor is the fastest window's mean; without the absolute slack every
+    // slower window reads as a queue, the limit falls window after window and
+    // the 12 requests queue in the proxy.
+    let busy = |t: f64| {
+        let mut r = Rng(((t / 0.05) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        1.0 + 5.0 * r.next()
+    };
+    let start = Instant::now();
+    let mut g = GradientLimit::new(&params(), start);
+    let sim = Sim {
+        work: 0.000_1,
+        slowness: &busy,
+        offered: 12,
+        ..Sim::flat(&|_| 64)
+    };
+    let run = sim.run(&mut g, start, 12.0);
+    let settled = run.limits(1.0, 12.0);
+    let low = settled.iter().copied().min().unwrap_or(0);
+    eprintln!("fast app: lowest limit {low}");
+    assert!(low >= 12, "the limit fell to {low}, below the 12 asked for");
 }
 
 #[test]
