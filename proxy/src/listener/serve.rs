@@ -25,7 +25,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
-use tokio::time::MissedTickBehavior;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -38,7 +37,7 @@ use super::rewind::Rewind;
 use super::side_wake::SideWake;
 use crate::body::BoxError;
 use crate::config::ListenerLimits;
-use crate::time::{self, Instant};
+use crate::time::{self, ticker, Instant};
 
 /// Streams a client may reset before the server has accepted them (h2's own
 /// default, set here on purpose): more at once is GOAWAY `ENHANCE_YOUR_CALM`.
@@ -281,8 +280,14 @@ async fn serve_io<S, H: Handler>(
         send_timeout,
     } = shared.deadlines;
     let mut watchdog = Watchdog::new(header_read_timeout, idle_timeout, send_timeout);
-    let mut tick = tokio::time::interval(watchdog.period());
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The worker's shared tickers: the watchdog's period, and the shorter rest
+    // period while hyper serves HTTP/1 (see `deadline`). No timer of its own.
+    let tickers = [
+        ticker::shared(watchdog.period()),
+        ticker::shared(watchdog.rest_period()),
+    ];
+    let mut fast = false;
+    let mut tick = pin!(tickers[0].tick());
     let mut closing = false;
     let mut drained = pin!(drain.wait_for(|draining| *draining));
     let mut abusive = pin!(shared.resets.abusive.notified());
@@ -310,8 +315,9 @@ async fn serve_io<S, H: Handler>(
                     return ended(shared, Err(Ended::Parked(None)));
                 }
             }
-            while tick.poll_tick(&mut side_cx).is_ready() {
-                match watchdog.check(&shared.activity) {
+            while tick.as_mut().poll(&mut side_cx).is_ready() {
+                tick.set(tickers[usize::from(fast)].tick());
+                match watchdog.check(&shared.activity, time::now()) {
                     Verdict::Keep => {}
                     Verdict::Idle if closing => {}
                     Verdict::Idle => {
@@ -324,6 +330,9 @@ async fn serve_io<S, H: Handler>(
                     Verdict::Rest if closing => {}
                     Verdict::Rest => {
                         if park(&mut phase, &mut prefix, &shared.activity) {
+                            // Parked: back to the watchdog's own period.
+                            fast = false;
+                            tick.set(tickers[0].tick());
                             metrics::counter!(
                                 crate::observe::LISTENER_PARKS,
                                 "listener" => shared.conn.listener.to_string()
@@ -360,6 +369,11 @@ async fn serve_io<S, H: Handler>(
                     let http2 = http2_builder(shared.http);
                     Phase::Http2(Box::pin(http2.serve_connection(io, service.clone())))
                 } else {
+                    // Served by hyper: ticks at the rest period, to park it soon
+                    // after it goes quiet (the wait is registered at once).
+                    fast = true;
+                    tick.set(tickers[1].tick());
+                    let _ = side.poll(tick.as_mut());
                     let http1 = http1_builder(shared.http);
                     Phase::Http1(Box::pin(http1.serve_connection(io, service.clone())))
                 };
@@ -527,6 +541,8 @@ mod tests {
     struct Unused;
 
     impl Handler for Unused {
+        type Body = crate::body::Body;
+
         fn connection(&self, _: &str) -> Option<ConnSettings> {
             None
         }
