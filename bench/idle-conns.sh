@@ -10,8 +10,8 @@
 # knowledge). For each, a fresh process: one warm-up request, its RSS, then
 # CONNECTIONS (default 10000) keep-alive connections from bench/idle_client.py, each
 # sending one GET and reading the response, then idle; after SETTLE_SECONDS (default
-# 15: Floodgate parks an idle HTTP/1 connection one to two watchdog periods after its
-# last request, 5 s each with the default 10 s header_read_timeout) the RSS again.
+# 15: Floodgate parks an idle HTTP/1 connection 0.5-1 s after its last answer, see
+# listener/deadline.rs) the RSS again.
 # Prints (RSS with connections - RSS before) / CONNECTIONS per server (nginx: the sum
 # of its worker processes) and writes it to reports/idle-conns-<time>/. Each client
 # holds its connections at most 300 s; every process is stopped by the PID started here.

@@ -18,7 +18,9 @@
 # 20000) are sent over 4 keep-alive connections by a bounded client, and the counters
 # dumped: instructions / REQUESTS is printed per binary and config. Instruction counts
 # do not depend on the machine's load, so two builds compare within about ±2%.
-# KEEP=DIR keeps the callgrind dumps. Every process is stopped by the PID this script started.
+# KEEP=DIR keeps the callgrind dumps; CONFIGS="logged defaults" measures only the configs
+# named (default: all four and both nginx pairs). Every process is stopped by the PID this
+# script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -168,18 +170,20 @@ CONF
   count nginx "$1" "$port" "$pid" "$out"
 }
 
+CONFIGS=" ${CONFIGS:-logged defaults rejected bare nginx-logged nginx-bare} "
+wanted() { [[ "$CONFIGS" == *" $1 "* ]]; }
 printf '%-60s %-12s %8s\n' binary config instr/req
 for bin in "${BINARIES[@]}"; do
-  measure "$bin" logged "" "" "{ path: $RUN/access.log }"
-  measure "$bin" defaults ""
-  measure "$bin" rejected "" "" "" "        rate_limit: { rps: 1, burst: 1 }"
-  measure "$bin" bare "    headers: { forwarded: false, request_id: false }" "    admission: { enabled: false }"
+  if wanted logged; then measure "$bin" logged "" "" "{ path: $RUN/access.log }"; fi
+  if wanted defaults; then measure "$bin" defaults ""; fi
+  if wanted rejected; then measure "$bin" rejected "" "" "" "        rate_limit: { rps: 1, burst: 1 }"; fi
+  if wanted bare; then measure "$bin" bare "    headers: { forwarded: false, request_id: false }" "    admission: { enabled: false }"; fi
 done
-measure_nginx nginx-logged "    proxy_set_header Host \$http_host;
+if wanted nginx-logged; then measure_nginx nginx-logged "    proxy_set_header Host \$http_host;
     proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
     proxy_set_header X-Forwarded-Proto \$scheme;
     proxy_set_header X-Forwarded-Host \$http_host;
     proxy_set_header X-Request-Id \$fg_request_id;
     add_header X-Request-Id \$fg_request_id always;
-    access_log $RUN/nginx-access.log json buffer=64k flush=1s;"
-measure_nginx nginx-bare ""
+    access_log $RUN/nginx-access.log json buffer=64k flush=1s;"; fi
+if wanted nginx-bare; then measure_nginx nginx-bare ""; fi

@@ -18,7 +18,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::balance::ClusterStatus;
-use crate::body::Body;
 use crate::config::{Config, ListenerConfig};
 use crate::listener::{self, ConnInfo, ConnSettings, Handler, ListenerHandle};
 use crate::observe;
@@ -243,6 +242,8 @@ impl Proxy {
 }
 
 impl Handler for Proxy {
+    type Body = crate::forward::LoggedBody;
+
     fn connection(&self, listener: &str) -> Option<ConnSettings> {
         let snapshot = self.snapshot.load();
         let listener = snapshot.listener(listener)?;
@@ -256,7 +257,7 @@ impl Handler for Proxy {
         &self,
         conn: &ConnInfo,
         req: Request<Incoming>,
-    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+    ) -> impl std::future::Future<Output = Response<Self::Body>> + Send {
         crate::forward::handle(self.snapshot(), conn, req)
     }
 }

@@ -6,6 +6,7 @@
 //! A leaf: the config names its [`Format`], [`Field`]s and [`Target`]; the request
 //! path (`forward`) fills a [`format::Line`] when a response ends.
 
+pub mod emit;
 pub mod format;
 pub mod sink;
 

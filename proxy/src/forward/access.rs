@@ -1,12 +1,12 @@
 //! One access-log line per exchange, written when the response body ends (or the
 //! client goes away): what was known at the response head travels inside the
-//! response body, which counts the bytes it hands to the connection.
+//! response body ([`LoggedBody`], not boxed again: the listener holds it as it is),
+//! which counts the bytes it hands to the connection.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -25,8 +25,8 @@ pub struct Pending {
     pub config: Arc<AccessLogConfig>,
     /// Arrival.
     pub start: Instant,
-    /// Arrival, wall clock.
-    pub time: SystemTime,
+    /// Arrival, wall clock (milliseconds since the Unix epoch).
+    pub time: u64,
     /// The client.
     pub client: SocketAddr,
     /// The listener.
@@ -57,24 +57,37 @@ pub struct Pending {
     pub traceparent: Option<HeaderValue>,
 }
 
-/// Wraps the response body so the line is written once it ends.
-pub fn log_on_end(response: Response<Body>, pending: Pending) -> Response<Body> {
-    response.map(|inner| {
-        Body::new(Logged {
+/// The response body the proxy answers with: the cluster's (or the proxy's own),
+/// and with the access log on, the line to write once it ends.
+pub struct LoggedBody {
+    inner: Body,
+    bytes: u64,
+    /// Boxed: the body is moved from the handler to hyper several times, and is
+    /// small for every request, logged or not.
+    pending: Option<Box<Pending>>,
+}
+
+impl LoggedBody {
+    /// `inner`, not logged.
+    pub fn unlogged(inner: Body) -> Self {
+        Self {
             inner,
             bytes: 0,
-            pending: Some(pending),
-        })
+            pending: None,
+        }
+    }
+}
+
+/// The response with its line written once its body ends.
+pub fn log_on_end(response: Response<Body>, pending: Pending) -> Response<LoggedBody> {
+    response.map(|inner| LoggedBody {
+        inner,
+        bytes: 0,
+        pending: Some(Box::new(pending)),
     })
 }
 
-struct Logged {
-    inner: Body,
-    bytes: u64,
-    pending: Option<Pending>,
-}
-
-impl Logged {
+impl LoggedBody {
     fn write(&mut self) {
         let Some(p) = self.pending.take() else {
             return;
@@ -110,13 +123,15 @@ impl Logged {
     }
 }
 
-impl Drop for Logged {
+impl Drop for LoggedBody {
     fn drop(&mut self) {
-        self.write();
+        if self.pending.is_some() {
+            self.write();
+        }
     }
 }
 
-impl http_body::Body for Logged {
+impl http_body::Body for LoggedBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -125,6 +140,9 @@ impl http_body::Body for Logged {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if self.pending.is_none() {
+            return polled;
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

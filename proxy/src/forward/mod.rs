@@ -8,7 +8,6 @@ mod path;
 mod request_id;
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -29,6 +28,7 @@ use crate::load::Answered;
 use crate::observe;
 use crate::snapshot::{ListenerRuntime, Snapshot};
 use crate::stack::cache::CACHE_HEADER;
+pub use access::LoggedBody;
 use request_id::ensure_request_id;
 
 /// Handles one downstream request against the published `snapshot`.
@@ -36,7 +36,7 @@ pub async fn handle(
     snapshot: Arc<Snapshot>,
     conn: &ConnInfo,
     req: Request<Incoming>,
-) -> Response<Body> {
+) -> Response<LoggedBody> {
     let start = crate::time::now();
     let log_on = snapshot.config.server.access_log.is_some();
     let (mut head, body) = req.into_parts();
@@ -85,14 +85,12 @@ pub async fn handle(
     let host = head.headers.get(header::HOST).cloned();
     let length = content_length(&head.headers);
     let seen = log_on.then(|| Seen {
-        time: crate::time::wall_clock(start.into_std()),
+        time: crate::time::unix_millis(start.into_std()),
         host: host.clone(),
         traceparent: head.headers.get(TRACEPARENT).cloned(),
-        bytes_in: if head.headers.contains_key(header::TRANSFER_ENCODING) {
-            None
-        } else {
-            Some(length.unwrap_or(0))
-        },
+        // The body's own size: its length, 0 without one, unknown when chunked
+        // (no second header lookup).
+        bytes_in: http_body::Body::size_hint(&body).exact(),
         path: original_path.unwrap_or_else(|| PathAndQuery::from_static("/")),
         request_id: logged_id.cloned(),
     });
@@ -155,7 +153,7 @@ pub async fn handle(
 
 /// The request as the access log records it, taken before its head moves upstream.
 struct Seen {
-    time: SystemTime,
+    time: u64,
     host: Option<HeaderValue>,
     traceparent: Option<HeaderValue>,
     bytes_in: Option<u64>,
@@ -250,7 +248,7 @@ fn finish(
     conn: &ConnInfo,
     d: Done<'_>,
     response: Response<Body>,
-) -> Response<Body> {
+) -> Response<LoggedBody> {
     let elapsed = crate::time::now().saturating_duration_since(d.start);
     let status = response.status();
     // The proxy's own answers carry a reason; they are all errors.
@@ -268,7 +266,7 @@ fn finish(
     }
     let reason = reason.cloned();
     let (Some(config), Some(seen)) = (&snapshot.config.server.access_log, d.seen) else {
-        return response;
+        return response.map(LoggedBody::unlogged);
     };
     let pending = access::Pending {
         config: Arc::clone(config),

@@ -6,14 +6,18 @@
 //! request and, often, a wake-up write to the runtime's event descriptor. Here
 //! the connection's reads mark when a request head starts to arrive, requests
 //! mark when they start and finish, and the watchdog ([`Watchdog::check`]),
-//! ticking a few times per timeout, decides. A slow head is cut off between
+//! ticking a few times per timeout on a ticker its worker's connections share
+//! ([`crate::time::ticker`]), decides. A slow head is cut off between
 //! `header_read_timeout` and 1.5 × `header_read_timeout` after its first byte.
 //! A client that takes nothing of what is written to it (a write that stays
 //! blocked) is cut off after `send_timeout`: otherwise a client that never reads
 //! a large response holds the exchange and its upstream connection forever.
-//! An HTTP/1 connection quiet for a whole period (nothing in flight, no response
-//! body being written, no head arriving, no write blocked, no request since the
-//! tick before) is reported [`Verdict::Rest`]: it can be parked ([`super::park`]).
+//! An HTTP/1 connection quiet for [`Watchdog::rest_period`] (at most
+//! [`REST_AFTER`]: nothing in flight, no response body being written, no head
+//! arriving, no write blocked, no request answered since) is reported
+//! [`Verdict::Rest`]: it can be parked ([`super::park`]). While hyper serves an
+//! HTTP/1 connection the watchdog ticks at that shorter period, so an idle
+//! keep-alive connection gives back hyper's buffers within about a second.
 
 use std::io;
 use std::pin::Pin;
@@ -165,9 +169,11 @@ impl Activity {
         )
     }
 
-    fn idle_for(&self) -> Duration {
+    /// How long no request has been answered, at `now`.
+    fn idle_for(&self, now: Instant) -> Duration {
         let last = Duration::from_nanos(self.last_done_ns.load(Ordering::Relaxed));
-        self.opened.elapsed().saturating_sub(last)
+        now.saturating_duration_since(self.opened)
+            .saturating_sub(last)
     }
 }
 
@@ -188,22 +194,27 @@ pub enum Verdict {
     SlowHead,
     /// The client took nothing written to it for `send_timeout`: close now.
     SlowReader,
-    /// An HTTP/1 connection quiet since the tick before: it may be parked.
+    /// An HTTP/1 connection quiet for the rest period: it may be parked.
     Rest,
 }
 
-/// Checks one connection's deadlines at each tick of [`Watchdog::period`].
+/// How long an HTTP/1 connection is quiet before it rests (is parked), at most.
+pub const REST_AFTER: Duration = Duration::from_millis(500);
+
+/// Checks one connection's deadlines at each tick: every [`Watchdog::period`]
+/// while the connection is parked or HTTP/2, every [`Watchdog::rest_period`]
+/// while hyper serves it over HTTP/1 (so it is parked soon after it goes quiet).
+/// Each check reads the time, so the two tick rates may alternate.
 #[derive(Debug)]
 pub struct Watchdog {
     header_read_timeout: Duration,
     idle_timeout: Duration,
     send_timeout: Duration,
     period: Duration,
+    rest_after: Duration,
     /// The head being waited for (`Activity::started` when first seen) and the
-    /// ticks that have seen it pending.
-    head: Option<(u64, u32)>,
-    /// `Activity::started` when the last tick found the connection quiet.
-    quiet: Option<u64>,
+    /// time of the first check that saw it pending.
+    head: Option<(u64, Instant)>,
 }
 
 impl Watchdog {
@@ -220,58 +231,60 @@ impl Watchdog {
             idle_timeout,
             send_timeout,
             period,
+            rest_after: period.min(REST_AFTER),
             head: None,
-            quiet: None,
         }
     }
 
-    /// How often [`Watchdog::check`] should run.
+    /// How often [`Watchdog::check`] should run while the connection is parked or HTTP/2.
     pub fn period(&self) -> Duration {
         self.period
     }
 
-    /// One tick: is anything overdue?
-    pub fn check(&mut self, activity: &Activity) -> Verdict {
+    /// How often [`Watchdog::check`] should run while hyper serves the connection
+    /// over HTTP/1, and how long it is quiet before it rests.
+    pub fn rest_period(&self) -> Duration {
+        self.rest_after
+    }
+
+    /// One tick at `now`: is anything overdue?
+    pub fn check(&mut self, activity: &Activity, now: Instant) -> Verdict {
         let blocked = activity.write_blocked_for();
         if blocked.is_some_and(|d| d >= self.send_timeout) {
             return Verdict::SlowReader;
         }
         if activity.in_flight.load(Ordering::Relaxed) != 0 {
             self.head = None;
-            self.quiet = None;
             return Verdict::Keep;
         }
         let http2 = activity.proto.load(Ordering::Relaxed) == PROTO_HTTP2;
         if !http2 && activity.head_pending.load(Ordering::Relaxed) {
             let started = activity.started.load(Ordering::Relaxed);
-            let ticks = match self.head {
-                Some((seen, ticks)) if seen == started => ticks.saturating_add(1),
-                _ => 1,
+            let since = match self.head {
+                Some((seen, since)) if seen == started => since,
+                _ => now,
             };
-            self.head = Some((started, ticks));
-            // The head began after the tick before the first that saw it, so it
-            // has been arriving for at least (ticks - 1) periods.
-            if self.period.saturating_mul(ticks - 1) >= self.header_read_timeout {
+            self.head = Some((started, since));
+            // The head began before the first check that saw it, so it has been
+            // arriving for at least `now - since`: cut off between
+            // `header_read_timeout` and a tick more after its first byte.
+            if now.saturating_duration_since(since) >= self.header_read_timeout {
                 return Verdict::SlowHead;
             }
             // A head on its way is not idleness: the head deadline governs now.
-            self.quiet = None;
             return Verdict::Keep;
-        } else {
-            self.head = None;
         }
-        if activity.idle_for() >= self.idle_timeout {
+        self.head = None;
+        let idle = activity.idle_for(now);
+        if idle >= self.idle_timeout {
             return Verdict::Idle;
         }
         if http2 || blocked.is_some() || activity.responding.load(Ordering::Relaxed) != 0 {
-            self.quiet = None;
             return Verdict::Keep;
         }
-        let started = activity.started.load(Ordering::Relaxed);
-        if self.quiet == Some(started) {
+        if idle >= self.rest_after {
             return Verdict::Rest;
         }
-        self.quiet = Some(started);
         Verdict::Keep
     }
 }
@@ -348,31 +361,53 @@ mod tests {
     use super::*;
 
     const T: Duration = Duration::from_secs(10);
+    const LONG: Duration = Duration::from_secs(600);
+
+    /// A watchdog's checks at chosen instants after its connection opened.
+    struct Clock<'a> {
+        activity: &'a Activity,
+        dog: Watchdog,
+    }
+
+    impl Clock<'_> {
+        fn check_at(&mut self, ms: u64) -> Verdict {
+            let now = self.activity.opened + Duration::from_millis(ms);
+            self.dog.check(self.activity, now)
+        }
+    }
+
+    fn clock(activity: &Activity, header: Duration, idle: Duration, send: Duration) -> Clock<'_> {
+        Clock {
+            activity,
+            dog: Watchdog::new(header, idle, send),
+        }
+    }
 
     #[test]
     fn a_pending_head_is_cut_off_after_the_header_timeout() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::from_secs(600));
-        assert_eq!(dog.period(), T / 2);
-        assert_eq!(dog.check(&activity), Verdict::Keep, "no bytes yet");
+        let mut c = clock(&activity, T, LONG, LONG);
+        assert_eq!(c.dog.period(), T / 2);
+        assert_eq!(c.dog.rest_period(), REST_AFTER);
         activity.received(b"GET / HT");
-        // Seen pending at 1, 2 ticks: at least 0 and 1 period old; the third tick
-        // proves a full header_read_timeout.
-        assert_eq!(dog.check(&activity), Verdict::Keep);
-        assert_eq!(dog.check(&activity), Verdict::Keep);
-        assert_eq!(dog.check(&activity), Verdict::SlowHead);
+        // First seen pending at 1 s: cut off once 10 s have passed since then.
+        assert_eq!(c.check_at(1_000), Verdict::Keep);
+        assert_eq!(c.check_at(6_000), Verdict::Keep);
+        assert_eq!(c.check_at(10_999), Verdict::Keep);
+        assert_eq!(c.check_at(11_000), Verdict::SlowHead);
     }
 
     #[test]
     fn each_request_restarts_the_head_clock() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::from_secs(600));
-        for _ in 0..10 {
+        let mut c = clock(&activity, T, LONG, LONG);
+        for i in 0..10 {
+            let t = i * 9_000;
             activity.received(b"GET / HTTP/1.1\r\n");
-            assert_eq!(dog.check(&activity), Verdict::Keep);
-            assert_eq!(dog.check(&activity), Verdict::Keep);
+            assert_eq!(c.check_at(t), Verdict::Keep);
+            assert_eq!(c.check_at(t + 8_000), Verdict::Keep);
             activity.request_started();
-            assert_eq!(dog.check(&activity), Verdict::Keep, "in flight");
+            assert_eq!(c.check_at(t + 8_500), Verdict::Keep, "in flight");
             activity.request_done();
         }
     }
@@ -380,26 +415,26 @@ mod tests {
     #[test]
     fn bytes_while_a_request_is_in_flight_start_no_head() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::from_secs(600));
+        let mut c = clock(&activity, T, LONG, LONG);
         activity.received(b"GET / HTTP/1.1\r\n\r\n");
         activity.request_started();
         activity.received(b"request body");
         activity.request_done();
-        for _ in 0..5 {
+        for i in 0..5 {
             // Quiet: it may rest, but no head deadline runs.
-            assert_ne!(dog.check(&activity), Verdict::SlowHead);
+            assert_ne!(c.check_at(i * 20_000), Verdict::SlowHead);
         }
     }
 
     #[test]
     fn http2_connections_have_no_head_deadline() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::from_secs(600));
+        let mut c = clock(&activity, T, LONG, LONG);
         // The preface split over two reads still counts.
         activity.received(b"PR");
         activity.received(b"I * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-        for _ in 0..5 {
-            assert_eq!(dog.check(&activity), Verdict::Keep);
+        for i in 0..5 {
+            assert_eq!(c.check_at(i * 20_000), Verdict::Keep);
         }
         let h1 = Activity::new();
         h1.received(b"P");
@@ -410,88 +445,89 @@ mod tests {
     #[test]
     fn a_head_on_its_way_is_not_idle() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::ZERO, Duration::from_secs(600));
+        let mut c = clock(&activity, T, Duration::ZERO, LONG);
         activity.received(b"GET / HTTP/1.1\r\n");
-        assert_eq!(dog.check(&activity), Verdict::Keep);
+        assert_eq!(c.check_at(1_000), Verdict::Keep);
     }
 
     #[test]
     fn idle_connections_are_reported_idle() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::ZERO, Duration::from_secs(600));
-        assert_eq!(dog.check(&activity), Verdict::Idle);
+        let mut c = clock(&activity, T, Duration::from_secs(60), LONG);
+        assert_eq!(c.check_at(59_000), Verdict::Rest, "quiet, not idle yet");
+        assert_eq!(c.check_at(60_000), Verdict::Idle);
         activity.request_started();
-        assert_eq!(
-            dog.check(&activity),
-            Verdict::Keep,
-            "a request is in flight"
-        );
+        assert_eq!(c.check_at(61_000), Verdict::Keep, "a request is in flight");
     }
 
     #[test]
-    fn a_connection_quiet_for_a_whole_period_may_rest() {
+    fn a_connection_quiet_for_the_rest_period_may_rest() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::from_secs(600));
+        let mut c = clock(&activity, T, LONG, LONG);
+        let rest = u64::try_from(REST_AFTER.as_millis()).unwrap();
         activity.received(b"GET / HTTP/1.1\r\n\r\n");
         activity.request_started();
         activity.response_sent();
         activity.request_done();
+        // `request_done` read the clock just after the connection opened.
         assert_eq!(
-            dog.check(&activity),
+            c.check_at(rest + 100),
             Verdict::Keep,
             "the body is being written"
         );
         activity.response_ended();
         assert_eq!(
-            dog.check(&activity),
+            c.check_at(rest / 2),
             Verdict::Keep,
-            "quiet since this tick only"
+            "quiet for less than the rest period"
         );
-        assert_eq!(dog.check(&activity), Verdict::Rest);
-        // A request between two ticks starts the count again.
-        activity.request_started();
-        activity.request_done();
-        assert_eq!(dog.check(&activity), Verdict::Keep);
-        assert_eq!(dog.check(&activity), Verdict::Rest);
+        assert_eq!(c.check_at(rest + 100), Verdict::Rest);
         // Bytes of a head on their way, or a blocked write, are not quiet.
         activity.received(b"GET");
-        assert_eq!(dog.check(&activity), Verdict::Keep);
+        assert_eq!(c.check_at(rest + 200), Verdict::Keep);
         activity.request_started();
         activity.request_done();
         activity.wrote(false);
-        assert_eq!(dog.check(&activity), Verdict::Keep);
-        assert_eq!(dog.check(&activity), Verdict::Keep, "still blocked");
+        assert_eq!(c.check_at(rest + 300), Verdict::Keep, "blocked");
+        activity.wrote(true);
         // Idleness past the timeout closes rather than rests.
-        let mut short = Watchdog::new(T, Duration::ZERO, Duration::from_secs(600));
-        assert_eq!(short.check(&Activity::new()), Verdict::Idle);
+        let mut short = clock(&activity, T, Duration::from_millis(100), LONG);
+        assert_eq!(short.check_at(rest * 10), Verdict::Idle);
+    }
+
+    #[test]
+    fn a_short_header_timeout_shortens_the_rest_period() {
+        let dog = Watchdog::new(Duration::from_millis(200), LONG, LONG);
+        assert_eq!(dog.period(), Duration::from_millis(100));
+        assert_eq!(dog.rest_period(), Duration::from_millis(100));
     }
 
     #[test]
     fn http2_connections_never_rest() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::from_secs(600));
+        let mut c = clock(&activity, T, LONG, LONG);
         activity.received(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         assert!(activity.is_http2() && activity.protocol_known());
-        for _ in 0..3 {
-            assert_eq!(dog.check(&activity), Verdict::Keep);
+        for i in 1..4 {
+            assert_eq!(c.check_at(i * 10_000), Verdict::Keep);
         }
     }
 
     #[test]
     fn a_write_blocked_past_the_send_timeout_cuts_the_connection() {
         let activity = Activity::new();
-        let mut dog = Watchdog::new(T, Duration::from_secs(600), Duration::ZERO);
+        let mut c = clock(&activity, T, LONG, Duration::ZERO);
         activity.request_started();
-        assert_eq!(dog.check(&activity), Verdict::Keep, "nothing blocked");
+        assert_eq!(c.check_at(0), Verdict::Keep, "nothing blocked");
         activity.wrote(false);
-        assert_eq!(dog.check(&activity), Verdict::SlowReader);
+        assert_eq!(c.check_at(0), Verdict::SlowReader);
         // Progress clears it.
         activity.wrote(true);
-        assert_eq!(dog.check(&activity), Verdict::Keep);
-        let mut patient = Watchdog::new(T, Duration::from_secs(600), T);
+        assert_eq!(c.check_at(0), Verdict::Keep);
+        let mut patient = clock(&activity, T, LONG, T);
         activity.wrote(false);
         assert_eq!(
-            patient.check(&activity),
+            patient.check_at(0),
             Verdict::Keep,
             "blocked for less than 10 s"
         );

@@ -10,30 +10,34 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::deadline::Activity;
-use crate::body::{Body, BoxError};
+use crate::body::BoxError;
 
 /// `body`, counted in `owner`'s activity from the response head until hyper
 /// drops it (at its end, or when the client left).
-pub struct Ending<A: AsRef<Activity>> {
-    body: Body,
+pub struct Ending<B, A: AsRef<Activity>> {
+    body: B,
     owner: Arc<A>,
 }
 
-impl<A: AsRef<Activity>> Ending<A> {
+impl<B, A: AsRef<Activity>> Ending<B, A> {
     /// Counts `body` as being written on `owner`'s connection.
-    pub fn new(body: Body, owner: Arc<A>) -> Self {
+    pub fn new(body: B, owner: Arc<A>) -> Self {
         AsRef::<Activity>::as_ref(&*owner).response_sent();
         Self { body, owner }
     }
 }
 
-impl<A: AsRef<Activity>> Drop for Ending<A> {
+impl<B, A: AsRef<Activity>> Drop for Ending<B, A> {
     fn drop(&mut self) {
         AsRef::<Activity>::as_ref(&*self.owner).response_ended();
     }
 }
 
-impl<A: AsRef<Activity>> http_body::Body for Ending<A> {
+impl<B, A> http_body::Body for Ending<B, A>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
+    A: AsRef<Activity>,
+{
     type Data = Bytes;
     type Error = BoxError;
 

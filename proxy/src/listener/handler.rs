@@ -9,15 +9,20 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::Body;
+use crate::body::BoxError;
 use crate::config::ListenerLimits;
 
 /// Serves the requests a listener accepts.
 pub trait Handler: Send + Sync + 'static {
+    /// The body of its responses, held by the connection as it is (not boxed again)
+    /// while it is written.
+    type Body: http_body::Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static;
+
     /// The settings of a new connection on `listener` (read once per connection, so
     /// a reload takes effect for the connections that come after it); `None` when
     /// the listener is no longer configured, which closes the connection.
@@ -28,7 +33,7 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         conn: &ConnInfo,
         req: Request<Incoming>,
-    ) -> impl Future<Output = Response<Body>> + Send;
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
 }
 
 /// A listener's settings for one connection.

@@ -25,7 +25,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
-use tokio::time::MissedTickBehavior;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -38,7 +37,7 @@ use super::rewind::Rewind;
 use super::side_wake::SideWake;
 use crate::body::BoxError;
 use crate::config::ListenerLimits;
-use crate::time::{self, Instant};
+use crate::time::{self, ticker, Instant};
 
 /// Streams a client may reset before the server has accepted them (h2's own
 /// default, set here on purpose): more at once is GOAWAY `ENHANCE_YOUR_CALM`.
@@ -74,7 +73,7 @@ pub(super) fn serve_connection<H: Handler>(
             Some(acceptor) => {
                 // Boxed (and dropped with this statement), the handshake's state does
                 // not make every connection's task its size.
-                let timeout = shared.deadlines.header_read_timeout;
+                let timeout = shared.deadlines.header_read_timeout();
                 let handshake = handshake(acceptor, stream, timeout, &shared.conn);
                 let Some(tls_stream) = Box::pin(handshake).await else {
                     return;
@@ -119,18 +118,41 @@ struct ConnShared<H> {
     deadlines: Deadlines,
 }
 
-/// A connection's deadlines, from the listener's limits.
+/// A connection's deadlines, from the listener's limits, in milliseconds (a
+/// deadline past 49 days is 49 days): the shared state of every idle connection
+/// stays in a smaller allocation class.
 #[derive(Clone, Copy)]
 struct Deadlines {
-    header_read_timeout: Duration,
-    idle_timeout: Duration,
-    send_timeout: Duration,
+    header_read_ms: u32,
+    idle_ms: u32,
+    send_ms: u32,
+}
+
+impl Deadlines {
+    fn new(limits: &ListenerLimits) -> Self {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        Self {
+            header_read_ms: ms(limits.header_read_timeout),
+            idle_ms: ms(limits.idle_timeout),
+            send_ms: ms(limits.send_timeout),
+        }
+    }
+
+    fn header_read_timeout(self) -> Duration {
+        Duration::from_millis(u64::from(self.header_read_ms))
+    }
+
+    /// The connection's watchdog.
+    fn watchdog(self) -> Watchdog {
+        let ms = |ms: u32| Duration::from_millis(u64::from(ms));
+        Watchdog::new(ms(self.header_read_ms), ms(self.idle_ms), ms(self.send_ms))
+    }
 }
 
 /// What hyper's connections are built with (see [`http1_builder`], [`http2_builder`]).
 #[derive(Clone, Copy)]
 struct HttpLimits {
-    max_header_bytes: usize,
+    max_header_bytes: u32,
     max_concurrent_streams: u32,
 }
 
@@ -149,14 +171,10 @@ impl<H> ConnShared<H> {
                 abusive: Notify::new(),
             },
             http: HttpLimits {
-                max_header_bytes: limits.max_header_bytes,
+                max_header_bytes: u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX),
                 max_concurrent_streams: limits.max_concurrent_streams,
             },
-            deadlines: Deadlines {
-                header_read_timeout: limits.header_read_timeout,
-                idle_timeout: limits.idle_timeout,
-                send_timeout: limits.send_timeout,
-            },
+            deadlines: Deadlines::new(limits),
         }
     }
 }
@@ -275,14 +293,15 @@ async fn serve_io<S, H: Handler>(
     let mut phase = Phase::Parked(Watched::new(stream, Arc::clone(&shared)));
     // Bytes read while parked (or given back by hyper), for the next HTTP connection.
     let mut prefix = Vec::new();
-    let Deadlines {
-        header_read_timeout,
-        idle_timeout,
-        send_timeout,
-    } = shared.deadlines;
-    let mut watchdog = Watchdog::new(header_read_timeout, idle_timeout, send_timeout);
-    let mut tick = tokio::time::interval(watchdog.period());
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut watchdog = shared.deadlines.watchdog();
+    // The worker's shared tickers: the watchdog's period, and the shorter rest
+    // period while hyper serves HTTP/1 (see `deadline`). No timer of its own.
+    let tickers = [
+        ticker::shared(watchdog.period()),
+        ticker::shared(watchdog.rest_period()),
+    ];
+    let mut fast = false;
+    let mut tick = pin!(tickers[0].tick());
     let mut closing = false;
     let mut drained = pin!(drain.wait_for(|draining| *draining));
     let mut abusive = pin!(shared.resets.abusive.notified());
@@ -310,8 +329,9 @@ async fn serve_io<S, H: Handler>(
                     return ended(shared, Err(Ended::Parked(None)));
                 }
             }
-            while tick.poll_tick(&mut side_cx).is_ready() {
-                match watchdog.check(&shared.activity) {
+            while tick.as_mut().poll(&mut side_cx).is_ready() {
+                tick.set(tickers[usize::from(fast)].tick());
+                match watchdog.check(&shared.activity, time::now()) {
                     Verdict::Keep => {}
                     Verdict::Idle if closing => {}
                     Verdict::Idle => {
@@ -324,6 +344,9 @@ async fn serve_io<S, H: Handler>(
                     Verdict::Rest if closing => {}
                     Verdict::Rest => {
                         if park(&mut phase, &mut prefix, &shared.activity) {
+                            // Parked: back to the watchdog's own period.
+                            fast = false;
+                            tick.set(tickers[0].tick());
                             metrics::counter!(
                                 crate::observe::LISTENER_PARKS,
                                 "listener" => shared.conn.listener.to_string()
@@ -360,6 +383,11 @@ async fn serve_io<S, H: Handler>(
                     let http2 = http2_builder(shared.http);
                     Phase::Http2(Box::pin(http2.serve_connection(io, service.clone())))
                 } else {
+                    // Served by hyper: ticks at the rest period, to park it soon
+                    // after it goes quiet (the wait is registered at once).
+                    fast = true;
+                    tick.set(tickers[1].tick());
+                    let _ = side.poll(tick.as_mut());
                     let http1 = http1_builder(shared.http);
                     Phase::Http1(Box::pin(http1.serve_connection(io, service.clone())))
                 };
@@ -403,7 +431,11 @@ fn http1_builder(limits: HttpLimits) -> http1::Builder {
     // timer per request.
     http1
         .header_read_timeout(None::<Duration>)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_buf_size(
+            usize::try_from(limits.max_header_bytes)
+                .unwrap_or(usize::MAX)
+                .max(8192),
+        )
         .keep_alive(true);
     http1
 }
@@ -413,7 +445,7 @@ fn http2_builder(limits: HttpLimits) -> http2::Builder<TokioExecutor> {
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(limits.max_header_bytes)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
@@ -527,6 +559,8 @@ mod tests {
     struct Unused;
 
     impl Handler for Unused {
+        type Body = crate::body::Body;
+
         fn connection(&self, _: &str) -> Option<ConnSettings> {
             None
         }
@@ -557,6 +591,10 @@ mod tests {
         // limits in three copies, 2,360 with the TLS handshake inline); with tokio's
         // task header it is a 1 KiB task.
         assert!(size <= 896, "the connection future is {size} bytes");
-        assert!(std::mem::size_of::<ConnShared<Unused>>() <= 512);
+        // With its reference counts, the shared state must fit mimalloc's 320-byte
+        // class (it was 328 bytes, in the 384-byte class).
+        let shared = std::mem::size_of::<ConnShared<Unused>>();
+        println!("connection future {size} B, shared state {shared} B");
+        assert!(shared + 16 <= 320, "the shared state is {shared} bytes");
     }
 }

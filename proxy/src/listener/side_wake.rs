@@ -7,9 +7,11 @@
 //! request, although they almost never have anything to say. Polled with the
 //! [`SideWake`] context instead, they are polled only after they woke the task.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
@@ -58,12 +60,18 @@ impl SideWake {
     }
 }
 
+impl SideWake {
+    /// Polls a side future with the side waker (registering it for a wake-up),
+    /// outside of [`SideWake::context`]: for a side future replaced in between.
+    pub fn poll<F: Future>(&self, future: Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(&self.waker))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::Future;
     use std::pin::pin;
-    use std::task::Poll;
     use std::time::Duration;
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,5 @@
 //! Time for the whole proxy: one clock that tests can pause, pooled deadline timers,
-//! and the wall-clock time of an instant without a second clock read ([`wall_clock`]).
+//! and the wall-clock time of an instant without a second clock read ([`unix_millis`]).
 //!
 //! Every timestamp the proxy keeps (breaker windows, endpoint scores, pool idle
 //! times, admission latencies, cache ages, rate-limit cells) is a tokio
@@ -13,11 +13,12 @@
 //! log) share one clock read instead of taking twenty.
 
 pub mod cached;
+pub mod ticker;
 pub mod timer_pool;
 mod wall;
 
 pub use tokio::time::Instant;
-pub use wall::wall_clock;
+pub use wall::unix_millis;
 
 /// The current time on the proxy's clock: this loop turn's on a worker thread
 /// ([`cached`]), the clock's elsewhere (paused in tests that pause tokio's clock).
