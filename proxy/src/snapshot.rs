@@ -119,7 +119,7 @@ impl Snapshot {
                     },
                 )?)),
             };
-            let previous_routes: HashMap<&str, &Arc<Route>> = previous_listener
+            let previous_routes: foldhash::HashMap<&str, &Arc<Route>> = previous_listener
                 .map(|l| {
                     l.router
                         .routes()

@@ -64,7 +64,7 @@ type Taken<'a> = (&'a Arc<FileRoute>, &'a Arc<RouteConfig>);
 
 /// A previous validation's routes by listener name and route name.
 pub(super) struct Reuse<'a> {
-    by_listener: HashMap<&'a str, HashMap<&'a str, Taken<'a>>>,
+    by_listener: HashMap<&'a str, foldhash::HashMap<&'a str, Taken<'a>>>,
 }
 
 impl<'a> Reuse<'a> {
