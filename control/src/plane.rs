@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use floodgate::config::watch::{ConfigWatcher, WatchOptions};
-use floodgate::config::Validated;
+use floodgate::config::{ParseCache, Validated};
 
 use crate::autoscale::{ScaleBoard, ScaleMap};
 use crate::config::ControlConfig;
@@ -63,6 +63,9 @@ struct Group {
     /// The last text validated (the file's or a merge of it): the next validation takes
     /// its unchanged routes as they are (#18).
     validated: Option<Validated>,
+    /// The route items of the file's text last parsed: the next parse of the file
+    /// parses only the items whose text changed (#18).
+    parsed: ParseCache,
     /// Clusters the valid text defines.
     clusters: BTreeSet<String>,
     /// Endpoints the valid text lists, per cluster (the static floor).
@@ -178,6 +181,7 @@ impl Plane {
                 seen: None,
                 valid: None,
                 validated: None,
+                parsed: ParseCache::new(),
                 clusters: BTreeSet::new(),
                 static_endpoints: BTreeMap::new(),
                 error: None,
@@ -202,11 +206,12 @@ impl Plane {
             }
             g.seen = Some(Arc::clone(&text));
             let source = file.path.display().to_string();
-            let checked = snapshot::validate_reusing(
+            let checked = snapshot::validate_cached(
                 &text,
                 &source,
                 &self.config.configs_dir,
                 g.validated.as_ref(),
+                &mut g.parsed,
             );
             match checked {
                 Ok(validated) => {

@@ -196,7 +196,9 @@ async fn print_push_timings() {
 /// Runs each stage of a push alone on a 10,000-route group's text with one route
 /// changed and prints its time (the median of 5): what the end-to-end figure is made of.
 fn stages(app: &str, m: &floodgate::control_client::Managed) {
-    use floodgate::config::{file, parse_str, parse_str_reusing, validate_file_reusing};
+    use floodgate::config::{
+        file, parse_str, parse_str_cached, parse_str_reusing, validate_file_reusing,
+    };
     use floodgate::snapshot::Snapshot;
     const N: usize = 10_000;
     let dir = std::path::Path::new(".");
@@ -220,6 +222,24 @@ fn stages(app: &str, m: &floodgate::control_client::Managed) {
     let previous = parse_str_reusing(&base, "g", dir, None).unwrap();
     let reusing = time(&mut || drop(parse_str_reusing(&text, "g", dir, Some(&previous)).unwrap()));
     let next = parse_str_reusing(&text, "g", dir, Some(&previous)).unwrap();
+    // What the control plane does now: the text parsed through the group's cache of
+    // route items (one changed each time: the text and its base alternate), then
+    // validated reusing the previous validation's routes.
+    let mut cache = floodgate::config::ParseCache::new();
+    cache.parse(&base).unwrap();
+    let mut flip = false;
+    let cached_parse = time(&mut || {
+        flip = !flip;
+        drop(cache.parse(if flip { &text } else { &base }).unwrap())
+    });
+    let cached = time(&mut || {
+        flip = !flip;
+        let (t, p) = match flip {
+            true => (&text, &previous),
+            false => (&base, &next),
+        };
+        drop(parse_str_cached(t, "g", dir, Some(p), &mut cache).unwrap())
+    });
     let render = time(&mut || drop(serde_json::to_string(next.file()).unwrap()));
     let form = serde_json::to_string(next.file()).unwrap();
     let from_form = time(&mut || {
@@ -237,7 +257,9 @@ fn stages(app: &str, m: &floodgate::control_client::Managed) {
     });
     let running = m.proxy().snapshot();
     let mut next = (*running.config).clone();
-    next.listeners[0].routes[N / 2].name.push('x');
+    std::sync::Arc::make_mut(&mut next.listeners[0].routes[N / 2])
+        .name
+        .push('x');
     let clone = time(&mut || drop((*running.config).clone()));
     let compare = time(&mut || assert!(*running.config != next));
     let build = time(&mut || drop(Snapshot::build(next.clone(), 0, Some(&running)).unwrap()));
@@ -245,6 +267,7 @@ fn stages(app: &str, m: &floodgate::control_client::Managed) {
         "stages, {N} routes, {} KB of YAML, each run alone (median of 5): typed YAML parse {parse:?} \
          (without field paths {plain:?}, untyped {untyped:?}); \
          parse + validate {full:?}, reusing the previous validation's routes {reusing:?}; \
+         parse through the cache of route items {cached_parse:?}, and validate reusing {cached:?}; \
          file form: render as JSON {render:?} ({} KB), read and validate reusing {from_form:?}; \
          snapshot text JSON encode {encode:?}, decode {decode:?}; Config clone {clone:?}, compare {compare:?}; \
          Snapshot::build (diff against the running one, index) {build:?} (includes a Config clone)",

@@ -119,7 +119,7 @@ impl Snapshot {
                     },
                 )?)),
             };
-            let previous_routes: HashMap<&str, &Arc<Route>> = previous_listener
+            let previous_routes: foldhash::HashMap<&str, &Arc<Route>> = previous_listener
                 .map(|l| {
                     l.router
                         .routes()
@@ -160,7 +160,7 @@ impl Snapshot {
                         load: Arc::clone(cluster.load()),
                     });
                 }
-                routes.push(Arc::new(Route::new(rc.clone(), arms, route_state)));
+                routes.push(Arc::new(Route::new(Arc::clone(rc), arms, route_state)));
             }
             listeners.insert(
                 Arc::from(lc.name.as_str()),
@@ -191,8 +191,13 @@ impl Snapshot {
 /// Whether the running `route` can serve `config` as it is: the same settings and
 /// every arm towards the very cluster the new snapshot has under that name (a
 /// rebuilt cluster has new admission and breaker state, which the stack holds).
-fn unchanged(route: &Route, config: &RouteConfig, clusters: &HashMap<&str, &Arc<Cluster>>) -> bool {
-    route.config == *config
+fn unchanged(
+    route: &Route,
+    config: &Arc<RouteConfig>,
+    clusters: &HashMap<&str, &Arc<Cluster>>,
+) -> bool {
+    // A route the validation took unchanged is the very config the running route holds.
+    (Arc::ptr_eq(&route.config, config) || route.config == *config)
         && route.arms.iter().all(|arm| {
             clusters
                 .get(arm.cluster.as_ref())

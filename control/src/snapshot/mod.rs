@@ -111,6 +111,11 @@ pub fn validate(text: &str, source: &str, base_dir: &Path) -> Result<Config, Con
 /// from scratch).
 pub use floodgate::config::parse_str_reusing as validate_reusing;
 
+/// [`validate_reusing`] with the text parsed through a [`floodgate::config::ParseCache`]
+/// (only the route items whose text changed since the cache's last parse are parsed
+/// again): the proxy's own function.
+pub use floodgate::config::parse_str_cached as validate_cached;
+
 /// Whether `address` is an endpoint the proxy accepts, asked of the proxy's validator
 /// (a one-cluster config around it), so one bad registration cannot make a group's
 /// merged config invalid.

@@ -10,6 +10,7 @@
 //! JSON, absent fields left out): reading that back gives an equal value.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -155,8 +156,9 @@ pub struct FileListener {
     /// Headers the proxy adds to requests and responses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<FileHeaders>,
-    /// Routes, first match wins.
-    pub routes: Vec<FileRoute>,
+    /// Routes, first match wins (shared: a parse that takes a route item unchanged
+    /// from [`super::ParseCache`] shares it, and a validation compares it by pointer first).
+    pub routes: Vec<Arc<FileRoute>>,
 }
 
 /// `listeners[].headers:` block.

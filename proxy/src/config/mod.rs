@@ -6,9 +6,11 @@
 
 mod error;
 pub mod file;
+mod parse_cache;
 mod runtime;
 pub mod secret;
 mod shapes;
+mod split;
 pub mod units;
 mod validate;
 pub mod watch;
@@ -16,6 +18,7 @@ pub mod watch;
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use parse_cache::ParseCache;
 pub use runtime::*;
 pub use units::{format_duration, parse_duration, parse_size, DurationError};
 pub use validate::Validated;
@@ -67,6 +70,22 @@ pub fn parse_str_reusing(
     previous: Option<&Validated>,
 ) -> Result<Validated, ConfigErrors> {
     let file = file::parse(text).map_err(|e| ConfigErrors::one(source, e))?;
+    validate::validate_reusing(file, source, base_dir, previous)
+}
+
+/// [`parse_str_reusing`] with the YAML parsed through `cache`, which re-parses only the
+/// route items whose text changed since its last parse ([`ParseCache`]; the result and
+/// the errors are those of [`parse_str`]).
+pub fn parse_str_cached(
+    text: &str,
+    source: &str,
+    base_dir: &Path,
+    previous: Option<&Validated>,
+    cache: &mut ParseCache,
+) -> Result<Validated, ConfigErrors> {
+    let file = cache
+        .parse(text)
+        .map_err(|e| ConfigErrors::one(source, e))?;
     validate::validate_reusing(file, source, base_dir, previous)
 }
 

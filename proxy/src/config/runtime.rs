@@ -148,8 +148,9 @@ pub struct ListenerConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Headers the proxy adds to requests and responses.
     pub headers: ListenerHeaders,
-    /// Routes in file order; the first match wins.
-    pub routes: Vec<RouteConfig>,
+    /// Routes in file order; the first match wins (shared: a route a validation takes
+    /// unchanged, and the running [`crate::router::Route`] built from it, hold the same one).
+    pub routes: Vec<Arc<RouteConfig>>,
 }
 
 /// Headers a listener's proxy adds (both on by default, as Envoy and most edge proxies do).

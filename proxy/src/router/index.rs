@@ -12,9 +12,11 @@
 //! across all buckets, skipping any candidate that could not beat it: the first
 //! matching route in file order wins, exactly as a scan of the table would pick.
 
-use std::collections::HashMap;
-
 use crate::config::{HostMatch, PathMatch, RouteMatch};
+
+/// The index's hash maps: foldhash, seeded per process (a host is hashed on every
+/// request, and 10,000 of them on every build of the index).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A bucket with at most this many routes is a list, checked in order.
 const SMALL_BUCKET: usize = 8;
@@ -39,8 +41,8 @@ pub struct RouteIndex {
 impl RouteIndex {
     /// The index of route matchers given in file order (position = index in `matchers`).
     pub fn new<'a>(matchers: impl IntoIterator<Item = &'a RouteMatch>) -> Self {
-        let mut exact: HashMap<Box<[u8]>, Entries> = HashMap::new();
-        let mut wildcard: HashMap<Box<[u8]>, Entries> = HashMap::new();
+        let mut exact: HashMap<Box<[u8]>, Entries> = HashMap::default();
+        let mut wildcard: HashMap<Box<[u8]>, Entries> = HashMap::default();
         let mut odd: Vec<(Box<[u8]>, Entries)> = Vec::new();
         let mut any_host = Vec::new();
         for (pos, m) in (0u32..).zip(matchers) {
@@ -62,7 +64,8 @@ impl RouteIndex {
         }
         let uses_host = !(exact.is_empty() && wildcard.is_empty() && odd.is_empty());
         let build = |map: HashMap<Box<[u8]>, Entries>| -> HashMap<_, _> {
-            let mut out: HashMap<Box<[u8]>, Bucket> = HashMap::with_capacity(map.len());
+            let mut out: HashMap<Box<[u8]>, Bucket> =
+                HashMap::with_capacity_and_hasher(map.len(), Default::default());
             out.extend(map.into_iter().map(|(k, v)| (k, Bucket::new(&v))));
             out
         };
@@ -200,7 +203,7 @@ struct Node {
 
 impl PathTrie {
     fn new(routes: &[(u32, &PathMatch)]) -> Self {
-        let mut exact: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        let mut exact: HashMap<Box<[u8]>, Vec<u32>> = HashMap::default();
         let mut nodes = vec![Node::default()];
         for &(pos, path) in routes {
             match path {

@@ -39,8 +39,8 @@ pub struct Arm {
 pub struct Route {
     /// Route name (metrics label; shared, so a log line or label copies a pointer).
     pub name: metrics::SharedString,
-    /// The route's config (match, rewrite, host handling).
-    pub config: RouteConfig,
+    /// The route's config (match, rewrite, host handling), shared with the snapshot's config.
+    pub config: std::sync::Arc<RouteConfig>,
     /// Destination arms; one unless the route splits by weight.
     pub arms: Vec<Arm>,
     /// Long-lived state (limiter, cache) a reload may carry over.
@@ -53,7 +53,12 @@ pub struct Route {
 
 impl Route {
     /// A route from its config and arms (at least one with weight > 0, checked by validation).
-    pub fn new(config: RouteConfig, arms: Vec<Arm>, state: RouteState) -> Self {
+    pub fn new(
+        config: impl Into<std::sync::Arc<RouteConfig>>,
+        arms: Vec<Arm>,
+        state: RouteState,
+    ) -> Self {
+        let config = config.into();
         let total_weight = arms.iter().map(|a| u64::from(a.weight)).sum();
         let needs_client_ip = config
             .rate_limit

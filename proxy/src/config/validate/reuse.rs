@@ -12,6 +12,7 @@
 //! from scratch refuses it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::config::file::{FileConfig, FileRoute};
 use crate::config::{Config, RouteConfig};
@@ -58,9 +59,12 @@ impl Validated {
     }
 }
 
+/// A route's file form and the runtime form it was validated into.
+type Taken<'a> = (&'a Arc<FileRoute>, &'a Arc<RouteConfig>);
+
 /// A previous validation's routes by listener name and route name.
 pub(super) struct Reuse<'a> {
-    by_listener: HashMap<&'a str, HashMap<&'a str, (&'a FileRoute, &'a RouteConfig)>>,
+    by_listener: HashMap<&'a str, foldhash::HashMap<&'a str, Taken<'a>>>,
 }
 
 impl<'a> Reuse<'a> {
@@ -98,9 +102,14 @@ impl<'a> Reuse<'a> {
 
     /// The runtime form validated for `route` of listener `listener` last time, if its
     /// file form is unchanged.
-    pub(super) fn route(&self, listener: &str, route: &FileRoute) -> Option<&'a RouteConfig> {
+    pub(super) fn route(
+        &self,
+        listener: &str,
+        route: &Arc<FileRoute>,
+    ) -> Option<&'a Arc<RouteConfig>> {
         let (file, config) = self.by_listener.get(listener)?.get(route.name.as_str())?;
-        (*file == route).then_some(*config)
+        // The very item of the previous parse (a cached one) needs no comparison.
+        (Arc::ptr_eq(file, route) || *file == route).then_some(*config)
     }
 }
 

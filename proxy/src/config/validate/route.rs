@@ -1,6 +1,7 @@
 //! Validation of `listeners[].routes`: matches, backends and retry policies.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
@@ -35,9 +36,9 @@ impl Validator<'_> {
         &mut self,
         listener: &str,
         name: &str,
-        routes: &[FileRoute],
+        routes: &[Arc<FileRoute>],
         clusters: &[&str],
-    ) -> Vec<RouteConfig> {
+    ) -> Vec<Arc<RouteConfig>> {
         if routes.is_empty() {
             self.err(
                 format!("{listener}.routes"),
@@ -61,8 +62,12 @@ impl Validator<'_> {
                 );
             }
             match validated {
-                Some(validated) => out.push(validated.clone()),
-                None => out.push(self.route(&format!("{listener}.routes[{i}]"), r, clusters)),
+                Some(validated) => out.push(Arc::clone(validated)),
+                None => out.push(Arc::new(self.route(
+                    &format!("{listener}.routes[{i}]"),
+                    r,
+                    clusters,
+                ))),
             }
         }
         out
