@@ -314,11 +314,11 @@ pub fn rfc3339(unix_ms: u64) -> [u8; 24] {
         if at == secs {
             return text;
         }
-        let text = civil(secs);
+        let text = crate::time::civil(secs);
         cache.set((secs, text));
         text
     });
-    out[..19].copy_from_slice(&cached.unwrap_or_else(|_| civil(secs)));
+    out[..19].copy_from_slice(&cached.unwrap_or_else(|_| crate::time::civil(secs)));
     let ms = unix_ms % 1000;
     out[19] = b'.';
     out[20] = b'0' + (ms / 100) as u8;
@@ -326,40 +326,6 @@ pub fn rfc3339(unix_ms: u64) -> [u8; 24] {
     out[22] = b'0' + (ms % 10) as u8;
     out[23] = b'Z';
     out
-}
-
-/// `YYYY-MM-DDTHH:MM:SS` of Unix seconds (Howard Hinnant's `civil_from_days`).
-fn civil(secs: u64) -> [u8; 19] {
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut s = [0u8; 19];
-    let digits = |out: &mut [u8], mut n: u64| {
-        for slot in out.iter_mut().rev() {
-            *slot = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    digits(&mut s[0..4], u64::try_from(year).unwrap_or(0));
-    s[4] = b'-';
-    digits(&mut s[5..7], u64::try_from(month).unwrap_or(0));
-    s[7] = b'-';
-    digits(&mut s[8..10], u64::try_from(day).unwrap_or(0));
-    s[10] = b'T';
-    digits(&mut s[11..13], rem / 3600);
-    s[13] = b':';
-    digits(&mut s[14..16], rem / 60 % 60);
-    s[16] = b':';
-    digits(&mut s[17..19], rem % 60);
-    s
 }
 
 #[cfg(test)]
@@ -472,7 +438,7 @@ mod tests {
 
     #[test]
     fn the_civil_date_matches_known_days() {
-        let at = |s: u64| String::from_utf8(civil(s).to_vec()).unwrap();
+        let at = |s: u64| String::from_utf8(crate::time::civil(s).to_vec()).unwrap();
         assert_eq!(at(0), "1970-01-01T00:00:00");
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00");
         assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59");

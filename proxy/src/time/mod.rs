@@ -18,7 +18,7 @@ pub mod timer_pool;
 mod wall;
 
 pub use tokio::time::Instant;
-pub use wall::unix_millis;
+pub use wall::{civil, unix_millis};
 
 /// The current time on the proxy's clock: this loop turn's on a worker thread
 /// ([`cached`]), the clock's elsewhere (paused in tests that pause tokio's clock).

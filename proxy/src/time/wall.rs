@@ -43,6 +43,40 @@ pub fn unix_millis(at: Instant) -> u64 {
     anchored.unwrap_or_else(|_| unix_nanos_now()) / 1_000_000
 }
 
+/// `YYYY-MM-DDTHH:MM:SS` of Unix seconds (Howard Hinnant's `civil_from_days`).
+pub fn civil(secs: u64) -> [u8; 19] {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut s = [0u8; 19];
+    let digits = |out: &mut [u8], mut n: u64| {
+        for slot in out.iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    digits(&mut s[0..4], u64::try_from(year).unwrap_or(0));
+    s[4] = b'-';
+    digits(&mut s[5..7], u64::try_from(month).unwrap_or(0));
+    s[7] = b'-';
+    digits(&mut s[8..10], u64::try_from(day).unwrap_or(0));
+    s[10] = b'T';
+    digits(&mut s[11..13], rem / 3600);
+    s[13] = b':';
+    digits(&mut s[14..16], rem / 60 % 60);
+    s[16] = b':';
+    digits(&mut s[17..19], rem % 60);
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
